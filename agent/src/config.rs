@@ -1,0 +1,147 @@
+//! agent.toml: what the agent reads, where it sends it.
+//!
+//! Precedence: built-in defaults, then the file, then NODEWARDEN_* environment
+//! variables, then command-line flags (applied by main).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nodewarden_proto::config_error::{ConfigError, parse_toml};
+use nodewarden_proto::units::serde_duration;
+use serde::Deserialize;
+
+use crate::ups::config::UpsConfig;
+
+/// Default location of the agent's config file.
+pub const DEFAULT_PATH: &str = "/etc/nodewarden/agent.toml";
+/// Default collector address (the k3s server runs the collector).
+pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:7150";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Kubernetes node name; empty means the hostname.
+    pub node_name: String,
+    /// Where the collector listens.
+    pub collector: String,
+    /// Time between samples (1s to 1h).
+    #[serde(with = "serde_duration")]
+    pub sample_interval: Duration,
+    /// Samples kept in memory while the collector is unreachable.
+    pub buffer_samples: usize,
+    /// Prefix for /proc, /sys and /dev (tests point it at fixture trees).
+    pub sysroot: PathBuf,
+    /// Filesystem whose usage is reported.
+    pub filesystem: PathBuf,
+    /// tracing filter, e.g. "info" or "nodewarden_agent=debug".
+    pub log_level: String,
+    /// UPSes wired to this node.
+    pub ups: Vec<UpsConfig>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            node_name: String::new(),
+            collector: DEFAULT_COLLECTOR.into(),
+            sample_interval: Duration::from_secs(5),
+            // 12 hours at the default interval, about 3 MB at most.
+            buffer_samples: 8640,
+            sysroot: PathBuf::from("/"),
+            filesystem: PathBuf::from("/"),
+            log_level: "info".into(),
+            ups: Vec::new(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads `path`. A missing file at the default path means defaults; a
+    /// missing file that was asked for by name is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let mut config: AgentConfig = parse_toml(path, &text)?;
+        config.apply_env(|k| std::env::var(k).ok());
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// NODEWARDEN_NODE_NAME, NODEWARDEN_COLLECTOR override the file.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("NODEWARDEN_NODE_NAME") {
+            self.node_name = v;
+        }
+        if let Some(v) = get("NODEWARDEN_COLLECTOR") {
+            self.collector = v;
+        }
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |message: String| {
+            Err(ConfigError::Semantic {
+                path: path.to_path_buf(),
+                message,
+            })
+        };
+        if self.sample_interval < Duration::from_secs(1)
+            || self.sample_interval > Duration::from_secs(3600)
+        {
+            return bad(format!(
+                "key `sample_interval`: {:?} is outside 1s..1h",
+                self.sample_interval
+            ));
+        }
+        if self.buffer_samples == 0 {
+            return bad("key `buffer_samples`: must be at least 1".into());
+        }
+        if !(self.collector.starts_with("http://") || self.collector.starts_with("https://")) {
+            return bad(format!(
+                "key `collector`: `{}` must start with http:// or https://",
+                self.collector
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for ups in &self.ups {
+            if !names.insert(&ups.name) {
+                return bad(format!("[[ups]] name `{}` is used twice", ups.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c: AgentConfig = parse_toml(Path::new("a.toml"), "").unwrap();
+        assert_eq!(c, AgentConfig::default());
+    }
+
+    #[test]
+    fn rejects_interval_below_one_second() {
+        let c: AgentConfig =
+            parse_toml(Path::new("a.toml"), "sample_interval = \"200ms\"").unwrap();
+        let err = c.validate(Path::new("a.toml")).unwrap_err().to_string();
+        assert!(err.contains("sample_interval"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = AgentConfig::default();
+        c.apply_env(|k| (k == "NODEWARDEN_NODE_NAME").then(|| "pi-3".to_string()));
+        assert_eq!(c.node_name, "pi-3");
+    }
+}

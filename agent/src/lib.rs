@@ -1,0 +1,10 @@
+//! nodewarden-agent: reads this node (sensors) and its UPS (ups), streams both
+//! to the collector over one outbound gRPC stream (link), and carries out the
+//! collector's commands (command). It listens on no port.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod link;
+pub mod sensors;
+pub mod sysroot;
+pub mod ups;

@@ -1,0 +1,11 @@
+//! The UPS wired to this node: a driver-neutral model, the drivers (Megatec
+//! Q1, Riello GPSER, NUT's network protocol), and the monitor that polls one
+//! and pushes every status change to the link at once.
+//!
+//! Drivers are blocking (serial ports are); the monitor runs each on its own
+//! thread and talks to the async side through channels.
+
+pub mod config;
+pub mod model;
+
+pub use model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};

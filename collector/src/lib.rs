@@ -1,0 +1,11 @@
+//! nodewarden collector: accepts agent streams (server), keeps history and
+//! events (store), serves Prometheus metrics (metrics) and answers the CLI
+//! (cli, over the Admin API).
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod series;
+pub mod server;
+pub mod store;
