@@ -7,5 +7,6 @@
 
 pub mod config;
 pub mod model;
+pub mod sim;
 
 pub use model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
