@@ -3,7 +3,9 @@
 //! collector's commands (command). It listens on no port.
 #![forbid(unsafe_code)]
 
+pub mod command;
 pub mod config;
+pub mod daemon;
 pub mod link;
 pub mod sensors;
 pub mod sysroot;

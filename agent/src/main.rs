@@ -1,1 +1,209 @@
-fn main() {}
+//! `nodewarden-agent`: one per node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use nodewarden_agent::config::{self, AgentConfig};
+use nodewarden_agent::daemon;
+use nodewarden_agent::sensors::Sensors;
+use nodewarden_agent::sysroot::SysRoot;
+
+/// sysexits EX_CONFIG: systemd's RestartPreventExitStatus stops a crash loop on a bad config.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "nodewarden-agent",
+    version,
+    about = "nodewarden node agent: reads this node and its UPS, streams to the collector"
+)]
+struct Cli {
+    /// Config file.
+    #[arg(long, short, global = true, env = "NODEWARDEN_AGENT_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// Collector address (overrides the config), e.g. http://10.0.0.2:7150.
+    #[arg(long)]
+    collector: Option<String>,
+    /// Node name (overrides the config; default the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Root for /proc, /sys and /dev (tests use fixture trees).
+    #[arg(long)]
+    sysroot: Option<PathBuf>,
+    /// Sampling interval (overrides the config), e.g. 1s.
+    #[arg(long, value_parser = nodewarden_proto::units::parse_duration)]
+    sample_interval: Option<std::time::Duration>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Check a config file and exit (0: valid; 78: invalid, with file, line and key).
+    CheckConfig {
+        /// Defaults to --config.
+        path: Option<PathBuf>,
+    },
+    /// Take one sample of this node (or of a fixture tree) and print it.
+    Sample {
+        #[arg(long)]
+        sysroot: Option<PathBuf>,
+        /// Print JSON instead of the debug form.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Manpage,
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NODEWARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn load_config(cli: &Cli) -> Result<AgentConfig, ExitCode> {
+    let explicit = cli.config.as_os_str() != config::DEFAULT_PATH;
+    let mut config = match AgentConfig::load(&cli.config, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nodewarden-agent: {e}");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let r = &cli.run;
+    if let Some(c) = &r.collector {
+        config.collector = c.clone();
+    }
+    if let Some(n) = &r.node_name {
+        config.node_name = n.clone();
+    }
+    if let Some(s) = &r.sysroot {
+        config.sysroot = s.clone();
+    }
+    if let Some(i) = r.sample_interval {
+        config.sample_interval = i;
+    }
+    if let Err(e) = config.validate(&cli.config) {
+        eprintln!("nodewarden-agent: {e}");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "nodewarden-agent",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Manpage) => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nodewarden-agent: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::CheckConfig { path }) => {
+            let path = path.clone().unwrap_or_else(|| cli.config.clone());
+            return match AgentConfig::load(&path, true) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("nodewarden-agent: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
+        Some(Command::Sample { sysroot, json }) => {
+            let root = sysroot.clone().map_or_else(SysRoot::host, SysRoot::at);
+            let mut sensors = Sensors::new(root);
+            let sample = sensors.sample(1, daemon::now_ms());
+            if *json {
+                match serde_json::to_string_pretty(&sample) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("nodewarden-agent: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                println!("{sample:#?}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Run) | None => {}
+    }
+
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config.log_level);
+    // One thread: the agent does little, and a small footprint is a feature.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nodewarden-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping");
+            let _ = stop_tx.send(true);
+        });
+        daemon::run(config, stop_rx).await;
+    });
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -18,6 +18,8 @@ fn generated_bindings_are_up_to_date() {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // JSON for `--json` outputs and test fixtures.
+        .type_attribute(".", "#[derive(serde::Serialize)]")
         .out_dir(out.path())
         .compile_fds(fds)
         .expect("bindings generate");

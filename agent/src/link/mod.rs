@@ -1,2 +1,238 @@
 //! The outbound stream to the collector: hello, buffered samples, pushed UPS
 //! changes, acks, reconnect with backoff, and commands coming back.
+//!
+//! Exactly-once delivery: samples carry per-instance sequence numbers; the
+//! collector stores them and the per-instance high-water mark in one
+//! transaction, tells the agent that mark in Welcome on every (re)connect and
+//! acks as it commits. The agent keeps everything unacked and resends what
+//! the collector does not have.
+
+pub mod backoff;
+pub mod buffer;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nodewarden_proto::MAX_MESSAGE_BYTES;
+use nodewarden_proto::v1::agent_link_client::AgentLinkClient;
+use nodewarden_proto::v1::{
+    AgentMessage, CollectorMessage, Hello, UpsStatus, agent_message, collector_message,
+};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use self::backoff::Backoff;
+use self::buffer::{Outgoing, SampleBuffer};
+use crate::command;
+
+/// Most samples per SampleBatch message (a reconnect after hours sends many).
+const MAX_BATCH: usize = 500;
+/// How long the collector may take to answer Hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared between the sampler (producer) and the link (consumer).
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pub buffer: Arc<Mutex<SampleBuffer>>,
+    pub wake: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Outbox {
+            buffer: Arc::new(Mutex::new(SampleBuffer::new(capacity))),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Queue a sample for the collector.
+    pub fn push(&self, sample: nodewarden_proto::v1::Sample) {
+        lock(&self.buffer).push(sample);
+        self.wake.notify_one();
+    }
+}
+
+fn lock(buffer: &Mutex<SampleBuffer>) -> std::sync::MutexGuard<'_, SampleBuffer> {
+    // A panic while holding the lock cannot leave the buffer inconsistent in
+    // a way worse than losing the link, so keep going.
+    buffer.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+/// Runs the link until `shutdown` turns true. Never returns early on errors:
+/// it reconnects forever.
+pub async fn run(
+    collector: String,
+    hello: Hello,
+    outbox: Outbox,
+    mut ups_changes: mpsc::Receiver<UpsStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new();
+    let mut last_problem: Option<String> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let end = session(
+            &collector,
+            &hello,
+            &outbox,
+            &mut ups_changes,
+            &mut shutdown,
+            &mut backoff,
+        )
+        .await;
+        let reason = match end {
+            SessionEnd::Shutdown => return,
+            SessionEnd::Lost(reason) => reason,
+        };
+        let delay = backoff.next_delay();
+        // One line per change of state, not one per retry.
+        if last_problem.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(collector = %collector, "collector link down: {reason}; retrying with backoff");
+            last_problem = Some(reason);
+        } else {
+            tracing::debug!("still cannot reach the collector; next try in {delay:?}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn connect(collector: &str) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(collector.to_string())
+        .map_err(|e| format!("bad collector address `{collector}`: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    endpoint.connect().await.map_err(|e| describe(&e))
+}
+
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn session(
+    collector: &str,
+    hello: &Hello,
+    outbox: &Outbox,
+    ups_changes: &mut mpsc::Receiver<UpsStatus>,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> SessionEnd {
+    let channel = tokio::select! {
+        c = connect(collector) => match c {
+            Ok(c) => c,
+            Err(e) => return SessionEnd::Lost(e),
+        },
+        _ = shutdown.changed() => return SessionEnd::Shutdown,
+    };
+    let mut client = AgentLinkClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (tx, rx) = mpsc::channel::<AgentMessage>(16);
+    let mut hello = hello.clone();
+    hello.oldest_buffered_seq = lock(&outbox.buffer).oldest_seq();
+    let hello_msg = AgentMessage {
+        body: Some(agent_message::Body::Hello(hello)),
+    };
+    if tx.send(hello_msg).await.is_err() {
+        return SessionEnd::Lost("stream closed before hello".into());
+    }
+    let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            return SessionEnd::Lost(format!(
+                "collector refused the stream: {}",
+                status.message()
+            ));
+        }
+    };
+
+    let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(CollectorMessage {
+            body: Some(collector_message::Body::Welcome(w)),
+        }))) => w,
+        Ok(Ok(other)) => return SessionEnd::Lost(format!("expected Welcome, got {other:?}")),
+        Ok(Err(status)) => {
+            return SessionEnd::Lost(format!("collector closed the stream: {}", status.message()));
+        }
+        Err(_) => return SessionEnd::Lost("collector did not answer hello within 10 s".into()),
+    };
+    lock(&outbox.buffer).restart_stream(welcome.stored_through_seq);
+    backoff.connected();
+    tracing::info!(
+        collector = %collector,
+        collector_version = %welcome.collector_version,
+        stored_through = welcome.stored_through_seq,
+        "connected to collector"
+    );
+
+    // Control messages (UPS changes, command results) go before samples.
+    let mut urgent: std::collections::VecDeque<AgentMessage> = Default::default();
+    let mut pending: Option<AgentMessage> = None;
+    loop {
+        if pending.is_none() {
+            pending = urgent.pop_front().or_else(|| {
+                lock(&outbox.buffer)
+                    .next_outgoing(MAX_BATCH)
+                    .map(|o| match o {
+                        Outgoing::Gap(g) => AgentMessage {
+                            body: Some(agent_message::Body::Gap(g)),
+                        },
+                        Outgoing::Samples(samples) => AgentMessage {
+                            body: Some(agent_message::Body::Samples(
+                                nodewarden_proto::v1::SampleBatch { samples },
+                            )),
+                        },
+                    })
+            });
+        }
+        tokio::select! {
+            permit = tx.reserve(), if pending.is_some() => match (permit, pending.take()) {
+                (Ok(permit), Some(msg)) => permit.send(msg),
+                _ => return SessionEnd::Lost("stream closed while sending".into()),
+            },
+            _ = outbox.wake.notified(), if pending.is_none() => {}
+            change = ups_changes.recv() => if let Some(status) = change {
+                urgent.push_back(AgentMessage { body: Some(agent_message::Body::UpsStatus(status)) });
+            },
+            msg = inbound.message() => match msg {
+                Ok(Some(CollectorMessage { body: Some(body) })) => match body {
+                    collector_message::Body::Ack(ack) => lock(&outbox.buffer).ack(ack.acked_through_seq),
+                    collector_message::Body::Command(cmd) => {
+                        let result = command::handle(&cmd);
+                        urgent.push_back(AgentMessage { body: Some(agent_message::Body::CommandResult(result)) });
+                    }
+                    collector_message::Body::Welcome(_) => {
+                        return SessionEnd::Lost("protocol error: second Welcome".into());
+                    }
+                },
+                Ok(Some(CollectorMessage { body: None })) => {}
+                Ok(None) => return SessionEnd::Lost("collector closed the stream".into()),
+                Err(status) => return SessionEnd::Lost(format!("stream error: {}", status.message())),
+            },
+            _ = shutdown.changed() => return SessionEnd::Shutdown,
+        }
+    }
+}

@@ -72,9 +72,14 @@ impl Default for SimState {
 /// What a command received on the line asks the simulated device to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SimEffect {
-    Shutdown { off_delay_seconds: f64, restore_delay_seconds: Option<f64> },
+    Shutdown {
+        off_delay_seconds: f64,
+        restore_delay_seconds: Option<f64>,
+    },
     CancelShutdown,
-    StartTest { deep: bool },
+    StartTest {
+        deep: bool,
+    },
     CancelTest,
     ToggleBeeper,
 }

@@ -1,0 +1,93 @@
+//! The agent's main loop: sample on a timer, hand samples to the link, run
+//! until SIGTERM or Ctrl-C.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nodewarden_proto::v1::{Capability, Hello, UpsStatus};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::AgentConfig;
+use crate::link::{self, Outbox};
+use crate::sensors::Sensors;
+use crate::sysroot::SysRoot;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The Hello this agent sends on every connect.
+pub fn hello(config: &AgentConfig, sensors: &Sensors, has_ups: bool) -> Hello {
+    let facts = sensors.facts();
+    let node_name = if config.node_name.is_empty() {
+        facts.hostname.clone()
+    } else {
+        config.node_name.clone()
+    };
+    let mut capabilities: Vec<i32> = facts.capabilities.iter().map(|c| *c as i32).collect();
+    if !capabilities.contains(&(Capability::Telemetry as i32)) {
+        capabilities.push(Capability::Telemetry as i32);
+    }
+    if has_ups {
+        capabilities.push(Capability::Ups as i32);
+    }
+    Hello {
+        node_name,
+        board_model: facts.board_model,
+        arch: std::env::consts::ARCH.to_string(),
+        kernel_version: facts.kernel_version,
+        os_name: facts.os_name,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        instance_id: rand::random::<u64>() | 1,
+        capabilities,
+        sample_interval_ms: config.sample_interval.as_millis() as u32,
+        boot_time_unix_seconds: facts.boot_time_unix_seconds,
+        oldest_buffered_seq: 0,
+    }
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
+    let root = SysRoot::at(&config.sysroot);
+    let mut sensors = Sensors::new(root);
+    // UPS monitors push status changes here (wired by the UPS module).
+    let (_ups_tx, ups_rx) = mpsc::channel::<UpsStatus>(32);
+    let ups_latest = || Vec::<UpsStatus>::new();
+
+    let hello = hello(&config, &sensors, !config.ups.is_empty());
+    tracing::info!(
+        node = %hello.node_name,
+        model = %hello.board_model,
+        collector = %config.collector,
+        interval = ?config.sample_interval,
+        "nodewarden-agent starting"
+    );
+    let outbox = Outbox::new(config.buffer_samples);
+    let link = tokio::spawn(link::run(
+        config.collector.clone(),
+        hello,
+        outbox.clone(),
+        ups_rx,
+        shutdown.clone(),
+    ));
+
+    let mut ticker = tokio::time::interval(config.sample_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown_rx = shutdown;
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                seq += 1;
+                let mut sample = sensors.sample(seq, now_ms());
+                sample.ups = ups_latest();
+                outbox.push(sample);
+            }
+            _ = shutdown_rx.changed() => break,
+        }
+    }
+    // Give the link a moment to flush what it has.
+    let _ = tokio::time::timeout(Duration::from_secs(2), link).await;
+}
