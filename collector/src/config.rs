@@ -1,1 +1,180 @@
-//! (in progress)
+//! collector.toml.
+//!
+//! Precedence: built-in defaults, then the file, then NODEWARDEN_* environment
+//! variables, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nodewarden_proto::config_error::{ConfigError, parse_toml};
+use nodewarden_proto::units::serde_duration;
+use serde::Deserialize;
+
+/// Default location of the collector's config file.
+pub const DEFAULT_PATH: &str = "/etc/nodewarden/collector.toml";
+/// Default admin socket (the CLI's default too).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/nodewarden/admin.sock";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Where agents connect (gRPC).
+    pub listen: SocketAddr,
+    /// Unix socket for the CLI's Admin API.
+    pub admin_socket: PathBuf,
+    /// Prometheus /metrics; empty string disables it.
+    pub metrics_listen: String,
+    /// Where history, events and the node registry live.
+    pub data_dir: PathBuf,
+    /// A node that sent nothing for this long is marked offline.
+    #[serde(with = "serde_duration")]
+    pub offline_after: Duration,
+    /// How long the server gathers samples before one durable commit (and the acks).
+    #[serde(with = "serde_duration")]
+    pub commit_interval: Duration,
+    pub log_level: String,
+    pub retention: Retention,
+    pub events: EventThresholds,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Raw samples.
+    #[serde(with = "serde_duration")]
+    pub raw: Duration,
+    /// 1-minute rollups and events.
+    #[serde(with = "serde_duration")]
+    pub rollup: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventThresholds {
+    /// CPU temperature that raises a temperature_high event.
+    pub temperature_high_celsius: f64,
+    /// Drop below high minus this to clear it (no flapping at the threshold).
+    pub temperature_hysteresis_celsius: f64,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7150)),
+            admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            metrics_listen: "0.0.0.0:7151".into(),
+            data_dir: PathBuf::from("/var/lib/nodewarden"),
+            offline_after: Duration::from_secs(30),
+            commit_interval: Duration::from_millis(500),
+            log_level: "info".into(),
+            retention: Retention::default(),
+            events: EventThresholds::default(),
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            raw: Duration::from_secs(48 * 3600),
+            rollup: Duration::from_secs(30 * 86400),
+        }
+    }
+}
+
+impl Default for EventThresholds {
+    fn default() -> Self {
+        EventThresholds {
+            temperature_high_celsius: 80.0,
+            temperature_hysteresis_celsius: 5.0,
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Reads `path`; a missing file at the default path means defaults.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let mut config: CollectorConfig = parse_toml(path, &text)?;
+        config.apply_env(|k| std::env::var(k).ok());
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// NODEWARDEN_DATA_DIR, NODEWARDEN_SOCKET override the file.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("NODEWARDEN_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("NODEWARDEN_SOCKET") {
+            self.admin_socket = v.into();
+        }
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |message: String| {
+            Err(ConfigError::Semantic {
+                path: path.to_path_buf(),
+                message,
+            })
+        };
+        if self.retention.raw < Duration::from_secs(3600) {
+            return bad("key `retention.raw`: keep at least 1h of raw samples".into());
+        }
+        if self.retention.rollup < self.retention.raw {
+            return bad("key `retention.rollup`: must be at least `retention.raw`".into());
+        }
+        if self.offline_after < Duration::from_secs(2) {
+            return bad("key `offline_after`: must be at least 2s".into());
+        }
+        if self.commit_interval < Duration::from_millis(10)
+            || self.commit_interval > Duration::from_secs(5)
+        {
+            return bad("key `commit_interval`: must be between 10ms and 5s".into());
+        }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            return bad(format!(
+                "key `metrics_listen`: `{}` is not an address like 0.0.0.0:7151 (empty disables /metrics)",
+                self.metrics_listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c: CollectorConfig = parse_toml(Path::new("c.toml"), "").unwrap();
+        assert_eq!(c, CollectorConfig::default());
+    }
+
+    #[test]
+    fn nested_keys_parse_and_bad_ones_are_named() {
+        let c: CollectorConfig = parse_toml(
+            Path::new("c.toml"),
+            "[retention]\nraw = \"24h\"\nrollup = \"90d\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.retention.raw, Duration::from_secs(86400));
+        let err =
+            parse_toml::<CollectorConfig>(Path::new("c.toml"), "[retention]\nraw = \"24 hours\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("c.toml:2:"), "{err}");
+        assert!(err.contains("raw"), "{err}");
+    }
+}

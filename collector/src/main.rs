@@ -1,1 +1,175 @@
-fn main() {}
+//! `nodewarden`: the collector daemon (`nodewarden serve`) and the CLI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use nodewarden::config::{self, CollectorConfig};
+
+/// sysexits EX_CONFIG: systemd's RestartPreventExitStatus stops a crash loop on a bad config.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "nodewarden",
+    version,
+    about = "nodewarden: cluster health and power-loss orchestration for small k3s clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector daemon.
+    Serve {
+        /// Config file.
+        #[arg(long, short, env = "NODEWARDEN_CONFIG", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Data directory (overrides the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Agent link address (overrides the config), e.g. 0.0.0.0:7150.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Admin socket (overrides the config).
+        #[arg(long)]
+        admin_socket: Option<PathBuf>,
+        /// Prometheus address (overrides the config); "" disables.
+        #[arg(long)]
+        metrics_listen: Option<String>,
+    },
+    /// Check a config file and exit (0: valid; 78: invalid, with file, line and key).
+    CheckConfig {
+        #[arg(default_value = config::DEFAULT_PATH)]
+        path: PathBuf,
+    },
+    /// Print shell completions.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Manpage,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "nodewarden",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Manpage => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nodewarden: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { path } => match CollectorConfig::load(&path, true) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nodewarden: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve {
+            config: path,
+            data_dir,
+            listen,
+            admin_socket,
+            metrics_listen,
+        } => {
+            let explicit = path.as_os_str() != config::DEFAULT_PATH;
+            let mut config = match CollectorConfig::load(&path, explicit) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("nodewarden: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if let Some(d) = data_dir {
+                config.data_dir = d;
+            }
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            if let Some(s) = admin_socket {
+                config.admin_socket = s;
+            }
+            if let Some(m) = metrics_listen {
+                config.metrics_listen = m;
+            }
+            if let Err(e) = config.validate(&path) {
+                eprintln!("nodewarden: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            serve(config)
+        }
+    }
+}
+
+fn serve(config: CollectorConfig) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NODEWARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nodewarden: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        match nodewarden::server::serve(config, stop_rx, None).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("nodewarden: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

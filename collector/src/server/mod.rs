@@ -1,1 +1,222 @@
-//! (in progress)
+//! The collector daemon: the agent link (TCP), the admin API (Unix socket),
+//! /metrics (HTTP), the group-commit writer and the housekeeping timers.
+
+pub mod admin;
+pub mod events;
+pub mod http;
+pub mod hub;
+pub mod link;
+pub mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nodewarden_proto::MAX_MESSAGE_BYTES;
+use nodewarden_proto::v1::admin_server::AdminServer;
+use nodewarden_proto::v1::agent_link_server::AgentLinkServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+use crate::config::CollectorConfig;
+use crate::store::{Retention, Store};
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the store in {dir}: {source}")]
+    Store {
+        dir: String,
+        source: crate::store::StoreError,
+    },
+    #[error("cannot listen on {what} {addr}: {source}{hint}")]
+    Listen {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Addresses actually bound (ports may have been 0).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub link: std::net::SocketAddr,
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    let err = |source: std::io::Error, hint| ServeError::Listen {
+        what: "admin socket",
+        addr: path.display().to_string(),
+        source,
+        hint,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(e, "; create the directory or set admin_socket"))?;
+    }
+    // A socket file left by a previous run that nobody answers on is stale.
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err(
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another collector is answering there",
+                ),
+                "",
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|e| err(e, ""))?;
+    // root:nodewarden 0660 in packages; the group gets the CLI.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    Ok(listener)
+}
+
+/// Runs the collector until `shutdown` turns true. `ready` receives the bound
+/// addresses once every listener is up.
+pub async fn serve(
+    config: CollectorConfig,
+    mut shutdown: watch::Receiver<bool>,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServeError::Store {
+        dir: config.data_dir.display().to_string(),
+        source: crate::store::StoreError::Other(e.to_string()),
+    })?;
+    let retention = Retention {
+        raw: config.retention.raw,
+        rollup: config.retention.rollup,
+    };
+    let store =
+        Arc::new(
+            Store::open(&config.data_dir, retention).map_err(|source| ServeError::Store {
+                dir: config.data_dir.display().to_string(),
+                source,
+            })?,
+        );
+    let hub = Arc::new(hub::Hub::new(store.clone(), config.events.clone()));
+
+    let (write_tx, write_rx) = mpsc::channel(writer::QUEUE_DEPTH);
+    let writer_task = tokio::spawn(writer::run(store.clone(), write_rx, config.commit_interval));
+
+    let link_listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                what: "agent link",
+                addr: config.listen.to_string(),
+                source,
+                hint: "; is another collector running? change `listen`",
+            })?;
+    let link_addr = link_listener
+        .local_addr()
+        .map_err(|e| ServeError::Other(e.to_string()))?;
+    let admin_listener = bind_unix(&config.admin_socket)?;
+    let metrics_listener = if config.metrics_listen.is_empty() {
+        None
+    } else {
+        Some(
+            TcpListener::bind(&config.metrics_listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    what: "metrics",
+                    addr: config.metrics_listen.clone(),
+                    source,
+                    hint: "; change `metrics_listen` (empty disables /metrics)",
+                })?,
+        )
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let link_service = AgentLinkServer::new(link::LinkService::new(hub.clone(), write_tx.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin_service = AdminServer::new(admin::AdminService::new(hub.clone()));
+
+    let mut stop = shutdown.clone();
+    let link_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .add_service(link_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(link_listener), async move {
+                let _ = stop.changed().await;
+            }),
+    );
+    let mut stop = shutdown.clone();
+    let admin_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(admin_service)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), async move {
+                let _ = stop.changed().await;
+            }),
+    );
+    if let Some(l) = metrics_listener {
+        tokio::spawn(http::serve(l, hub.clone(), shutdown.clone()));
+    }
+
+    // Housekeeping: silent nodes, registry checkpoint, retention.
+    let house_hub = hub.clone();
+    let offline_after = config.offline_after.as_millis() as i64;
+    let mut stop = shutdown.clone();
+    let housekeeping = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            n += 1;
+            house_hub.mark_silent(now_ms(), offline_after);
+            if n % 60 == 0 {
+                let h = house_hub.clone();
+                let _ = tokio::task::spawn_blocking(move || h.checkpoint()).await;
+            }
+            if n % 300 == 1 {
+                let store = house_hub.store().clone();
+                match tokio::task::spawn_blocking(move || store.prune(now_ms())).await {
+                    Ok(Err(e)) => tracing::warn!("retention pruning failed: {e}"),
+                    Err(e) => tracing::warn!("retention pruning task failed: {e}"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        }
+    });
+
+    tracing::info!(link = %link_addr, admin = %config.admin_socket.display(), metrics = ?metrics_addr, data = %config.data_dir.display(), "collector ready");
+    if let Some(ready) = ready {
+        let _ = ready.send(Bound {
+            link: link_addr,
+            metrics: metrics_addr,
+        });
+    }
+
+    let _ = shutdown.changed().await;
+    tracing::info!("shutting down");
+    let _ = link_server.await;
+    let _ = admin_server.await;
+    let _ = housekeeping.await;
+    drop(write_tx);
+    // The writer commits what it holds once every stream has let go.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    let h = hub.clone();
+    let _ = tokio::task::spawn_blocking(move || h.checkpoint()).await;
+    let _ = std::fs::remove_file(&config.admin_socket);
+    Ok(())
+}

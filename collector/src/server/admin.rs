@@ -1,0 +1,127 @@
+//! The Admin service: what the CLI asks.
+
+use std::sync::Arc;
+
+use nodewarden_proto::v1::admin_server::Admin;
+use nodewarden_proto::v1::{
+    EventsRequest, EventsResponse, GetNodeRequest, HistoryPoint, HistoryRequest, HistoryResponse,
+    ListNodesRequest, ListNodesResponse, ListUpsRequest, ListUpsResponse, NodeInfo,
+};
+use tonic::{Request, Response, Status};
+
+use super::hub::Hub;
+use super::now_ms;
+
+pub struct AdminService {
+    hub: Arc<Hub>,
+}
+
+impl AdminService {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        AdminService { hub }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_nodes(
+        &self,
+        _: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        Ok(Response::new(ListNodesResponse {
+            nodes: self.hub.node_infos(),
+        }))
+    }
+
+    async fn get_node(
+        &self,
+        request: Request<GetNodeRequest>,
+    ) -> Result<Response<NodeInfo>, Status> {
+        let name = request.into_inner().name;
+        self.hub.node_info(&name).map(Response::new).ok_or_else(|| {
+            Status::not_found(format!("no node named `{name}` (see `nodewarden nodes`)"))
+        })
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let r = request.into_inner();
+        if self.hub.node_info(&r.node).is_none() {
+            return Err(Status::not_found(format!(
+                "no node named `{}` (see `nodewarden nodes`)",
+                r.node
+            )));
+        }
+        let until = if r.until_ms == 0 {
+            now_ms()
+        } else {
+            r.until_ms
+        };
+        if r.since_ms > until {
+            return Err(Status::invalid_argument("since is after until"));
+        }
+        let store = self.hub.store().clone();
+        let (node, metric) = (r.node.clone(), r.metric.clone());
+        let h = tokio::task::spawn_blocking(move || {
+            store.history(&node, &metric, r.since_ms, until, r.max_points)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(HistoryResponse {
+            node: r.node,
+            metric: r.metric,
+            unit: h.unit.to_string(),
+            resolution_ms: h.resolution_ms,
+            points: h
+                .points
+                .into_iter()
+                .map(|(timestamp_ms, value, min, max)| HistoryPoint {
+                    timestamp_ms,
+                    value,
+                    min,
+                    max,
+                })
+                .collect(),
+            available_metrics: h.available_metrics,
+        }))
+    }
+
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<EventsResponse>, Status> {
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        let store = self.hub.store().clone();
+        let events = tokio::task::spawn_blocking(move || {
+            let node = (!r.node.is_empty()).then_some(r.node);
+            store.events(r.since_ms, node.as_deref(), limit)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(EventsResponse { events }))
+    }
+
+    async fn list_ups(
+        &self,
+        request: Request<ListUpsRequest>,
+    ) -> Result<Response<ListUpsResponse>, Status> {
+        let name = request.into_inner().name;
+        let ups: Vec<_> = self
+            .hub
+            .ups_infos()
+            .into_iter()
+            .filter(|u| name.is_empty() || u.status.as_ref().is_some_and(|s| s.ups_name == name))
+            .collect();
+        if !name.is_empty() && ups.is_empty() {
+            return Err(Status::not_found(format!(
+                "no UPS named `{name}` (see `nodewarden ups`)"
+            )));
+        }
+        Ok(Response::new(ListUpsResponse { ups }))
+    }
+}

@@ -1,0 +1,382 @@
+//! Live state of every node: which stream it is on, when it was last heard
+//! from, its latest sample and UPS statuses, and what its events remember.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nodewarden_proto::v1::{Event, NodeInfo, Sample, Severity, UpsInfo, UpsStatus};
+use tokio::sync::oneshot;
+
+use super::events::{self, NodeEventState};
+use crate::config::EventThresholds;
+use crate::store::{NodeRecord, Store};
+
+#[derive(Debug)]
+struct LiveNode {
+    record: NodeRecord,
+    stream_id: Option<u64>,
+    peer: String,
+    events: NodeEventState,
+    /// Tells the current stream to close when a newer one replaces it.
+    replaced: Option<oneshot::Sender<()>>,
+    ups: HashMap<String, (UpsStatus, i64)>,
+}
+
+/// Shared by the agent link, the admin API and the watchers.
+pub struct Hub {
+    nodes: Mutex<HashMap<String, LiveNode>>,
+    store: Arc<Store>,
+    thresholds: EventThresholds,
+}
+
+/// What the link needs to know after registering a stream.
+#[derive(Debug)]
+pub struct Registration {
+    pub stream_id: u64,
+    /// Fires when a newer stream for the same node takes over.
+    pub replaced: oneshot::Receiver<()>,
+}
+
+impl Hub {
+    /// Loads the node registry; every node starts offline until it connects.
+    pub fn new(store: Arc<Store>, thresholds: EventThresholds) -> Self {
+        let mut nodes = HashMap::new();
+        match store.nodes() {
+            Ok(records) => {
+                for mut record in records {
+                    if record.online {
+                        record.online = false;
+                        record.offline_reason = "collector restarted".into();
+                    }
+                    let live = LiveNode {
+                        record,
+                        stream_id: None,
+                        peer: String::new(),
+                        events: NodeEventState::default(),
+                        replaced: None,
+                        ups: HashMap::new(),
+                    };
+                    nodes.insert(live.record.name.clone(), live);
+                }
+            }
+            Err(e) => tracing::error!("cannot load the node registry: {e}"),
+        }
+        if let Ok(ups) = store.ups() {
+            for info in ups {
+                if let (Some(node), Some(status)) = (nodes.get_mut(&info.node), info.status) {
+                    node.ups
+                        .insert(status.ups_name.clone(), (status, info.last_change_ms));
+                }
+            }
+        }
+        Hub {
+            nodes: Mutex::new(nodes),
+            store,
+            thresholds,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, LiveNode>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn record_events(&self, events: Vec<Event>) {
+        for e in events {
+            tracing::info!(subject = %e.subject, kind = %e.kind, "{}", e.message);
+            if let Err(err) = self.store.append_event(e) {
+                tracing::error!("cannot record event: {err}");
+            }
+        }
+    }
+
+    /// Records a new stream for `record.name`, replacing any older one.
+    pub fn connected(
+        &self,
+        mut record: NodeRecord,
+        stream_id: u64,
+        peer: String,
+        now_ms: i64,
+    ) -> Registration {
+        let (tx, rx) = oneshot::channel();
+        // Online is decided below, so a first connection raises node_online.
+        record.online = false;
+        let name = record.name.clone();
+        let mut evs = Vec::new();
+        {
+            let mut nodes = self.lock();
+            match nodes.get_mut(&name) {
+                Some(live) => {
+                    if let Some(old) = live.replaced.take() {
+                        let _ = old.send(());
+                    }
+                    record.first_seen_ms = live.record.first_seen_ms;
+                    record.latest = live.record.latest.take();
+                    record.role = std::mem::take(&mut live.record.role);
+                    live.record = record;
+                    live.stream_id = Some(stream_id);
+                    live.peer = peer.clone();
+                    live.replaced = Some(tx);
+                }
+                None => {
+                    record.first_seen_ms = now_ms;
+                    nodes.insert(
+                        name.clone(),
+                        LiveNode {
+                            record,
+                            stream_id: Some(stream_id),
+                            peer: peer.clone(),
+                            events: NodeEventState::default(),
+                            replaced: Some(tx),
+                            ups: HashMap::new(),
+                        },
+                    );
+                }
+            }
+            if let Some(live) = nodes.get_mut(&name) {
+                let was_online = live.record.online;
+                live.record.online = true;
+                live.record.offline_reason.clear();
+                live.record.last_seen_ms = now_ms;
+                if !was_online {
+                    evs.push(events::event(
+                        now_ms,
+                        &name,
+                        "node_online",
+                        Severity::Info,
+                        format!(
+                            "{name} connected from {peer} (agent {})",
+                            live.record.agent_version
+                        ),
+                    ));
+                }
+                self.persist(&live.record);
+            }
+        }
+        self.record_events(evs);
+        Registration {
+            stream_id,
+            replaced: rx,
+        }
+    }
+
+    fn persist(&self, record: &NodeRecord) {
+        if let Err(e) = self.store.put_node(record.clone()) {
+            tracing::error!(node = %record.name, "cannot save node record: {e}");
+        }
+    }
+
+    /// The stream `stream_id` of `node` ended (or went silent).
+    pub fn disconnected(&self, node: &str, stream_id: Option<u64>, reason: &str, now_ms: i64) {
+        let mut evs = Vec::new();
+        {
+            let mut nodes = self.lock();
+            let Some(live) = nodes.get_mut(node) else {
+                return;
+            };
+            // A newer stream already took over: its state stands.
+            if stream_id.is_some() && live.stream_id != stream_id {
+                return;
+            }
+            if stream_id.is_some() {
+                live.stream_id = None;
+                live.replaced = None;
+            }
+            if live.record.online {
+                live.record.online = false;
+                live.record.offline_reason = reason.to_string();
+                evs.push(events::event(
+                    now_ms,
+                    node,
+                    "node_offline",
+                    Severity::Warning,
+                    format!("{node} offline: {reason}"),
+                ));
+                self.persist(&live.record);
+            }
+        }
+        self.record_events(evs);
+    }
+
+    /// A message arrived on the node's stream.
+    pub fn heard(&self, node: &str, now_ms: i64) {
+        let mut evs = Vec::new();
+        if let Some(live) = self.lock().get_mut(node) {
+            live.record.last_seen_ms = now_ms;
+            if !live.record.online && live.stream_id.is_some() {
+                live.record.online = true;
+                live.record.offline_reason.clear();
+                evs.push(events::event(
+                    now_ms,
+                    node,
+                    "node_online",
+                    Severity::Info,
+                    format!("{node} is sending again"),
+                ));
+            }
+        }
+        self.record_events(evs);
+    }
+
+    /// New samples for `node` (in seq order).
+    pub fn samples(&self, node: &str, samples: &[Sample]) {
+        let mut evs = Vec::new();
+        if let Some(live) = self.lock().get_mut(node) {
+            for s in samples {
+                evs.extend(events::sample_events(
+                    node,
+                    &mut live.events,
+                    s,
+                    &self.thresholds,
+                ));
+                for u in &s.ups {
+                    // Sampled UPS state only matters if no pushed change came first.
+                    if !live.ups.contains_key(&u.ups_name) {
+                        live.ups
+                            .insert(u.ups_name.clone(), (u.clone(), s.timestamp_ms));
+                    }
+                }
+            }
+            if let Some(last) = samples.last() {
+                live.record.latest = Some(last.clone());
+            }
+        }
+        self.record_events(evs);
+    }
+
+    /// A UPS status pushed by the agent that reads it.
+    pub fn ups_status(&self, node: &str, status: UpsStatus) {
+        let mut evs = Vec::new();
+        let mut save = None;
+        if let Some(live) = self.lock().get_mut(node) {
+            let prev = live.ups.get(&status.ups_name).map(|(s, _)| s.clone());
+            evs = events::ups_events(node, prev.as_ref(), &status);
+            let changed = prev.as_ref().is_none_or(|p| {
+                p.status != status.status || p.communication_ok != status.communication_ok
+            });
+            let last_change = if changed {
+                status.timestamp_ms
+            } else {
+                live.ups
+                    .get(&status.ups_name)
+                    .map_or(status.timestamp_ms, |(_, t)| *t)
+            };
+            live.ups
+                .insert(status.ups_name.clone(), (status.clone(), last_change));
+            save = Some((status, last_change));
+        }
+        if let Some((status, last_change)) = save
+            && let Err(e) = self.store.put_ups(node, status, last_change)
+        {
+            tracing::error!("cannot save UPS status: {e}");
+        }
+        self.record_events(evs);
+    }
+
+    /// Samples lost on the agent side.
+    pub fn samples_lost(
+        &self,
+        node: &str,
+        first_seq: u64,
+        last_seq: u64,
+        span: Option<(i64, i64)>,
+        reason: &str,
+        now_ms: i64,
+    ) {
+        let count = last_seq - first_seq + 1;
+        let when = span
+            .map(|(a, b)| {
+                format!(
+                    " covering {}",
+                    nodewarden_proto::units::format_duration(std::time::Duration::from_millis(
+                        (b - a).max(0) as u64
+                    ))
+                )
+            })
+            .unwrap_or_default();
+        let ts = span.map_or(now_ms, |(a, _)| a);
+        self.record_events(vec![events::event(
+            ts,
+            node,
+            "samples_lost",
+            Severity::Warning,
+            format!("{count} samples (seq {first_seq}-{last_seq}){when} lost: {reason}"),
+        )]);
+    }
+
+    /// Marks nodes that have been silent longer than `offline_after_ms`.
+    pub fn mark_silent(&self, now_ms: i64, offline_after_ms: i64) {
+        let silent: Vec<String> = self
+            .lock()
+            .values()
+            .filter(|n| n.record.online && now_ms - n.record.last_seen_ms > offline_after_ms)
+            .map(|n| n.record.name.clone())
+            .collect();
+        for name in silent {
+            let secs = offline_after_ms / 1000;
+            self.disconnected(&name, None, &format!("no message for {secs}s"), now_ms);
+        }
+    }
+
+    /// Saves every node's latest sample (the registry survives restarts).
+    pub fn checkpoint(&self) {
+        let records: Vec<NodeRecord> = self.lock().values().map(|n| n.record.clone()).collect();
+        for r in records {
+            self.persist(&r);
+        }
+    }
+
+    /// Snapshot for the admin API and /metrics.
+    pub fn node_infos(&self) -> Vec<NodeInfo> {
+        let mut v: Vec<NodeInfo> = self.lock().values().map(info).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn node_info(&self, name: &str) -> Option<NodeInfo> {
+        self.lock().get(name).map(info)
+    }
+
+    pub fn ups_infos(&self) -> Vec<UpsInfo> {
+        let mut v: Vec<UpsInfo> = self
+            .lock()
+            .values()
+            .flat_map(|n| {
+                n.ups.values().map(|(s, t)| UpsInfo {
+                    node: n.record.name.clone(),
+                    status: Some(s.clone()),
+                    last_change_ms: *t,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            let an = a.status.as_ref().map(|s| s.ups_name.as_str());
+            let bn = b.status.as_ref().map(|s| s.ups_name.as_str());
+            an.cmp(&bn)
+        });
+        v
+    }
+}
+
+fn info(n: &LiveNode) -> NodeInfo {
+    let r = &n.record;
+    NodeInfo {
+        name: r.name.clone(),
+        role: r.role.clone(),
+        board_model: r.board_model.clone(),
+        arch: r.arch.clone(),
+        kernel_version: r.kernel_version.clone(),
+        os_name: r.os_name.clone(),
+        agent_version: r.agent_version.clone(),
+        first_seen_ms: r.first_seen_ms,
+        last_seen_ms: r.last_seen_ms,
+        online: r.online,
+        offline_reason: r.offline_reason.clone(),
+        latest: r.latest.clone(),
+        peer_address: n.peer.clone(),
+        sample_interval_ms: r.sample_interval_ms,
+    }
+}

@@ -1,0 +1,274 @@
+//! The AgentLink service: one long-lived stream per agent.
+//!
+//! A stream must open with Hello; anything else, a malformed or oversized
+//! message, closes that stream with a log line and touches no other agent.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nodewarden_proto::v1::agent_link_server::AgentLink;
+use nodewarden_proto::v1::{
+    Ack, AgentMessage, CollectorMessage, Hello, Welcome, agent_message, collector_message,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::hub::Hub;
+use super::now_ms;
+use super::writer::WriteItem;
+use crate::store::NodeRecord;
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct LinkService {
+    hub: Arc<Hub>,
+    writer: mpsc::Sender<WriteItem>,
+    next_stream: AtomicU64,
+}
+
+impl LinkService {
+    pub fn new(hub: Arc<Hub>, writer: mpsc::Sender<WriteItem>) -> Self {
+        LinkService {
+            hub,
+            writer,
+            next_stream: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Kubernetes node names are DNS subdomains: lower-case alphanumerics, '-' and '.'.
+fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.'])
+}
+
+fn record_of(hello: &Hello, now: i64) -> NodeRecord {
+    NodeRecord {
+        name: hello.node_name.clone(),
+        role: String::new(),
+        board_model: hello.board_model.clone(),
+        arch: hello.arch.clone(),
+        kernel_version: hello.kernel_version.clone(),
+        os_name: hello.os_name.clone(),
+        agent_version: hello.agent_version.clone(),
+        first_seen_ms: now,
+        last_seen_ms: now,
+        online: true,
+        offline_reason: String::new(),
+        sample_interval_ms: hello.sample_interval_ms,
+        latest: None,
+    }
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentLink for LinkService {
+    type SessionStream = OutStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "local".to_string(), |a| a.to_string());
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                body: Some(agent_message::Body::Hello(h)),
+            }))) => h,
+            Ok(Ok(_)) => {
+                tracing::warn!(%peer, "closing stream: the first message was not Hello");
+                return Err(Status::invalid_argument(
+                    "the first message on the stream must be Hello",
+                ));
+            }
+            Ok(Err(status)) => {
+                tracing::warn!(%peer, "closing stream before Hello: {}", status.message());
+                return Err(status);
+            }
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
+        };
+        if !valid_node_name(&hello.node_name) {
+            tracing::warn!(%peer, node = %hello.node_name, "refusing stream: invalid node name");
+            return Err(Status::invalid_argument(format!(
+                "node name `{}` is not a valid Kubernetes node name (lower-case letters, digits, '-' and '.')",
+                hello.node_name
+            )));
+        }
+        let node: Arc<str> = Arc::from(hello.node_name.as_str());
+        let instance_id = hello.instance_id;
+        let store = self.hub.store().clone();
+        let n = node.clone();
+        let stored_through = tokio::task::spawn_blocking(move || store.high_water(&n, instance_id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(format!("collector store: {e}")))?;
+
+        let now = now_ms();
+        let stream_id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let registration = self
+            .hub
+            .connected(record_of(&hello, now), stream_id, peer.clone(), now);
+        tracing::info!(node = %node, %peer, instance_id, stored_through, "agent connected");
+
+        let (out_tx, out_rx) = mpsc::channel::<Result<CollectorMessage, Status>>(8);
+        let welcome = Welcome {
+            stored_through_seq: stored_through,
+            collector_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let _ = out_tx
+            .send(Ok(CollectorMessage {
+                body: Some(collector_message::Body::Welcome(welcome)),
+            }))
+            .await;
+        let (ack_tx, ack_rx) = watch::channel(stored_through);
+        let ack_tx = Arc::new(ack_tx);
+
+        // Outbound: acks (coalesced: the writer never waits on a slow agent)
+        // and a close when a newer stream from the same node takes over.
+        let out = out_tx.clone();
+        let mut replaced = registration.replaced;
+        let mut acks = ack_rx;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = acks.changed() => {
+                        if changed.is_err() { break; }
+                        let seq = *acks.borrow_and_update();
+                        let msg = CollectorMessage { body: Some(collector_message::Body::Ack(Ack { acked_through_seq: seq })) };
+                        if out.send(Ok(msg)).await.is_err() { break; }
+                    }
+                    r = &mut replaced => {
+                        if r.is_ok() {
+                            let _ = out.send(Err(Status::aborted("replaced by a newer stream from the same node"))).await;
+                        }
+                        break;
+                    }
+                    _ = out.closed() => break,
+                }
+            }
+        });
+
+        // Inbound.
+        let hub = self.hub.clone();
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            let mut expected = stored_through + 1;
+            let reason = loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break "stream closed by agent".to_string(),
+                    Err(status) => {
+                        let why = format!("stream error: {}", status.message());
+                        tracing::warn!(node = %node, %peer, "closing stream: {}", status.message());
+                        break why;
+                    }
+                };
+                let now = now_ms();
+                hub.heard(&node, now);
+                match msg.body {
+                    Some(agent_message::Body::Samples(batch)) => {
+                        let mut samples = batch.samples;
+                        // Already stored (a resend): drop; a jump with no Gap: record it.
+                        samples.retain(|s| s.seq >= expected);
+                        let Some(first) = samples.first() else {
+                            continue;
+                        };
+                        if !samples.windows(2).all(|w| w[0].seq < w[1].seq) {
+                            tracing::warn!(node = %node, "closing stream: sample seqs not increasing");
+                            break "protocol error: sample seqs not increasing".into();
+                        }
+                        if first.seq > expected {
+                            hub.samples_lost(
+                                &node,
+                                expected,
+                                first.seq - 1,
+                                None,
+                                "agent sent no reason (agent restarted mid-batch?)",
+                                now,
+                            );
+                        }
+                        let through = samples.last().map_or(expected, |s| s.seq);
+                        expected = through + 1;
+                        hub.samples(&node, &samples);
+                        let item = WriteItem {
+                            node: node.clone(),
+                            instance_id,
+                            samples,
+                            gap: None,
+                            through_seq: through,
+                            ack: ack_tx.clone(),
+                        };
+                        if writer.send(item).await.is_err() {
+                            break "collector shutting down".into();
+                        }
+                    }
+                    Some(agent_message::Body::Gap(gap)) => {
+                        if gap.last_seq < expected || gap.first_seq > gap.last_seq {
+                            continue;
+                        }
+                        let first = gap.first_seq.max(expected);
+                        hub.samples_lost(
+                            &node,
+                            first,
+                            gap.last_seq,
+                            Some((gap.first_timestamp_ms, gap.last_timestamp_ms)),
+                            &gap.reason,
+                            now,
+                        );
+                        expected = gap.last_seq + 1;
+                        let item = WriteItem {
+                            node: node.clone(),
+                            instance_id,
+                            samples: Vec::new(),
+                            gap: Some((first, gap.last_seq)),
+                            through_seq: gap.last_seq,
+                            ack: ack_tx.clone(),
+                        };
+                        if writer.send(item).await.is_err() {
+                            break "collector shutting down".into();
+                        }
+                    }
+                    Some(agent_message::Body::UpsStatus(status)) => hub.ups_status(&node, status),
+                    Some(agent_message::Body::CommandResult(result)) => {
+                        tracing::info!(node = %node, command_id = result.command_id, state = result.state, "command result: {}", result.message);
+                    }
+                    Some(agent_message::Body::Hello(_)) => {
+                        tracing::warn!(node = %node, "closing stream: second Hello");
+                        break "protocol error: second Hello".into();
+                    }
+                    None => {}
+                }
+            };
+            hub.disconnected(&node, Some(stream_id), &reason, now_ms());
+            drop(out_tx);
+        });
+
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_node_name;
+
+    #[test]
+    fn node_names_follow_kubernetes_rules() {
+        assert!(valid_node_name("pi-4.lan"));
+        assert!(!valid_node_name(""));
+        assert!(!valid_node_name("Pi4"));
+        assert!(!valid_node_name("-pi"));
+        assert!(!valid_node_name("pi_4"));
+    }
+}
