@@ -90,4 +90,10 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
     }
     // Give the link a moment to flush what it has.
     let _ = tokio::time::timeout(Duration::from_secs(2), link).await;
+    let unacked = outbox.buffer.lock().map_or(0, |b| b.len());
+    tracing::info!(
+        last_seq = seq,
+        unacked,
+        "stopped after {seq} samples; {unacked} not acknowledged by the collector"
+    );
 }
