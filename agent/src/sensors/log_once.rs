@@ -42,7 +42,6 @@ impl LogOnce {
     pub fn read_failed(&self, path: &Path, err: &io::Error) {
         if self.first(path, Problem::Io(err.kind())) {
             tracing::warn!(
-                path = %path.display(),
                 "cannot read {}: {err}; leaving that reading out (reported once)",
                 path.display()
             );
@@ -54,7 +53,7 @@ impl LogOnce {
     /// debug level.
     pub fn not_ready(&self, path: &Path, err: &io::Error) {
         if self.first(path, Problem::Io(err.kind())) {
-            tracing::debug!(path = %path.display(), "sensor not ready: {err}");
+            tracing::debug!("sensor not ready: {}: {err}", path.display());
         }
     }
 
@@ -62,7 +61,6 @@ impl LogOnce {
     pub fn garbage(&self, path: &Path, what: &str) {
         if self.first(path, Problem::Garbage) {
             tracing::warn!(
-                path = %path.display(),
                 "unexpected content in {}: {what}; leaving that reading out (reported once)",
                 path.display()
             );
@@ -73,7 +71,6 @@ impl LogOnce {
     pub fn permission(&self, path: &Path, fix: &str) {
         if self.first(path, Problem::Permission) {
             tracing::warn!(
-                path = %path.display(),
                 "cannot open {}: permission denied; {fix}",
                 path.display()
             );

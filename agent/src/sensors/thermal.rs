@@ -74,20 +74,21 @@ pub fn read(zones: &[Zone], reader: &mut Reader, log: &LogOnce, out: &mut Vec<Te
 }
 
 /// Reads a millidegree file (thermal zone `temp` or hwmon `tempN_input`).
-/// Sensors that are asleep answer EINVAL, ENODATA or EAGAIN; those are
-/// expected and noted at debug level only.
+/// Sensors that are asleep answer EINVAL, ENODATA or EAGAIN, and hot-plugged
+/// ones vanish; those are expected and noted at debug level only.
 pub fn read_millicelsius(path: &std::path::Path, reader: &mut Reader, log: &LogOnce) -> Option<i32> {
     let text = match reader.try_text(path) {
         Ok(text) => text,
         Err(e) => {
             match e.raw_os_error() {
                 Some(libc::EINVAL | libc::ENODATA | libc::EAGAIN) => log.not_ready(path, &e),
-                _ => {
-                    if e.kind() == io::ErrorKind::NotFound {
-                        reader.saw_missing = true;
-                    }
-                    log.read_failed(path, &e);
+                // A device went away (an NVMe drive unplugged, a module
+                // unloaded): find the sensors again, no alarm.
+                _ if e.kind() == io::ErrorKind::NotFound => {
+                    reader.saw_missing = true;
+                    log.not_ready(path, &e);
                 }
+                _ => log.read_failed(path, &e),
             }
             return None;
         }
