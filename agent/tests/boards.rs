@@ -1,5 +1,7 @@
 //! What a user would see from the agent's sensors on each real board, read
 //! from the fixture trees in tests/fixtures/boards/<board> (workspace root).
+// The helpers below are test code too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,13 @@ fn sample_of(board: &str) -> (Sensors, Sample) {
 /// The CPU temperature a user is shown: (source, device, chip, label, m°C).
 fn cpu_temp(s: &Sample) -> (TemperatureSource, &str, &str, &str, i32) {
     let t = hottest_cpu(&s.temperatures).expect("a CPU temperature");
-    (t.source(), &t.device, &t.chip_name, &t.label, t.millicelsius)
+    (
+        t.source(),
+        &t.device,
+        &t.chip_name,
+        &t.label,
+        t.millicelsius,
+    )
 }
 
 fn cpu_marked(s: &Sample) -> Vec<&Temperature> {
@@ -49,7 +57,9 @@ fn flags_now(word: u32) -> Vec<&'static str> {
 }
 
 fn flags_since_boot(word: u32) -> Vec<&'static str> {
-    throttle::occurred_since_boot(word).map(|f| f.name).collect()
+    throttle::occurred_since_boot(word)
+        .map(|f| f.name)
+        .collect()
 }
 
 #[test]
@@ -57,7 +67,13 @@ fn pi3_is_under_volted_and_its_arm_clock_is_capped() {
     let (sensors, s) = sample_of("pi3");
     assert_eq!(
         cpu_temp(&s),
-        (TemperatureSource::ThermalZone, "0", "cpu-thermal", "", 62_838)
+        (
+            TemperatureSource::ThermalZone,
+            "0",
+            "cpu-thermal",
+            "",
+            62_838
+        )
     );
     // The zone's hwmon twin is reported (node_exporter shows both) but not
     // counted as a second CPU reading.
@@ -69,7 +85,10 @@ fn pi3_is_under_volted_and_its_arm_clock_is_capped() {
     assert_eq!(t.source(), ThrottlingSource::Mailbox);
     assert_eq!(t.get_throttled, 0x50005);
     assert_eq!(flags_now(t.get_throttled), ["under_voltage", "throttled"]);
-    assert_eq!(flags_since_boot(t.get_throttled), ["under_voltage", "throttled"]);
+    assert_eq!(
+        flags_since_boot(t.get_throttled),
+        ["under_voltage", "throttled"]
+    );
     assert!(t.under_voltage_alarm, "rpi_volt in0_lcrit_alarm is 1");
 
     let cpu = s.cpu.as_ref().expect("cpu");
@@ -79,7 +98,10 @@ fn pi3_is_under_volted_and_its_arm_clock_is_capped() {
     assert_eq!(cpu.measured_arm_clock_hertz, 600_000_000);
 
     assert_eq!(used_bytes(&s), (944_268 - 501_280) * 1024);
-    assert!(s.pressure.is_none(), "Raspberry Pi OS kernels run without psi=1");
+    assert!(
+        s.pressure.is_none(),
+        "Raspberry Pi OS kernels run without psi=1"
+    );
 
     let facts = sensors.facts();
     assert_eq!(facts.board_model, "Raspberry Pi 3 Model B Rev 1.2");
@@ -99,7 +121,13 @@ fn pi4_is_healthy() {
     let (sensors, s) = sample_of("pi4");
     assert_eq!(
         cpu_temp(&s),
-        (TemperatureSource::ThermalZone, "0", "cpu-thermal", "", 48_686)
+        (
+            TemperatureSource::ThermalZone,
+            "0",
+            "cpu-thermal",
+            "",
+            48_686
+        )
     );
     let t = s.throttling.as_ref().expect("throttling");
     assert_eq!(t.get_throttled, 0);
@@ -110,7 +138,10 @@ fn pi4_is_healthy() {
     assert_eq!(cpu.measured_arm_clock_hertz, 1_800_000_000);
     assert_eq!(used_bytes(&s), (3_880_184 - 2_790_212) * 1024);
     assert!(s.pressure.is_none());
-    assert_eq!(sensors.facts().board_model, "Raspberry Pi 4 Model B Rev 1.5");
+    assert_eq!(
+        sensors.facts().board_model,
+        "Raspberry Pi 4 Model B Rev 1.5"
+    );
     assert_eq!(sensors.facts().os_name, "Debian GNU/Linux 12 (bookworm)");
     // /proc/uptime and /proc/loadavg
     assert_eq!(s.uptime_seconds, 1_209_611.27);
@@ -122,7 +153,13 @@ fn pi5_is_hot_and_at_its_soft_temperature_limit() {
     let (sensors, s) = sample_of("pi5");
     assert_eq!(
         cpu_temp(&s),
-        (TemperatureSource::ThermalZone, "0", "cpu-thermal", "", 81_650)
+        (
+            TemperatureSource::ThermalZone,
+            "0",
+            "cpu-thermal",
+            "",
+            81_650
+        )
     );
     let t = s.throttling.as_ref().unwrap();
     assert_eq!(t.get_throttled, 0x80008);
@@ -136,11 +173,18 @@ fn pi5_is_hot_and_at_its_soft_temperature_limit() {
     assert_eq!(rp1.millicelsius, 57_340);
     assert!(!rp1.is_cpu);
     // The fan and the voltage monitor have no temperatures.
-    assert!(s.temperatures.iter().all(|t| t.chip_name != "pwmfan" && t.chip_name != "rpi_volt"));
+    assert!(
+        s.temperatures
+            .iter()
+            .all(|t| t.chip_name != "pwmfan" && t.chip_name != "rpi_volt")
+    );
     let cpu = s.cpu.as_ref().unwrap();
     assert!(cpu.cores.iter().all(|c| c.frequency_hertz == 2_400_000_000));
     assert_eq!(cpu.measured_arm_clock_hertz, 1_500_000_000);
-    assert_eq!(sensors.facts().board_model, "Raspberry Pi 5 Model B Rev 1.0");
+    assert_eq!(
+        sensors.facts().board_model,
+        "Raspberry Pi 5 Model B Rev 1.0"
+    );
     assert!(s.pressure.is_none());
 }
 
@@ -149,10 +193,19 @@ fn banana_pi_m5_reports_cpu_not_ddr_and_has_pressure() {
     let (sensors, s) = sample_of("bpi-m5");
     assert_eq!(
         cpu_temp(&s),
-        (TemperatureSource::ThermalZone, "0", "cpu-thermal", "", 52_400)
+        (
+            TemperatureSource::ThermalZone,
+            "0",
+            "cpu-thermal",
+            "",
+            52_400
+        )
     );
     let ddr = find(&s, "ddr-thermal", "").expect("ddr zone");
-    assert_eq!((ddr.device.as_str(), ddr.millicelsius, ddr.is_cpu), ("1", 50_600, false));
+    assert_eq!(
+        (ddr.device.as_str(), ddr.millicelsius, ddr.is_cpu),
+        ("1", 50_600, false)
+    );
     assert_eq!(cpu_marked(&s).len(), 1);
     assert!(s.throttling.is_none(), "not a Raspberry Pi");
     let p = s.pressure.as_ref().expect("Debian kernels have PSI");
@@ -175,7 +228,13 @@ fn intel_nuc_picks_the_package_sensor_not_zone_zero() {
     let (sensors, s) = sample_of("x86-intel");
     assert_eq!(
         cpu_temp(&s),
-        (TemperatureSource::Hwmon, "platform_coretemp_0", "coretemp", "Package id 0", 47_000)
+        (
+            TemperatureSource::Hwmon,
+            "platform_coretemp_0",
+            "coretemp",
+            "Package id 0",
+            47_000
+        )
     );
     let marked = cpu_marked(&s);
     assert_eq!(marked.len(), 1);
@@ -185,7 +244,10 @@ fn intel_nuc_picks_the_package_sensor_not_zone_zero() {
     assert_eq!((zone0.chip_name.as_str(), zone0.is_cpu), ("acpitz", false));
     assert!(!find(&s, "x86_pkg_temp", "").unwrap().is_cpu);
     let nvme = find(&s, "nvme", "Composite").expect("nvme");
-    assert_eq!((nvme.device.as_str(), nvme.millicelsius, nvme.is_cpu), ("nvme_nvme0", 38_850, false));
+    assert_eq!(
+        (nvme.device.as_str(), nvme.millicelsius, nvme.is_cpu),
+        ("nvme_nvme0", 38_850, false)
+    );
     // The Wi-Fi card's zone and its hwmon twin cannot be read: simply absent.
     assert!(s.temperatures.iter().all(|t| t.chip_name != "iwlwifi_1"));
     assert!(s.temperatures.iter().all(|t| t.device != "2"));
@@ -207,7 +269,13 @@ fn ryzen_picks_tctl_and_names_the_board_not_the_placeholder() {
     let (sensors, s) = sample_of("x86-amd");
     assert_eq!(
         cpu_temp(&s),
-        (TemperatureSource::Hwmon, "pci0000:00_0000:00:18_3", "k10temp", "Tctl", 62_750)
+        (
+            TemperatureSource::Hwmon,
+            "pci0000:00_0000:00:18_3",
+            "k10temp",
+            "Tctl",
+            62_750
+        )
     );
     assert_eq!(cpu_marked(&s).len(), 1);
     // The hotter per-chiplet sensors are reported, not taken for the CPU.
@@ -215,7 +283,10 @@ fn ryzen_picks_tctl_and_names_the_board_not_the_placeholder() {
     assert_eq!(find(&s, "k10temp", "Tccd2").unwrap().sensor, "temp4");
     assert_eq!(s.cpu.as_ref().unwrap().logical_cpus, 24);
     let facts = sensors.facts();
-    assert_eq!(facts.board_model, "ASUSTeK COMPUTER INC. ROG STRIX B550-F GAMING");
+    assert_eq!(
+        facts.board_model,
+        "ASUSTeK COMPUTER INC. ROG STRIX B550-F GAMING"
+    );
     assert_eq!(facts.os_name, "Ubuntu 24.04.1 LTS");
     assert!(s.pressure.is_some());
 }
@@ -226,9 +297,15 @@ fn every_board_reports_the_filesystem_and_uptime() {
         let (sensors, s) = sample_of(board);
         let fs = s.root_filesystem.as_ref().expect(board);
         assert_eq!(fs.mountpoint, "/");
-        assert!(fs.size_bytes > 0 && fs.available_bytes <= fs.free_bytes, "{board}");
+        assert!(
+            fs.size_bytes > 0 && fs.available_bytes <= fs.free_bytes,
+            "{board}"
+        );
         assert!(s.uptime_seconds > 0.0, "{board}");
-        assert!(s.load.is_some() && s.memory.is_some() && s.cpu.is_some(), "{board}");
+        assert!(
+            s.load.is_some() && s.memory.is_some() && s.cpu.is_some(),
+            "{board}"
+        );
         assert_eq!((s.seq, s.timestamp_ms), (1, 1_763_900_000_000));
         // Only the Wi-Fi zone and its hwmon twin are unreadable.
         let expected = if board == "x86-intel" { 2 } else { 0 };
@@ -365,13 +442,23 @@ fn garbage_leaves_that_field_out_once_logged_and_the_rest_in() {
         // package thermal zone, never acpitz.
         assert_eq!(
             cpu_temp(s),
-            (TemperatureSource::ThermalZone, "3", "x86_pkg_temp", "", 46_000)
+            (
+                TemperatureSource::ThermalZone,
+                "3",
+                "x86_pkg_temp",
+                "",
+                46_000
+            )
         );
         assert!(find(s, "coretemp", "Core 0").is_some());
     }
     assert_eq!(logs.matches("proc/meminfo").count(), 1, "{logs}");
     assert_eq!(logs.matches("proc/loadavg").count(), 1, "{logs}");
-    assert_eq!(logs.matches("temp1_input: expected integer").count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("temp1_input: expected integer").count(),
+        1,
+        "{logs}"
+    );
     // The Wi-Fi zone that cannot be read is mentioned once, too.
     assert_eq!(logs.matches("thermal_zone2/temp").count(), 1, "{logs}");
 }
@@ -429,14 +516,19 @@ fn without_the_mailbox_a_pi_falls_back_to_the_rpi_volt_alarm() {
     let dir = copy_fixture("pi3");
     let root = dir.path();
     std::fs::remove_file(root.join("dev/vcio.get_throttled")).unwrap();
-    let alarm = root.join("sys/devices/platform/soc/soc:firmware/raspberrypi-hwmon/hwmon/hwmon1/in0_lcrit_alarm");
+    let alarm = root.join(
+        "sys/devices/platform/soc/soc:firmware/raspberrypi-hwmon/hwmon/hwmon1/in0_lcrit_alarm",
+    );
     let mut sensors = Sensors::new(SysRoot::at(root));
     assert_eq!(sensors.facts().capabilities, [Capability::Telemetry]);
 
     let t = sensors.sample(1, 0).throttling.unwrap();
     assert_eq!(t.source(), ThrottlingSource::HwmonRpiVolt);
     assert!(t.under_voltage_alarm);
-    assert_eq!(t.get_throttled, throttle::UNDER_VOLTAGE | (throttle::UNDER_VOLTAGE << 16));
+    assert_eq!(
+        t.get_throttled,
+        throttle::UNDER_VOLTAGE | (throttle::UNDER_VOLTAGE << 16)
+    );
 
     // The alarm clears; the agent remembers it happened.
     std::fs::write(&alarm, "0\n").unwrap();
@@ -468,4 +560,26 @@ fn the_configured_filesystem_is_reported_under_its_name() {
     assert!(fs.size_bytes > 0);
     let mut missing = Sensors::with_filesystem(SysRoot::at(dir.path()), "/mnt/gone");
     assert!(missing.sample(1, 0).root_filesystem.is_none());
+}
+
+#[test]
+fn the_real_host_gives_cpu_memory_load_uptime_and_facts() {
+    let mut sensors = Sensors::new(SysRoot::host());
+    let first = sensors.sample(1, 0);
+    let s = sensors.sample(2, 0);
+    let cpu = s.cpu.as_ref().expect("cpu");
+    let parallelism = std::thread::available_parallelism().unwrap().get() as u32;
+    assert!(
+        cpu.logical_cpus >= parallelism,
+        "{} < {parallelism}",
+        cpu.logical_cpus
+    );
+    assert!((0.0..=100.0).contains(&cpu.usage_percent));
+    let m = s.memory.as_ref().expect("memory");
+    assert!(m.total_bytes > 0 && m.available_bytes <= m.total_bytes);
+    assert!(s.uptime_seconds >= first.uptime_seconds && s.uptime_seconds > 0.0);
+    assert!(s.load.is_some() && s.root_filesystem.is_some());
+    let facts = sensors.facts();
+    assert!(!facts.kernel_version.is_empty() && !facts.hostname.is_empty());
+    assert!(facts.boot_time_unix_seconds > 1_000_000_000);
 }

@@ -1,11 +1,12 @@
 //! CPU usage from /proc/stat deltas, and per-core frequency from cpufreq.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nodewarden_proto::v1::{Cpu, CpuCore};
 
 use super::log_once::LogOnce;
 use super::reader::Reader;
+use crate::sysroot::SysRoot;
 
 /// One /proc/stat `cpu` line, in USER_HZ ticks since boot. guest and
 /// guest_nice are left out: the kernel already counts them in user and nice.
@@ -46,7 +47,10 @@ fn busy_percent(before: &Ticks, after: &Ticks) -> f32 {
     if total == 0 {
         return 0.0;
     }
-    let idle = after.idle_all().saturating_sub(before.idle_all()).min(total);
+    let idle = after
+        .idle_all()
+        .saturating_sub(before.idle_all())
+        .min(total);
     ((total - idle) as f64 * 100.0 / total as f64) as f32
 }
 
@@ -129,6 +133,8 @@ pub struct CpuReader {
     ticks_per_second: f64,
     previous: Option<StatSnapshot>,
     current: StatSnapshot,
+    /// This sample's frequency of each cpufreq policy, Hz.
+    policy_hertz: Vec<u64>,
 }
 
 impl CpuReader {
@@ -140,24 +146,26 @@ impl CpuReader {
             ticks_per_second: ticks_per_second.max(1) as f64,
             previous: None,
             current: StatSnapshot::default(),
+            policy_hertz: Vec::new(),
         }
     }
 
     /// One reading. Usage is the share since the previous call; on the first
     /// call it is the average since boot (the counters start at boot), which
-    /// is a real figure rather than a made-up 0. `frequency` gives each
-    /// core's scaling_cur_freq file, if cpufreq has one for it.
+    /// is a real figure rather than a made-up 0. `frequency` says where
+    /// each core's scaling_cur_freq is.
     pub fn read(
         &mut self,
         reader: &mut Reader,
         log: &LogOnce,
-        frequency: &[(u32, PathBuf)],
+        frequency: &FrequencyFiles,
     ) -> Option<Cpu> {
         let text = reader.text(&self.stat_path, log)?;
         if !parse_stat(text, &mut self.current) {
             log.garbage(&self.stat_path, "no well-formed cpu lines");
             return None;
         }
+        frequency.read(reader, log, &mut self.policy_hertz);
         let zero = Ticks::default();
         let prev = self.previous.as_ref();
         let usage_percent = busy_percent(prev.map_or(&zero, |p| &p.all), &self.current.all);
@@ -165,11 +173,13 @@ impl CpuReader {
         let seconds = |t: u64| t as f64 / hz;
         let mut cores = Vec::with_capacity(self.current.cores.len());
         for (index, &(id, ticks)) in self.current.cores.iter().enumerate() {
-            let before = prev.and_then(|p| previous_core(p, index, id)).unwrap_or(&zero);
+            let before = prev
+                .and_then(|p| previous_core(p, index, id))
+                .unwrap_or(&zero);
             cores.push(CpuCore {
                 id,
                 usage_percent: busy_percent(before, &ticks),
-                frequency_hertz: core_frequency(reader, log, frequency, index, id),
+                frequency_hertz: frequency.of_core(index, id, &self.policy_hertz),
                 user_seconds: seconds(ticks.user),
                 nice_seconds: seconds(ticks.nice),
                 system_seconds: seconds(ticks.system),
@@ -200,25 +210,75 @@ impl CpuReader {
 fn previous_core(prev: &StatSnapshot, index: usize, id: u32) -> Option<&Ticks> {
     match prev.cores.get(index) {
         Some((pid, t)) if *pid == id => Some(t),
-        _ => prev.cores.iter().find(|(pid, _)| *pid == id).map(|(_, t)| t),
+        _ => prev
+            .cores
+            .iter()
+            .find(|(pid, _)| *pid == id)
+            .map(|(_, t)| t),
     }
 }
 
-fn core_frequency(
-    reader: &mut Reader,
-    log: &LogOnce,
-    frequency: &[(u32, PathBuf)],
-    index: usize,
-    id: u32,
-) -> u64 {
-    let path: Option<&Path> = match frequency.get(index) {
-        Some((fid, p)) if *fid == id => Some(p),
-        _ => frequency.iter().find(|(fid, _)| *fid == id).map(|(_, p)| p.as_path()),
-    };
-    let Some(path) = path else { return 0 };
-    match reader.integer(path, log) {
-        Some(khz) if khz > 0 => khz as u64 * 1000,
-        _ => 0,
+/// Where each core's frequency is read. Cores that share a cpufreq policy
+/// (all four cores of a Raspberry Pi: cpuN/cpufreq links to policy0) share
+/// one scaling_cur_freq file, read once per sample.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FrequencyFiles {
+    /// (N of cpuN, index into `policies`), by N.
+    cores: Vec<(u32, usize)>,
+    /// scaling_cur_freq of each distinct policy.
+    policies: Vec<PathBuf>,
+}
+
+impl FrequencyFiles {
+    /// Finds cpuN/cpufreq/scaling_cur_freq for every CPU that has one.
+    pub fn discover(root: &SysRoot) -> Self {
+        let mut found = FrequencyFiles::default();
+        let Ok(entries) = std::fs::read_dir(root.join("/sys/devices/system/cpu")) else {
+            return found;
+        };
+        let mut cores: Vec<(u32, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let id: u32 = e.file_name().to_str()?.strip_prefix("cpu")?.parse().ok()?;
+                let policy = std::fs::canonicalize(e.path().join("cpufreq")).ok()?;
+                let path = policy.join("scaling_cur_freq");
+                path.is_file().then_some((id, path))
+            })
+            .collect();
+        cores.sort_by_key(|(id, _)| *id);
+        for (id, path) in cores {
+            let index = match found.policies.iter().position(|p| *p == path) {
+                Some(i) => i,
+                None => {
+                    found.policies.push(path);
+                    found.policies.len() - 1
+                }
+            };
+            found.cores.push((id, index));
+        }
+        found
+    }
+
+    /// Reads every policy's frequency into `hertz` (0 where unreadable).
+    fn read(&self, reader: &mut Reader, log: &LogOnce, hertz: &mut Vec<u64>) {
+        hertz.clear();
+        for path in &self.policies {
+            let khz = reader.integer(path, log).filter(|k| *k > 0).unwrap_or(0);
+            hertz.push(khz as u64 * 1000);
+        }
+    }
+
+    /// The frequency of core `id` (at `index` in /proc/stat), 0 if none.
+    fn of_core(&self, index: usize, id: u32, hertz: &[u64]) -> u64 {
+        let policy = match self.cores.get(index) {
+            Some((cid, p)) if *cid == id => Some(*p),
+            _ => self
+                .cores
+                .iter()
+                .find(|(cid, _)| *cid == id)
+                .map(|(_, p)| *p),
+        };
+        policy.and_then(|p| hertz.get(p).copied()).unwrap_or(0)
     }
 }
 
@@ -259,10 +319,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(busy_percent(&a, &b), 75.0);
-        let c = Ticks {
-            iowait: 50,
-            ..b
-        };
+        let c = Ticks { iowait: 50, ..b };
         let u = busy_percent(&b, &c);
         assert!((0.0..=100.0).contains(&u), "{u}");
         assert_eq!(busy_percent(&a, &a), 0.0);

@@ -62,7 +62,10 @@ pub fn mark_cpu(temps: &mut [Temperature]) {
 
 /// The hottest reading marked as a CPU temperature.
 pub fn hottest_cpu(temps: &[Temperature]) -> Option<&Temperature> {
-    temps.iter().filter(|t| t.is_cpu).max_by_key(|t| t.millicelsius)
+    temps
+        .iter()
+        .filter(|t| t.is_cpu)
+        .max_by_key(|t| t.millicelsius)
 }
 
 #[cfg(test)]

@@ -74,10 +74,10 @@ pub fn board_model(root: &SysRoot, reader: &mut Reader) -> String {
 /// /usr/lib/os-release.
 pub fn os_name(root: &SysRoot, reader: &mut Reader) -> String {
     for path in ["/etc/os-release", "/usr/lib/os-release"] {
-        if let Ok(text) = reader.try_text(&root.join(path)) {
-            if let Some(name) = parse_os_release(text) {
-                return name;
-            }
+        if let Ok(text) = reader.try_text(&root.join(path))
+            && let Some(name) = parse_os_release(text)
+        {
+            return name;
         }
     }
     String::new()

@@ -42,7 +42,12 @@ pub fn discover(root: &SysRoot, reader: &mut Reader, log: &LogOnce) -> Hwmon {
     let mut chips: Vec<(u32, PathBuf)> = entries
         .flatten()
         .filter_map(|e| {
-            let n = e.file_name().to_str()?.strip_prefix("hwmon")?.parse().ok()?;
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("hwmon")?
+                .parse()
+                .ok()?;
             Some((n, e.path()))
         })
         .collect();

@@ -70,10 +70,7 @@ impl LogOnce {
     /// Permission denied, with the fix the user should apply.
     pub fn permission(&self, path: &Path, fix: &str) {
         if self.first(path, Problem::Permission) {
-            tracing::warn!(
-                "cannot open {}: permission denied; {fix}",
-                path.display()
-            );
+            tracing::warn!("cannot open {}: permission denied; {fix}", path.display());
         }
     }
 

@@ -56,8 +56,7 @@ pub struct NodeFacts {
 struct Found {
     zones: Vec<thermal::Zone>,
     hwmon: Vec<hwmon::HwmonTemp>,
-    /// (N of cpuN, its scaling_cur_freq).
-    frequency: Vec<(u32, PathBuf)>,
+    frequency: cpu::FrequencyFiles,
     /// /proc/pressure/{cpu,memory,io}; `None` when /proc/pressure is absent.
     pressure: Option<[PathBuf; 3]>,
 }
@@ -165,9 +164,19 @@ impl Sensors {
             "no MemTotal/MemAvailable",
             memory::parse_meminfo,
         );
-        let load = reader.parse(&self.loadavg, log, "expected three load averages", load::parse_loadavg);
+        let load = reader.parse(
+            &self.loadavg,
+            log,
+            "expected three load averages",
+            load::parse_loadavg,
+        );
         let uptime_seconds = reader
-            .parse(&self.uptime, log, "expected seconds since boot", uptime::parse_uptime)
+            .parse(
+                &self.uptime,
+                log,
+                "expected seconds since boot",
+                uptime::parse_uptime,
+            )
             .unwrap_or(0.0);
         let pressure = self
             .found
@@ -203,30 +212,13 @@ impl Sensors {
         self.found = Found {
             zones: thermal::discover(root, reader, log),
             hwmon: hwmon.temps,
-            frequency: discover_frequency(root),
+            frequency: cpu::FrequencyFiles::discover(root),
             pressure: discover_pressure(root),
         };
         self.throttle.discover(root, log, hwmon.rpi_volt_alarm);
         self.reader.saw_missing = false;
         self.samples_since_discovery = 0;
     }
-}
-
-/// cpuN/cpufreq/scaling_cur_freq for every CPU that has one.
-fn discover_frequency(root: &SysRoot) -> Vec<(u32, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(root.join("/sys/devices/system/cpu")) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(u32, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let id: u32 = e.file_name().to_str()?.strip_prefix("cpu")?.parse().ok()?;
-            let path = e.path().join("cpufreq/scaling_cur_freq");
-            path.is_file().then_some((id, path))
-        })
-        .collect();
-    found.sort_by_key(|(id, _)| *id);
-    found
 }
 
 fn discover_pressure(root: &SysRoot) -> Option<[PathBuf; 3]> {
@@ -237,7 +229,12 @@ fn discover_pressure(root: &SysRoot) -> Option<[PathBuf; 3]> {
 
 fn read_pressure(paths: &[PathBuf; 3], reader: &mut Reader, log: &LogOnce) -> Option<Pressure> {
     let mut read = |path: &PathBuf| {
-        reader.parse(path, log, "expected some/full pressure lines", pressure::parse_pressure)
+        reader.parse(
+            path,
+            log,
+            "expected some/full pressure lines",
+            pressure::parse_pressure,
+        )
     };
     let cpu = read(&paths[0]);
     let memory = read(&paths[1]);

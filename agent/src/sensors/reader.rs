@@ -9,13 +9,15 @@ use std::path::Path;
 
 use super::log_once::LogOnce;
 
-/// A reusable read buffer, plus a note that some file vanished (a sign the
-/// set of sensors changed and should be discovered again).
+/// A reusable read buffer, plus a note that a sensor file vanished (a sign
+/// the set of sensors changed and should be discovered again).
 #[derive(Debug)]
 pub struct Reader {
     buf: Vec<u8>,
     filled: usize,
-    /// Set when a read failed with "not found"; cleared by the owner.
+    /// Set by the hwmon and thermal readers when a discovered sensor file is
+    /// gone; cleared by discovery. (Fixed /proc files that are missing are
+    /// logged, not rediscovered: that would not bring them back.)
     pub saw_missing: bool,
 }
 
@@ -63,9 +65,6 @@ impl Reader {
     /// Reads `path`; a failure is logged once and gives `None`.
     pub fn text(&mut self, path: &Path, log: &LogOnce) -> Option<&str> {
         if let Err(e) = self.fill(path) {
-            if e.kind() == io::ErrorKind::NotFound {
-                self.saw_missing = true;
-            }
             log.read_failed(path, &e);
             return None;
         }
@@ -114,7 +113,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_files_larger_than_the_buffer_and_flags_missing_ones() {
+    fn reads_files_larger_than_the_buffer_and_logs_failures_once() {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big");
         let content = "x".repeat(10_000);
@@ -122,13 +121,13 @@ mod tests {
         let log = LogOnce::new();
         let mut r = Reader::new();
         assert_eq!(r.text(&big, &log).unwrap().len(), 10_000);
-        assert!(!r.saw_missing);
         assert!(r.text(&dir.path().join("gone"), &log).is_none());
-        assert!(r.saw_missing);
+        assert!(r.text(&dir.path().join("gone"), &log).is_none());
         std::fs::write(&big, "  42\n").unwrap();
         assert_eq!(r.integer(&big, &log), Some(42));
         std::fs::write(&big, "forty-two\n").unwrap();
         assert_eq!(r.integer(&big, &log), None);
         assert_eq!(log.reported(), 2);
+        assert!(!r.saw_missing);
     }
 }

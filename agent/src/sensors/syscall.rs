@@ -35,6 +35,12 @@ pub fn statvfs(path: &Path) -> io::Result<FsSpace> {
     // SAFETY: statvfs returned 0, so it filled the whole struct (and it was
     // zeroed before, so every byte is initialised either way).
     let st = unsafe { out.assume_init() };
+    statvfs_sizes(&st)
+}
+
+// The fields are u64 on 64-bit targets but 32-bit on armhf (Pi 3 OS).
+#[allow(clippy::unnecessary_cast)]
+fn statvfs_sizes(st: &libc::statvfs) -> io::Result<FsSpace> {
     let frag = st.f_frsize as u64;
     Ok(FsSpace {
         size_bytes: (st.f_blocks as u64).saturating_mul(frag),
@@ -76,13 +82,7 @@ pub fn mailbox_property(vcio: &File, buf: &mut [u32]) -> io::Result<()> {
     // pointer; we checked that buf[0] is the length of `buf`, which is
     // writable and lives across the call. The fd is open for the call's
     // duration because `vcio` is borrowed.
-    let rc = unsafe {
-        libc::ioctl(
-            vcio.as_raw_fd(),
-            IOCTL_MBOX_PROPERTY as _,
-            buf.as_mut_ptr(),
-        )
-    };
+    let rc = unsafe { libc::ioctl(vcio.as_raw_fd(), IOCTL_MBOX_PROPERTY as _, buf.as_mut_ptr()) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

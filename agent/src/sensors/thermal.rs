@@ -76,7 +76,11 @@ pub fn read(zones: &[Zone], reader: &mut Reader, log: &LogOnce, out: &mut Vec<Te
 /// Reads a millidegree file (thermal zone `temp` or hwmon `tempN_input`).
 /// Sensors that are asleep answer EINVAL, ENODATA or EAGAIN, and hot-plugged
 /// ones vanish; those are expected and noted at debug level only.
-pub fn read_millicelsius(path: &std::path::Path, reader: &mut Reader, log: &LogOnce) -> Option<i32> {
+pub fn read_millicelsius(
+    path: &std::path::Path,
+    reader: &mut Reader,
+    log: &LogOnce,
+) -> Option<i32> {
     let text = match reader.try_text(path) {
         Ok(text) => text,
         Err(e) => {

@@ -45,7 +45,16 @@ pub fn get_throttled_request() -> [u32; 7] {
 
 /// The 8-word GET_CLOCK_MEASURED request for `clock`.
 pub fn clock_measured_request(clock: u32) -> [u32; 8] {
-    [32, REQUEST, TAG_GET_CLOCK_MEASURED, 8, REQUEST, clock, 0, END_TAG]
+    [
+        32,
+        REQUEST,
+        TAG_GET_CLOCK_MEASURED,
+        8,
+        REQUEST,
+        clock,
+        0,
+        END_TAG,
+    ]
 }
 
 /// Checks the message status and the single tag's response code; returns
@@ -62,7 +71,10 @@ fn reply_value(buf: &[u32], tag: u32, value_bytes: u32) -> io::Result<&[u32]> {
         )));
     }
     if buf[2] != tag {
-        return Err(bad(format!("reply carries tag {:#010x}, not {tag:#010x}", buf[2])));
+        return Err(bad(format!(
+            "reply carries tag {:#010x}, not {tag:#010x}",
+            buf[2]
+        )));
     }
     let code = buf[4];
     if code & TAG_RESPONSE == 0 {
@@ -188,9 +200,9 @@ fn emulate_firmware(throttled: &PathBuf, clock: &PathBuf, buf: &mut [u32]) -> io
             Some(hex) => u32::from_str_radix(hex, 16),
             None => t.parse(),
         };
-        parsed.map(Some).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("not a number: {t:?}"))
-        })
+        parsed
+            .map(Some)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("not a number: {t:?}")))
     };
     if buf.len() < 7 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
@@ -239,7 +251,16 @@ mod tests {
             decode_get_throttled(&unanswered).unwrap_err().kind(),
             io::ErrorKind::Unsupported
         );
-        let clock = [32, 0x8000_0000, 0x0003_0047, 8, 0x8000_0008, 3, 1_500_000_000, 0];
+        let clock = [
+            32,
+            0x8000_0000,
+            0x0003_0047,
+            8,
+            0x8000_0008,
+            3,
+            1_500_000_000,
+            0,
+        ];
         assert_eq!(decode_clock_measured(&clock, 3).unwrap(), 1_500_000_000);
         let other_clock = [32, 0x8000_0000, 0x0003_0047, 8, 0x8000_0008, 4, 1, 0];
         assert!(decode_clock_measured(&other_clock, 3).is_err());
