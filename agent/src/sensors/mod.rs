@@ -251,3 +251,14 @@ fn read_pressure(paths: &[PathBuf; 3], reader: &mut Reader, log: &LogOnce) -> Op
         io_full: io.full,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensors_can_move_to_a_sampling_task() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<Sensors>();
+    }
+}
