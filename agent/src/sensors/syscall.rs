@@ -1,0 +1,118 @@
+//! The three system calls the sensors need that std does not wrap: statvfs,
+//! sysconf(_SC_CLK_TCK) and the VideoCore mailbox ioctl.
+//!
+//! This is the agent's only unsafe code (lib.rs denies it everywhere else).
+//! Each call is a thin wrapper with its safety argument beside it; callers
+//! get safe functions returning `io::Result`.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Sizes from statvfs(2), already multiplied by the fragment size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    pub size_bytes: u64,
+    pub free_bytes: u64,
+    pub available_bytes: u64,
+}
+
+/// statvfs(2) of `path`.
+pub fn statvfs(path: &Path) -> io::Result<FsSpace> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let mut out = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: c_path is a valid NUL-terminated string for the duration of the
+    // call and `out` points to writable memory of the right type and size.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), out.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the whole struct (and it was
+    // zeroed before, so every byte is initialised either way).
+    let st = unsafe { out.assume_init() };
+    statvfs_sizes(&st)
+}
+
+// The fields are u64 on 64-bit targets but 32-bit on armhf (Pi 3 OS).
+#[allow(clippy::unnecessary_cast)]
+fn statvfs_sizes(st: &libc::statvfs) -> io::Result<FsSpace> {
+    let frag = st.f_frsize as u64;
+    Ok(FsSpace {
+        size_bytes: (st.f_blocks as u64).saturating_mul(frag),
+        free_bytes: (st.f_bfree as u64).saturating_mul(frag),
+        available_bytes: (st.f_bavail as u64).saturating_mul(frag),
+    })
+}
+
+/// USER_HZ, the unit of the /proc/stat counters (100 on every Linux ABI, but
+/// the documented way to learn it is sysconf).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as u64 } else { 100 }
+}
+
+/// `_IOWR(100, 0, char *)`: the pointer's size is part of the number, so a
+/// 32-bit userland (armhf Raspberry Pi OS) uses 0xC0046400 and a 64-bit one
+/// 0xC0086400; the kernel accepts both (the first as its compat ioctl).
+pub const IOCTL_MBOX_PROPERTY: u64 = ioc_readwrite(100, 0, std::mem::size_of::<*const u8>() as u64);
+
+const fn ioc_readwrite(kind: u64, nr: u64, size: u64) -> u64 {
+    // asm-generic/ioctl.h: dir << 30 | size << 16 | type << 8 | nr, with
+    // dir = read | write = 3.
+    (3 << 30) | (size << 16) | (kind << 8) | nr
+}
+
+/// Hands `buf` (a property-interface message whose first word is its size in
+/// bytes) to the firmware through /dev/vcio; the reply overwrites it.
+pub fn mailbox_property(vcio: &File, buf: &mut [u32]) -> io::Result<()> {
+    let declared = buf.first().copied().unwrap_or(0) as usize;
+    if declared != std::mem::size_of_val(buf) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "mailbox buffer size word does not match the buffer",
+        ));
+    }
+    // SAFETY: the driver copies exactly buf[0] bytes from and back to the
+    // pointer; we checked that buf[0] is the length of `buf`, which is
+    // writable and lives across the call. The fd is open for the call's
+    // duration because `vcio` is borrowed.
+    let rc = unsafe { libc::ioctl(vcio.as_raw_fd(), IOCTL_MBOX_PROPERTY as _, buf.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_number_matches_the_pointer_width() {
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(IOCTL_MBOX_PROPERTY, 0xC008_6400);
+        #[cfg(target_pointer_width = "32")]
+        assert_eq!(IOCTL_MBOX_PROPERTY, 0xC004_6400);
+        assert_eq!(ioc_readwrite(100, 0, 4), 0xC004_6400);
+    }
+
+    #[test]
+    fn statvfs_of_root_has_a_size_and_rejects_missing_paths() {
+        let fs = statvfs(Path::new("/")).unwrap();
+        assert!(fs.size_bytes > 0 && fs.free_bytes <= fs.size_bytes);
+        assert!(fs.available_bytes <= fs.free_bytes);
+        let err = statvfs(Path::new("/no/such/dir/here")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn user_hz_is_positive() {
+        assert!(clock_ticks_per_second() >= 1);
+    }
+}
