@@ -18,6 +18,22 @@ pub fn key(node_id: u32, ts_ms: i64) -> [u8; KEY_LEN] {
     k
 }
 
+/// A rollup key, minute first: the rows one commit updates (every node's
+/// current minute) sit side by side in one leaf instead of one leaf per node.
+pub fn minute_key(minute_ms: i64, node_id: u32) -> [u8; KEY_LEN] {
+    let mut k = [0u8; KEY_LEN];
+    k[..8].copy_from_slice(&(minute_ms.max(0) as u64).to_be_bytes());
+    k[8..].copy_from_slice(&node_id.to_be_bytes());
+    k
+}
+
+/// The minute (unix ms) of a rollup key.
+pub fn minute_of(k: &[u8; KEY_LEN]) -> i64 {
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&k[..8]);
+    i64::try_from(u64::from_be_bytes(ts)).unwrap_or(i64::MAX)
+}
+
 /// Splits a key back into (node id, unix ms).
 pub fn split_key(k: &[u8; KEY_LEN]) -> (u32, i64) {
     let mut node = [0u8; 4];
@@ -267,6 +283,9 @@ mod tests {
             split_key(&key(7, 1_700_000_000_123)),
             (7, 1_700_000_000_123)
         );
+        assert!(minute_key(60_000, 9) < minute_key(120_000, 0));
+        assert!(minute_key(60_000, 1) < minute_key(60_000, 2));
+        assert_eq!(minute_of(&minute_key(120_000, 3)), 120_000);
     }
 
     #[test]

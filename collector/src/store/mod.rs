@@ -12,7 +12,7 @@ mod error;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -176,6 +176,8 @@ struct Names {
     metrics: HashMap<String, u32>,
     metric_names: HashMap<u32, String>,
     node_metrics: HashSet<(u32, u32)>,
+    /// Minute of the newest sample persisted in LATEST, per node.
+    latest_minute: HashMap<u32, i64>,
 }
 
 /// Ids handed out inside a transaction; merged into `Names` only once it commits.
@@ -184,6 +186,7 @@ struct PendingNames {
     nodes: Vec<(String, u32)>,
     metrics: Vec<(String, u32)>,
     node_metrics: Vec<(u32, u32)>,
+    latest_minute: Vec<(u32, i64)>,
 }
 
 impl Names {
@@ -224,6 +227,7 @@ impl Names {
             self.metrics.insert(name, id);
         }
         self.node_metrics.extend(pending.node_metrics);
+        self.latest_minute.extend(pending.latest_minute);
     }
 }
 
@@ -410,7 +414,7 @@ impl Store {
             let mut metric_ids = txn.open_table(METRIC_IDS)?;
             let mut node_metrics = txn.open_table(NODE_METRICS)?;
             // (node, minute) -> per-metric aggregates, merged into the table once.
-            let mut minutes: BTreeMap<(u32, i64), Vec<(u32, Agg)>> = BTreeMap::new();
+            let mut minutes: HashMap<(u32, i64), Vec<(u32, Agg)>> = HashMap::new();
 
             for nb in batch {
                 let node = names.node_id(pending, &nb.node);
@@ -448,12 +452,19 @@ impl Store {
                 if Some(mark) != stored && mark > 0 {
                     high_water.insert((node, nb.instance_id), mark)?;
                 }
+                // The newest sample matters after a restart only, when the node
+                // is offline anyway: once a minute is enough and spares a page
+                // write per commit.
                 if let Some(sample) = newest {
-                    latest.insert(nb.node.as_str(), sample.encode_to_vec().as_slice())?;
+                    let minute = sample.timestamp_ms.div_euclid(ROLLUP_MS);
+                    if names.latest_minute.get(&node).is_none_or(|m| *m < minute) {
+                        latest.insert(nb.node.as_str(), sample.encode_to_vec().as_slice())?;
+                        pending.latest_minute.push((node, minute));
+                    }
                 }
             }
             for ((node, minute), aggs) in minutes {
-                let k = codec::key(node, minute);
+                let k = codec::minute_key(minute, node);
                 let merged = {
                     let existing = rollup.get(&k)?;
                     codec::merge_rollup(existing.as_ref().map(|g| g.value()), &aggs)
@@ -549,32 +560,36 @@ impl Store {
                 .next()
                 .transpose()?
                 .map(|(k, _)| codec::split_key(k.value()).1);
-            let first_rollup = rollup
-                .range::<RowKey<'_>>(&node_start..=&node_end)?
-                .next()
-                .transpose()?
-                .map(|(k, _)| codec::split_key(k.value()).1);
-            // Rollups reach further back than raw once raw has been pruned.
-            let raw_pruned = match (first_raw, first_rollup) {
-                (Some(r), Some(m)) => m + ROLLUP_MS <= r,
-                (None, Some(_)) => true,
-                _ => false,
+            // Rollups reach further back than raw once raw has been pruned:
+            // then there is one for the minute before the oldest raw row.
+            let raw_pruned = match first_raw {
+                Some(r) => {
+                    let before = (r.div_euclid(ROLLUP_MS) - 1) * ROLLUP_MS;
+                    rollup.get(&codec::minute_key(before, node_id))?.is_some()
+                }
+                None => true,
             };
             let before_raw = first_raw.is_none_or(|r| since_ms < r);
             let wide = max_points > 0
                 && bucket_width(since_ms, until_ms, max_points, RAW_STEP_MS) >= ROLLUP_MS;
             if wide || (raw_pruned && before_raw) {
                 let from = since_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
+                // Rows are minute-major, so one node's are found by one lookup
+                // per minute, within the minutes the table holds at all.
+                let oldest = rollup.first()?.map(|(k, _)| codec::minute_of(k.value()));
+                let newest = rollup.last()?.map(|(k, _)| codec::minute_of(k.value()));
                 let mut items = Vec::new();
-                for entry in rollup.range::<RowKey<'_>>(
-                    &codec::key(node_id, from)..=&codec::key(node_id, until_ms),
-                )? {
-                    let (k, v) = entry?;
-                    let ts = codec::split_key(k.value()).1;
-                    if let Some((_, agg)) =
-                        codec::decode_rollup(v.value()).find(|(m, _)| *m == metric_id)
-                    {
-                        items.push((ts, agg));
+                if let (Some(oldest), Some(newest)) = (oldest, newest) {
+                    let mut minute = from.max(oldest);
+                    let last = until_ms.min(newest);
+                    while minute <= last {
+                        if let Some(row) = rollup.get(&codec::minute_key(minute, node_id))?
+                            && let Some((_, agg)) =
+                                codec::decode_rollup(row.value()).find(|(m, _)| *m == metric_id)
+                        {
+                            items.push((minute, agg));
+                        }
+                        minute += ROLLUP_MS;
                     }
                 }
                 if max_points > 0 && items.len() > max_points as usize {
@@ -772,11 +787,11 @@ impl Store {
                 raw.retain_in::<RowKey<'_>, _>(&start..&codec::key(node, raw_cutoff), |_, _| {
                     false
                 })?;
-                rollup.retain_in::<RowKey<'_>, _>(
-                    &start..&codec::key(node, rollup_cutoff),
-                    |_, _| false,
-                )?;
             }
+            rollup.retain_in::<RowKey<'_>, _>(
+                &codec::minute_key(0, 0)..&codec::minute_key(rollup_cutoff, 0),
+                |_, _| false,
+            )?;
             txn.open_table(EVENTS)?
                 .retain_in((i64::MIN, 0)..(rollup_cutoff, 0), |_, _| false)?;
             Ok(())
