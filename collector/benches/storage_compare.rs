@@ -201,12 +201,12 @@ impl Engine for Redb {
     }
 }
 
-/// One node's share of a sled commit: id, high-water, rows, rollup
+/// One node's share of a sled commit: id, high-water, rows per minute, rollup
 /// increments per minute, newest sample, name.
 type NodeWrite = (
     u32,
     u64,
-    Vec<([u8; 12], Vec<u8>)>,
+    BTreeMap<i64, Vec<(i64, Vec<u8>)>>,
     BTreeMap<i64, Vec<(u32, Agg)>>,
     Vec<u8>,
     String,
@@ -291,7 +291,7 @@ impl Engine for Sled {
                     u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes"))
                 });
             let mut mark = stored;
-            let mut node_rows = Vec::new();
+            let mut node_rows: BTreeMap<i64, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
             let mut minutes: BTreeMap<i64, Vec<(u32, Agg)>> = BTreeMap::new();
             let mut newest = Vec::new();
             for s in &nb.samples {
@@ -308,7 +308,10 @@ impl Engine for Sled {
                     });
                     points.push((id, v));
                 }
-                node_rows.push((codec::key(node, s.timestamp_ms), codec::encode_row(&points)));
+                node_rows
+                    .entry(s.timestamp_ms.div_euclid(60_000) * 60_000)
+                    .or_default()
+                    .push((s.timestamp_ms, codec::encode_row(&points)));
                 let aggs = minutes
                     .entry(s.timestamp_ms.div_euclid(60_000) * 60_000)
                     .or_default();
@@ -335,8 +338,11 @@ impl Engine for Sled {
         )
             .transaction(|(raw, rollup, hw, latest, dict)| {
                 for (node, mark, node_rows, minutes, newest, name) in &rows {
-                    for (k, v) in node_rows {
-                        raw.insert(k.as_slice(), v.as_slice())?;
+                    for (minute, new_rows) in node_rows {
+                        let k = codec::key(*node, *minute);
+                        let existing = raw.get(k)?;
+                        let chunk = codec::chunk_add(existing.as_deref(), *minute, new_rows);
+                        raw.insert(k.as_slice(), chunk)?;
                     }
                     for (minute, aggs) in minutes {
                         let k = codec::minute_key(*minute, *node);
@@ -365,7 +371,7 @@ impl Engine for Sled {
             let mut b = sled::Batch::default();
             for entry in self
                 .raw
-                .range(codec::key(node, 0)..codec::key(node, raw_cut))
+                .range(codec::key(node, 0)..codec::key(node, raw_cut.div_euclid(60_000) * 60_000))
             {
                 b.remove(entry.expect("sled range").0);
             }
@@ -400,10 +406,13 @@ impl Engine for Sled {
         };
         self.raw
             .scan_prefix(id.to_be_bytes())
-            .filter_map(|e| {
+            .flat_map(|e| {
                 let (k, v) = e.expect("sled scan");
-                let key: [u8; 12] = k.as_ref().try_into().ok()?;
-                Some((codec::split_key(&key).1, codec::find_in_row(&v, m)?))
+                let key: [u8; 12] = k.as_ref().try_into().expect("12-byte key");
+                let minute = codec::split_key(&key).1;
+                codec::decode_chunk(&v, minute)
+                    .filter_map(|(ts, row)| Some((ts, codec::find_in_row(row, m)?)))
+                    .collect::<Vec<_>>()
             })
             .collect()
     }

@@ -34,6 +34,9 @@ pub const DB_FILE: &str = "nodewarden.redb";
 /// under 512 MB; the working set (the tails of the trees) is far smaller.
 pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// New rows for one node's minute chunk: (unix ms, encoded row).
+type ChunkRows = Vec<(i64, Vec<u8>)>;
+
 /// A row key as redb range bounds take it.
 type RowKey<'a> = &'a [u8; codec::KEY_LEN];
 
@@ -45,7 +48,8 @@ const RESTART_REASON: &str = "collector restarted";
 const NODE_IDS: TableDefinition<'_, &str, u32> = TableDefinition::new("node_ids");
 const METRIC_IDS: TableDefinition<'_, &str, u32> = TableDefinition::new("metric_ids");
 const NODE_METRICS: TableDefinition<'_, (u32, u32), ()> = TableDefinition::new("node_metrics");
-const RAW: TableDefinition<'_, &[u8; codec::KEY_LEN], &[u8]> = TableDefinition::new("raw");
+/// (node, minute) -> the minute's rows of that node (codec::chunk_add).
+const RAW: TableDefinition<'_, &[u8; codec::KEY_LEN], &[u8]> = TableDefinition::new("raw_chunks");
 const ROLLUP: TableDefinition<'_, &[u8; codec::KEY_LEN], &[u8]> = TableDefinition::new("rollup_1m");
 const HIGH_WATER: TableDefinition<'_, (u32, u64), u64> = TableDefinition::new("high_water");
 const NODES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("nodes");
@@ -415,6 +419,8 @@ impl Store {
             let mut node_metrics = txn.open_table(NODE_METRICS)?;
             // (node, minute) -> per-metric aggregates, merged into the table once.
             let mut minutes: HashMap<(u32, i64), Vec<(u32, Agg)>> = HashMap::new();
+            // (node, minute) -> new rows, added to the minute's chunk once.
+            let mut chunks: HashMap<(u32, i64), ChunkRows> = HashMap::new();
 
             for nb in batch {
                 let node = names.node_id(pending, &nb.node);
@@ -430,11 +436,11 @@ impl Store {
                     for (name, value) in series::series_of(sample) {
                         points.push((names.metric_id(pending, node, &name), value));
                     }
-                    raw.insert(
-                        &codec::key(node, sample.timestamp_ms),
-                        codec::encode_row(&points).as_slice(),
-                    )?;
                     let minute = sample.timestamp_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
+                    chunks
+                        .entry((node, minute))
+                        .or_default()
+                        .push((sample.timestamp_ms, codec::encode_row(&points)));
                     let aggs = minutes.entry((node, minute)).or_default();
                     for (metric, value) in points {
                         match aggs.iter_mut().find(|(m, _)| *m == metric) {
@@ -462,6 +468,14 @@ impl Store {
                         pending.latest_minute.push((node, minute));
                     }
                 }
+            }
+            for ((node, minute), rows) in chunks {
+                let k = codec::key(node, minute);
+                let chunk = {
+                    let existing = raw.get(&k)?;
+                    codec::chunk_add(existing.as_ref().map(|g| g.value()), minute, &rows)
+                };
+                raw.insert(&k, chunk.as_slice())?;
             }
             for ((node, minute), aggs) in minutes {
                 let k = codec::minute_key(minute, node);
@@ -559,7 +573,12 @@ impl Store {
                 .range::<RowKey<'_>>(&node_start..=&node_end)?
                 .next()
                 .transpose()?
-                .map(|(k, _)| codec::split_key(k.value()).1);
+                .and_then(|(k, v)| {
+                    let minute = codec::split_key(k.value()).1;
+                    codec::decode_chunk(v.value(), minute)
+                        .next()
+                        .map(|(ts, _)| ts)
+                });
             // Rollups reach further back than raw once raw has been pruned:
             // then there is one for the minute before the oldest raw row.
             let raw_pruned = match first_raw {
@@ -606,12 +625,18 @@ impl Store {
                 return Ok(());
             }
             let mut values: Vec<(i64, f64)> = Vec::new();
-            let lo = codec::key(node_id, since_ms);
+            let lo = codec::key(node_id, since_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS);
             let hi = codec::key(node_id, until_ms);
             for entry in raw.range::<RowKey<'_>>(&lo..=&hi)? {
                 let (k, v) = entry?;
-                if let Some(value) = codec::find_in_row(v.value(), metric_id) {
-                    values.push((codec::split_key(k.value()).1, value));
+                let minute = codec::split_key(k.value()).1;
+                for (ts, row) in codec::decode_chunk(v.value(), minute) {
+                    if ts < since_ms || ts > until_ms {
+                        continue;
+                    }
+                    if let Some(value) = codec::find_in_row(row, metric_id) {
+                        values.push((ts, value));
+                    }
                 }
             }
             if max_points > 0 && values.len() > max_points as usize {
@@ -784,9 +809,9 @@ impl Store {
             let mut rollup = txn.open_table(ROLLUP)?;
             for &node in &node_ids {
                 let start = codec::key(node, 0);
-                raw.retain_in::<RowKey<'_>, _>(&start..&codec::key(node, raw_cutoff), |_, _| {
-                    false
-                })?;
+                // Whole minutes go: a chunk is kept while any of its rows is young.
+                let end = codec::key(node, raw_cutoff.div_euclid(ROLLUP_MS) * ROLLUP_MS);
+                raw.retain_in::<RowKey<'_>, _>(&start..&end, |_, _| false)?;
             }
             rollup.retain_in::<RowKey<'_>, _>(
                 &codec::minute_key(0, 0)..&codec::minute_key(rollup_cutoff, 0),
