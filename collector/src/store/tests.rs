@@ -493,3 +493,58 @@ fn a_full_disk_is_reported_and_loses_nothing_already_stored() {
     let reopened = open(&data);
     assert_eq!(reopened.high_water("pi1", 1).expect("hw"), acked + 1);
 }
+
+#[test]
+fn the_store_can_be_shared_between_server_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Store>();
+}
+
+#[test]
+fn the_latest_sample_is_persisted_once_a_minute_per_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        store
+            .put_node(NodeRecord {
+                name: "pi1".into(),
+                online: true,
+                ..Default::default()
+            })
+            .expect("put_node");
+        // Seconds 0 and 1 of one minute in two commits, then second 0 of the next.
+        store
+            .append(&[batch("pi1", 1, run(1, T0, 1))])
+            .expect("first");
+        store
+            .append(&[batch("pi1", 1, run(2, T0 + 1000, 1))])
+            .expect("same minute");
+        let after_same_minute = {
+            drop(store);
+            let store = open(dir.path());
+            let seq = store.nodes().expect("nodes")[0]
+                .latest
+                .as_ref()
+                .map(|s| s.seq);
+            store
+                .append(&[batch("pi1", 1, run(3, T0 + 60_000, 1))])
+                .expect("next minute");
+            seq
+        };
+        // Only the first sample of a minute is written; seq 2 was not.
+        assert_eq!(after_same_minute, Some(1));
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.nodes().expect("nodes")[0]
+            .latest
+            .as_ref()
+            .map(|s| s.seq),
+        Some(3)
+    );
+    // The rows themselves are all there, whatever the latest sample says.
+    let h = store
+        .history("pi1", "cpu_temp", T0, T0 + 60_000, 0)
+        .expect("history");
+    assert_eq!(h.points.len(), 3);
+}
