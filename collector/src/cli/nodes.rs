@@ -509,6 +509,9 @@ pub(crate) mod tests {
                         id,
                         usage_percent: usage,
                         frequency_hertz: 1_500_000_000,
+                        user_seconds: 1_234.5 + f64::from(id),
+                        system_seconds: 321.25,
+                        idle_seconds: 98_765.75,
                         ..Default::default()
                     })
                     .collect(),
@@ -586,6 +589,10 @@ pub(crate) mod tests {
             battery_charge_percent: Some(100.0),
             ..Default::default()
         });
+        if let Some(c) = x86.cpu.as_mut() {
+            // The firmware clock exists on a Pi only.
+            c.measured_arm_clock_hertz = 0;
+        }
         if let Some(m) = x86.memory.as_mut() {
             // 15.2 of 16 GiB in use.
             m.total_bytes = 16 * GIB;
