@@ -264,23 +264,33 @@ impl View {
     /// Decides colour and width from the options and the environment.
     pub fn from_environment(opts: &QueryOptions) -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let color = match opts.color {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => !no_color && io::stdout().is_terminal(),
-        };
-        let width = std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.trim().parse::<usize>().ok())
-            .filter(|w| *w >= 40)
-            .unwrap_or(80);
         Self {
             json: opts.json,
-            style: Style { color },
-            width,
+            style: Style {
+                color: use_color(opts.color, no_color, io::stdout().is_terminal()),
+            },
+            width: terminal_width(std::env::var("COLUMNS").ok().as_deref()),
             now_ms: now_ms(),
         }
     }
+}
+
+/// Colour when asked to, or by default on a terminal unless NO_COLOR is set
+/// (an explicit --color always wins over NO_COLOR, as no-color.org asks).
+pub fn use_color(choice: ColorChoice, no_color: bool, stdout_is_terminal: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => !no_color && stdout_is_terminal,
+    }
+}
+
+/// Width from $COLUMNS, else 80; absurdly narrow values are ignored.
+pub fn terminal_width(columns: Option<&str>) -> usize {
+    columns
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|w| *w >= 40)
+        .unwrap_or(80)
 }
 
 fn now_ms() -> i64 {
@@ -335,7 +345,9 @@ pub async fn execute(
             if view.json {
                 return write_json(out, &json::nodes(&list.nodes));
             }
-            out.write_all(nodes::render_nodes(&list.nodes, view.now_ms, view.style).as_bytes())?;
+            let table =
+                nodes::render_nodes_to_fit(&list.nodes, view.now_ms, view.style, view.width);
+            out.write_all(table.as_bytes())?;
         }
         QueryCommand::Node { name } => {
             let request = GetNodeRequest { name: name.clone() };

@@ -70,8 +70,18 @@ pub fn throttle_summary(throttling: &Throttling) -> String {
     }
 }
 
-/// The `nodes` table, sorted by name.
+/// Columns left out, in this order, until the table fits the terminal:
+/// identity is one `node NAME` away, health is what this table is for.
+const NARROW_DROP_ORDER: [&str; 4] = ["MODEL", "ARCH", "ROLE", "UPTIME"];
+
+/// The `nodes` table, sorted by name, all columns.
 pub fn render_nodes(nodes: &[NodeInfo], now_ms: i64, style: Style) -> String {
+    render_nodes_to_fit(nodes, now_ms, style, usize::MAX)
+}
+
+/// The `nodes` table without the less important columns when it would be
+/// wider than `width`.
+pub fn render_nodes_to_fit(nodes: &[NodeInfo], now_ms: i64, style: Style, width: usize) -> String {
     if nodes.is_empty() {
         return "no nodes have connected yet\n".to_owned();
     }
@@ -92,6 +102,12 @@ pub fn render_nodes(nodes: &[NodeInfo], now_ms: i64, style: Style) -> String {
     ]);
     for node in sorted {
         table.row(node_row(node, now_ms, style));
+    }
+    for column in NARROW_DROP_ORDER {
+        if table.width() <= width {
+            break;
+        }
+        table.remove_column(column);
     }
     table.render(style)
 }
@@ -716,6 +732,27 @@ pub(crate) mod tests {
         let plain = render_nodes(&cluster(), NOW_MS, Style::PLAIN);
         let plain_widths: Vec<usize> = plain.lines().skip(1).map(display_width).collect();
         assert_eq!(widths, plain_widths, "colour does not shift columns");
+    }
+
+    #[test]
+    fn narrow_terminals_keep_the_health_columns() {
+        let wide = render_nodes(&cluster(), NOW_MS, Style::PLAIN);
+        assert!(wide.lines().any(|l| display_width(l) > 100), "{wide}");
+        let out = render_nodes_to_fit(&cluster(), NOW_MS, Style::PLAIN, 80);
+        assert!(out.lines().all(|l| display_width(l) <= 80), "{out}");
+        let header = out.lines().next().unwrap_or_default();
+        assert!(!header.contains("MODEL"), "{header}");
+        for kept in [
+            "NAME",
+            "CPU TEMP",
+            "THROTTLE",
+            "MEMORY",
+            "LAST SEEN",
+            "STATE",
+        ] {
+            assert!(header.contains(kept), "{kept} kept: {header}");
+        }
+        assert!(row_of(&out, "pi4").contains("UV THR"), "{out}");
     }
 
     #[test]

@@ -113,6 +113,27 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// Drops the column with this heading (for narrow terminals).
+    pub fn remove_column(&mut self, header: &str) {
+        if let Some(i) = self.headers.iter().position(|(h, _)| h == header) {
+            self.headers.remove(i);
+            for row in &mut self.rows {
+                if i < row.len() {
+                    row.remove(i);
+                }
+            }
+        }
+    }
+
+    /// Columns the widest line takes.
+    pub fn width(&self) -> usize {
+        self.render(Style::PLAIN)
+            .lines()
+            .map(display_width)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The table, two spaces between columns, no trailing spaces.
     pub fn render(&self, style: Style) -> String {
         let mut widths: Vec<usize> = self.headers.iter().map(|(h, _)| h.len()).collect();

@@ -347,6 +347,30 @@ async fn connection_failures_say_what_to_do() {
 }
 
 #[test]
+fn colour_only_where_it_helps() {
+    assert!(
+        use_color(ColorChoice::Auto, false, true),
+        "a terminal gets colour"
+    );
+    assert!(
+        !use_color(ColorChoice::Auto, false, false),
+        "a pipe does not"
+    );
+    assert!(
+        !use_color(ColorChoice::Auto, true, true),
+        "NO_COLOR is honoured"
+    );
+    assert!(
+        use_color(ColorChoice::Always, true, false),
+        "--color always wins"
+    );
+    assert!(!use_color(ColorChoice::Never, false, true));
+    assert_eq!(terminal_width(Some("132")), 132);
+    assert_eq!(terminal_width(Some("7")), 80);
+    assert_eq!(terminal_width(None), 80);
+}
+
+#[test]
 fn permission_errors_point_at_the_group() {
     // Root (which runs these tests) bypasses socket permissions, so the OS
     // error is built here; the classification is what is under test.
@@ -406,4 +430,89 @@ fn command_line_parses_as_documented() {
     let cli =
         Cli::try_parse_from(["nodewarden", "--socket", "/tmp/a.sock", "nodes"]).expect("socket");
     assert_eq!(cli.opts.socket_path(), PathBuf::from("/tmp/a.sock"));
+}
+
+/// Set in the child process of `run_colours_a_terminal_and_not_a_pipe`.
+const PROBE_SOCKET_ENV: &str = "NODEWARDEN_TEST_PROBE_SOCKET";
+const PROBE_TEST: &str = "cli::tests::run_colours_a_terminal_and_not_a_pipe";
+
+/// Runs this test binary again as the child, with `run()` writing to a real
+/// stdout: a pseudo-terminal (util-linux `script`, in Debian's essential
+/// bsdutils) or a pipe.
+fn run_probe(socket: &Path, under_pty: bool, env: &[(&str, &str)]) -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let args = [PROBE_TEST, "--exact", "--nocapture", "--test-threads=1"];
+    let mut command = if under_pty {
+        let line = format!("'{}' {}", exe.display(), args.join(" "));
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        c
+    } else {
+        let mut c = std::process::Command::new(&exe);
+        c.args(args);
+        c
+    };
+    command
+        .env(PROBE_SOCKET_ENV, socket)
+        .env_remove("NO_COLOR")
+        .env_remove("COLUMNS")
+        .stdin(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run the probe");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "probe failed: {text}");
+    assert!(text.contains("probe exit: success"), "{text}");
+    text
+}
+
+#[tokio::test]
+async fn run_colours_a_terminal_and_not_a_pipe() {
+    if let Some(socket) = std::env::var_os(PROBE_SOCKET_ENV) {
+        let opts = QueryOptions {
+            socket: Some(socket.into()),
+            ..QueryOptions::default()
+        };
+        let code = run(QueryCommand::Nodes, opts).await;
+        let verdict = if code == ExitCode::SUCCESS {
+            "success"
+        } else {
+            "failure"
+        };
+        println!("probe exit: {verdict}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (socket, _) = serve(dir.path()).await;
+    let probe = |pty: bool, env: &'static [(&'static str, &'static str)]| {
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || run_probe(&socket, pty, env))
+    };
+
+    let terminal = probe(true, &[]).await.expect("pty probe");
+    assert!(
+        terminal.contains("\x1b[31mUV THR\x1b[0m"),
+        "a terminal gets colour: {terminal:?}"
+    );
+    assert!(
+        !terminal.contains("MODEL"),
+        "80 columns without $COLUMNS: the model column goes: {terminal}"
+    );
+
+    let pipe = probe(false, &[]).await.expect("pipe probe");
+    assert!(pipe.contains("UV THR"), "{pipe}");
+    assert!(!pipe.contains('\x1b'), "a pipe gets plain text: {pipe:?}");
+
+    let no_color = probe(true, &[("NO_COLOR", "1"), ("COLUMNS", "200")])
+        .await
+        .expect("NO_COLOR probe");
+    assert!(
+        !no_color.contains('\x1b'),
+        "NO_COLOR honoured: {no_color:?}"
+    );
+    assert!(
+        no_color.contains("MODEL"),
+        "200 columns fit the model: {no_color}"
+    );
 }
