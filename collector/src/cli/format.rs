@@ -17,6 +17,8 @@ pub enum Unit {
     Hertz,
     /// Seconds, shown as a compact duration.
     Seconds,
+    /// Volts.
+    Volts,
     /// Anything else: the name is printed after the value.
     Other(String),
 }
@@ -30,6 +32,7 @@ impl Unit {
             "bytes" => Self::Bytes,
             "hertz" => Self::Hertz,
             "seconds" => Self::Seconds,
+            "volts" => Self::Volts,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -46,6 +49,7 @@ impl Unit {
             Self::Hertz => format_hertz(value),
             Self::Seconds if value >= 0.0 => format_duration(Duration::from_secs_f64(value)),
             Self::Seconds => format!("{value:.1} s"),
+            Self::Volts => format!("{value:.1} V"),
             Self::Other(name) if name.is_empty() => format_plain(value),
             Self::Other(name) => format!("{} {name}", format_plain(value)),
         }
@@ -220,6 +224,7 @@ mod tests {
         assert_eq!(Unit::from_api("hertz").format(1.5e9), "1.50 GHz");
         assert_eq!(Unit::from_api("hertz").format(600e6), "600 MHz");
         assert_eq!(Unit::from_api("seconds").format(303.0), "5m03s");
+        assert_eq!(Unit::from_api("volts").format(229.84), "229.8 V");
         assert_eq!(Unit::from_api("").format(3.0), "3");
         assert_eq!(Unit::from_api("widgets").format(2.5), "2.50 widgets");
     }

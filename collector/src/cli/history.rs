@@ -85,8 +85,14 @@ pub fn render_history(response: &HistoryResponse, layout: HistoryLayout, style: 
     } else {
         "raw samples".to_owned()
     };
+    let start = format_timestamp(layout.since_ms);
+    let mut end = format_timestamp(layout.until_ms);
+    if end.get(..10) == start.get(..10) {
+        // Same day: the date once is enough.
+        end = end.split_off(11);
+    }
     let mut out = format!(
-        "{} {} over the last {} ({}, {} points)\n",
+        "{} {}, {start} to {end} ({}; {}; {} points)\n",
         style.bold(&response.node),
         style.bold(&response.metric),
         format_duration(span),
@@ -210,7 +216,9 @@ mod tests {
         };
         let out = render_history(&response, layout, Style::PLAIN);
         assert!(
-            out.starts_with("pi4 cpu_temp over the last 2m00s (raw samples, 120 points)"),
+            out.starts_with(
+                "pi4 cpu_temp, 2026-11-23 10:33:20Z to 10:35:20Z (2m00s; raw samples; 120 points)"
+            ),
             "{out}"
         );
         assert!(out.contains("69.0 °C ┤"), "top label is the maximum: {out}");

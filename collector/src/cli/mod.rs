@@ -62,7 +62,8 @@ pub enum QueryCommand {
     History {
         /// Node name.
         node: String,
-        /// Metric name (cpu_temp, cpu_usage, mem_used, ...); an unknown
+        /// Metric name (cpu_temp, cpu_usage, mem_used, load1, temp.<chip>.<sensor>,
+        /// ups.<name>.battery_charge, ...); an unknown
         /// name lists the ones this node has.
         metric: String,
         /// How far back to start (500ms, 5s, 10m, 48h, 30d).

@@ -210,7 +210,9 @@ async fn every_query_answers_through_a_real_socket() {
     };
     let out = query(&socket, history, view).await.expect("history");
     assert!(
-        out.starts_with("pi4 cpu_temp over the last 10m00s (raw samples, 601 points)"),
+        out.starts_with(
+            "pi4 cpu_temp, 2026-11-23 10:23:20Z to 10:33:20Z (10m00s; raw samples; 601 points)"
+        ),
         "{out}"
     );
     assert!(out.contains("75.0 °C ┤"), "{out}");
@@ -230,6 +232,45 @@ async fn every_query_answers_through_a_real_socket() {
         (100 - 14) * 2,
         "two points per chart column"
     );
+
+    let earlier = QueryCommand::History {
+        node: "pi4".into(),
+        metric: "cpu_temp".into(),
+        since: Duration::from_secs(2 * 3600),
+        until: Some(Duration::from_secs(3600)),
+        points: Some(50),
+        table_rows: 5,
+    };
+    let out = query(&socket, earlier, view)
+        .await
+        .expect("history --until");
+    assert!(
+        out.starts_with("pi4 cpu_temp, 2026-11-23 08:33:20Z to 09:33:20Z (1h00m;"),
+        "{out}"
+    );
+    let asked = admin
+        .history_requests
+        .lock()
+        .map(|r| r[1].clone())
+        .expect("recorded");
+    assert_eq!(
+        (asked.since_ms, asked.until_ms),
+        (NOW_MS - 7_200_000, NOW_MS - 3_600_000)
+    );
+    assert_eq!(asked.max_points, 50);
+    let backwards = QueryCommand::History {
+        node: "pi4".into(),
+        metric: "cpu_temp".into(),
+        since: Duration::from_secs(60),
+        until: Some(Duration::from_secs(120)),
+        points: None,
+        table_rows: 5,
+    };
+    let message = query(&socket, backwards, view)
+        .await
+        .expect_err("until before since")
+        .to_string();
+    assert!(message.contains("--until must be more recent"), "{message}");
 
     let unknown = QueryCommand::History {
         node: "pi4".into(),
