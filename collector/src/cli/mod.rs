@@ -37,6 +37,8 @@ use self::style::Style;
 pub const DEFAULT_SOCKET: &str = "/run/nodewarden/admin.sock";
 /// Environment variable that overrides [`DEFAULT_SOCKET`].
 pub const SOCKET_ENV: &str = "NODEWARDEN_SOCKET";
+/// Events asked for at most (the API's own default).
+const EVENTS_LIMIT: u32 = 1000;
 /// Rows of the history chart.
 const CHART_HEIGHT: usize = 10;
 /// A collector that takes longer than this to answer is stuck, not slow.
@@ -425,7 +427,7 @@ pub async fn execute(
                 .events(EventsRequest {
                     since_ms: view.now_ms - ms(*since),
                     node: node.clone().unwrap_or_default(),
-                    limit: 0,
+                    limit: EVENTS_LIMIT,
                 })
                 .await?
                 .into_inner();
@@ -433,6 +435,12 @@ pub async fn execute(
                 return write_json(out, &json::events(&response.events));
             }
             out.write_all(events::render_events(&response.events, view.style).as_bytes())?;
+            if response.events.len() >= EVENTS_LIMIT as usize {
+                writeln!(
+                    out,
+                    "only the newest {EVENTS_LIMIT} events are shown; narrow --since or --node for older ones"
+                )?;
+            }
         }
         QueryCommand::Ups { name } => {
             let request = ListUpsRequest {

@@ -425,12 +425,19 @@ fn permission_errors_point_at_the_group() {
 fn command_line_parses_as_documented() {
     use clap::Parser;
 
+    // The shape main.rs is expected to have: `serve` beside the queries.
     #[derive(Debug, clap::Parser)]
     struct Cli {
         #[command(flatten)]
         opts: QueryOptions,
         #[command(subcommand)]
-        cmd: QueryCommand,
+        cmd: Command,
+    }
+    #[derive(Debug, PartialEq, clap::Subcommand)]
+    enum Command {
+        Serve,
+        #[command(flatten)]
+        Query(QueryCommand),
     }
     let cli = Cli::try_parse_from([
         "nodewarden",
@@ -446,24 +453,37 @@ fn command_line_parses_as_documented() {
     .expect("parses");
     assert_eq!(
         cli.cmd,
-        QueryCommand::History {
+        Command::Query(QueryCommand::History {
             node: "pi4".into(),
             metric: "cpu_temp".into(),
             since: Duration::from_secs(600),
             until: None,
             points: None,
             table_rows: 12,
-        }
+        })
     );
     assert!(cli.opts.json);
     assert_eq!(cli.opts.color, ColorChoice::Never);
     let cli = Cli::try_parse_from(["nodewarden", "events"]).expect("defaults");
     assert_eq!(
         cli.cmd,
-        QueryCommand::Events {
+        Command::Query(QueryCommand::Events {
             since: Duration::from_secs(86_400),
             node: None
-        }
+        })
+    );
+    let cli = Cli::try_parse_from(["nodewarden", "serve"]).expect("serve");
+    assert_eq!(cli.cmd, Command::Serve);
+    let cli = Cli::try_parse_from(["nodewarden", "ups", "riello", "--json"]).expect("ups NAME");
+    assert_eq!(
+        cli.cmd,
+        Command::Query(QueryCommand::Ups {
+            name: Some("riello".into())
+        })
+    );
+    assert!(
+        cli.opts.json,
+        "options are global: they may follow the subcommand"
     );
     let err =
         Cli::try_parse_from(["nodewarden", "events", "--since", "soon"]).expect_err("bad duration");
