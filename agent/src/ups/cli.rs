@@ -123,17 +123,28 @@ fn probe_megatec(port: &Path, baud: Option<u32>) -> Result<String, UpsError> {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    let v = |x: Option<f64>, unit: &str| x.map(|x| format!("{x:.1} {unit}")).unwrap_or_else(|| "-".into());
+    let v = |x: Option<f64>, unit: &str| {
+        x.map(|x| format!("{x:.1} {unit}"))
+            .unwrap_or_else(|| "-".into())
+    };
     Ok(format!(
         "megatec{} status {} input {} output {} load {} battery {} charge {}{}",
-        if who.is_empty() { String::new() } else { format!(" ({who})") },
+        if who.is_empty() {
+            String::new()
+        } else {
+            format!(" ({who})")
+        },
         r.status.join(" "),
         v(r.input_voltage_volts, "V"),
         v(r.output_voltage_volts, "V"),
         v(r.load_percent, "%"),
         v(r.battery_voltage_volts, "V"),
         v(r.battery_charge_percent, "%"),
-        if r.battery_charge_estimated { " (estimated)" } else { "" },
+        if r.battery_charge_estimated {
+            " (estimated)"
+        } else {
+            ""
+        },
     ))
 }
 
@@ -149,7 +160,13 @@ fn responder(protocol: &str, per_cell: bool) -> Result<Box<dyn Responder>, Strin
     }
 }
 
-fn simulate(protocol: &str, path: &Path, control: &Path, state: SimState, per_cell: bool) -> ExitCode {
+fn simulate(
+    protocol: &str,
+    path: &Path,
+    control: &Path,
+    state: SimState,
+    per_cell: bool,
+) -> ExitCode {
     let responder = match responder(protocol, per_cell) {
         Ok(r) => r,
         Err(e) => {
@@ -174,7 +191,10 @@ fn simulate(protocol: &str, path: &Path, control: &Path, state: SimState, per_ce
         path.display(),
         control.display()
     );
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start: {e}");

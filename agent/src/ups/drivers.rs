@@ -26,7 +26,9 @@ pub fn open_driver(config: &UpsConfig, root: &SysRoot) -> Result<Box<dyn UpsDriv
                 ))),
             }
         }
-        _ => Err(UpsError::Unsupported("that protocol (use auto, megatec, gpser or nut)")),
+        _ => Err(UpsError::Unsupported(
+            "that protocol (use auto, megatec, gpser or nut)",
+        )),
     }
 }
 

@@ -64,8 +64,13 @@ impl<P: SerialIo> MegatecDriver<P> {
 
     /// Sends a query up to `tries` times until a reply parses. Echo and NAK
     /// are final: asking again gets the same answer.
-    fn query<T>(&mut self, request: &'static [u8], parse: fn(&[u8]) -> Result<T, ParseError>) -> Result<T, UpsError> {
-        let name = String::from_utf8_lossy(request.strip_suffix(b"\r").unwrap_or(request)).into_owned();
+    fn query<T>(
+        &mut self,
+        request: &'static [u8],
+        parse: fn(&[u8]) -> Result<T, ParseError>,
+    ) -> Result<T, UpsError> {
+        let name =
+            String::from_utf8_lossy(request.strip_suffix(b"\r").unwrap_or(request)).into_owned();
         let mut last: Option<ParseError> = None;
         for _ in 0..self.line.tries.max(1) {
             let Some(reply) = self.line.exchange(request)? else {
@@ -89,7 +94,9 @@ impl<P: SerialIo> MegatecDriver<P> {
             }
         }
         Err(match last {
-            Some(e) => UpsError::Protocol(format!("reply to `{name}` on {}: {e}", self.line.name())),
+            Some(e) => {
+                UpsError::Protocol(format!("reply to `{name}` on {}: {e}", self.line.name()))
+            }
             None => UpsError::Timeout {
                 port: self.line.name().to_string(),
                 tries: self.line.tries.max(1),
@@ -119,7 +126,10 @@ impl<P: SerialIo> MegatecDriver<P> {
         if self.battery.is_none() {
             let nominal = match self.tuning.voltage_nominal {
                 Some(n) => Some(n),
-                None => self.rated()?.and_then(|r| r.battery_voltage).filter(|v| *v > 0.0),
+                None => self
+                    .rated()?
+                    .and_then(|r| r.battery_voltage)
+                    .filter(|v| *v > 0.0),
             };
             let t = &self.tuning;
             self.battery = match (nominal, t.voltage_low, t.voltage_high) {
@@ -180,7 +190,10 @@ impl<P: SerialIo> UpsDriver for MegatecDriver<P> {
         let q1 = self.query(protocol::QUERY_STATUS, protocol::parse_q1)?;
         let status = protocol::status_tokens(&q1, self.tuning.ignore_shutdown_active);
         if q1.bits.ups_failed {
-            tracing::warn!("UPS on {} reports a failure (self-test failed)", self.line.name());
+            tracing::warn!(
+                "UPS on {} reports a failure (self-test failed)",
+                self.line.name()
+            );
         }
         let mut reading = UpsReading {
             status,

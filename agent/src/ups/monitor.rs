@@ -64,7 +64,9 @@ pub struct UpsHandle {
 
 impl std::fmt::Debug for UpsHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpsHandle").field("name", &self.name).finish()
+        f.debug_struct("UpsHandle")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -80,7 +82,10 @@ impl UpsHandle {
 
     /// The latest status (updated at every poll, pushed or not).
     pub fn latest(&self) -> UpsStatus {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs `command` on the driver thread and waits for the UPS's answer.
@@ -231,7 +236,11 @@ impl Poller {
 
     fn connect(&mut self) -> Result<(), UpsError> {
         let d = (self.opener)()?;
-        self.status.supported_commands = d.supported_commands().iter().map(|s| s.to_string()).collect();
+        self.status.supported_commands = d
+            .supported_commands()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         self.driver = Some(d);
         Ok(())
     }
@@ -239,7 +248,9 @@ impl Poller {
     /// Identity and ratings, once per connection, after the UPS answered a
     /// poll (a silent port would otherwise cost two more timeouts).
     fn describe(&mut self) {
-        let Some(d) = self.driver.as_mut() else { return };
+        let Some(d) = self.driver.as_mut() else {
+            return;
+        };
         let identity = d.identify().unwrap_or_else(|e| {
             tracing::info!("UPS {}: no identity: {e}", self.status.ups_name);
             UpsIdentity {
@@ -287,16 +298,18 @@ impl Poller {
     fn publish(&mut self) {
         self.status.timestamp_ms = now_ms();
         let key = (self.status.communication_ok, self.status.status.clone());
-        if self.pushed.as_ref() != Some(&key) {
+        let changed = self.pushed.as_ref() != Some(&key);
+        if changed {
             self.status.change_seq += 1;
             self.pushed = Some(key);
-            // Our own thread, outside any runtime: blocking is allowed, and
-            // a change must not be dropped for a momentarily full channel.
-            if self.changes.blocking_send(self.status.clone()).is_err() {
-                tracing::debug!("UPS {}: nobody listens for changes", self.status.ups_name);
-            }
         }
+        // Latest first: whoever receives the change may ask for it at once.
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = self.status.clone();
+        // Our own thread, outside any runtime: blocking is allowed, and a
+        // change must not be dropped for a momentarily full channel.
+        if changed && self.changes.blocking_send(self.status.clone()).is_err() {
+            tracing::debug!("UPS {}: nobody listens for changes", self.status.ups_name);
+        }
     }
 
     fn serve(&mut self, req: Request) {
@@ -322,8 +335,15 @@ impl Poller {
         let port = d.port();
         match d.command(command) {
             Ok(()) => {
-                tracing::info!("UPS {}: {} accepted", self.status.ups_name, command.nut_name());
-                Ok(format!("{} accepted by the UPS on {port}", command.nut_name()))
+                tracing::info!(
+                    "UPS {}: {} accepted",
+                    self.status.ups_name,
+                    command.nut_name()
+                );
+                Ok(format!(
+                    "{} accepted by the UPS on {port}",
+                    command.nut_name()
+                ))
             }
             Err(e) => {
                 if matches!(e, UpsError::Io { .. }) {

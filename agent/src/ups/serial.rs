@@ -117,7 +117,9 @@ impl<P: SerialIo> SerialLine<P> {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        io::ErrorKind::TimedOut
+                            | io::ErrorKind::WouldBlock
+                            | io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => return Err(self.io_error(e)),
             }
@@ -191,8 +193,11 @@ impl FromStr for PortSpec {
             let mut parts = rest.splitn(3, ':');
             let hex = |p: Option<&str>, what: &str| -> Result<u16, String> {
                 let p = p.unwrap_or("");
-                u16::from_str_radix(p, 16)
-                    .map_err(|_| format!("`{s}`: {what} `{p}` is not a 4-digit hex USB id (usb:VID:PID[:SERIAL])"))
+                u16::from_str_radix(p, 16).map_err(|_| {
+                    format!(
+                        "`{s}`: {what} `{p}` is not a 4-digit hex USB id (usb:VID:PID[:SERIAL])"
+                    )
+                })
             };
             let vid = hex(parts.next(), "vendor id")?;
             let pid = hex(parts.next(), "product id")?;
@@ -227,6 +232,8 @@ pub fn usb_serial_ports(root: &SysRoot) -> Vec<UsbSerialPort> {
     let Ok(entries) = std::fs::read_dir(root.join("/sys/class/tty")) else {
         return found;
     };
+    // Resolved links are compared with the root, so compare like with like.
+    let base = std::fs::canonicalize(root.path()).unwrap_or_else(|_| root.path().to_path_buf());
     for entry in entries.flatten() {
         let tty = entry.file_name().to_string_lossy().into_owned();
         let Ok(device) = std::fs::canonicalize(entry.path().join("device")) else {
@@ -235,7 +242,7 @@ pub fn usb_serial_ports(root: &SysRoot) -> Vec<UsbSerialPort> {
         // ttyACM: device is the USB interface; ttyUSB: the usb-serial port
         // below the interface. The USB device with the ids is above both.
         for dir in device.ancestors().take(4) {
-            if !dir.starts_with(root.path()) {
+            if !dir.starts_with(&base) {
                 break;
             }
             let read = |f: &str| {
@@ -246,7 +253,8 @@ pub fn usb_serial_ports(root: &SysRoot) -> Vec<UsbSerialPort> {
             let (Some(v), Some(p)) = (read("idVendor"), read("idProduct")) else {
                 continue;
             };
-            let (Ok(vid), Ok(pid)) = (u16::from_str_radix(&v, 16), u16::from_str_radix(&p, 16)) else {
+            let (Ok(vid), Ok(pid)) = (u16::from_str_radix(&v, 16), u16::from_str_radix(&p, 16))
+            else {
                 break;
             };
             found.push(UsbSerialPort {
@@ -281,7 +289,9 @@ pub fn resolve(spec: &PortSpec, root: &SysRoot) -> Result<PathBuf, UpsError> {
         PortSpec::Usb { vid, pid, serial } => usb_serial_ports(root)
             .into_iter()
             .find(|p| {
-                p.vid == *vid && p.pid == *pid && serial.as_ref().is_none_or(|s| p.serial.as_ref() == Some(s))
+                p.vid == *vid
+                    && p.pid == *pid
+                    && serial.as_ref().is_none_or(|s| p.serial.as_ref() == Some(s))
             })
             .map(|p| p.device)
             .ok_or_else(|| {

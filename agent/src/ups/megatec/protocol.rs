@@ -368,7 +368,10 @@ pub fn encode_off_delay(off_delay_s: u32) -> Result<String, EncodeError> {
 /// `S<n>R<m>`: cut output after `off_delay_s`, turn back on `restore_delay_s`
 /// after mains returns (minutes, truncated like NUT's ondelay). A restore
 /// delay under a minute sends plain `S<n>` (on as soon as mains is back).
-pub fn encode_shutdown_return(off_delay_s: u32, restore_delay_s: u32) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_shutdown_return(
+    off_delay_s: u32,
+    restore_delay_s: u32,
+) -> Result<Vec<u8>, EncodeError> {
     let n = encode_off_delay(off_delay_s)?;
     let m = restore_delay_s / 60;
     if m > 9999 {
@@ -426,7 +429,13 @@ impl BatteryModel {
     /// NUT's guesstimation from the nominal pack voltage: low = 104/120 and
     /// high = 130/120 of nominal (10.4 V and 13.0 V for a 12 V pack), each
     /// replaced by an override when given.
-    pub fn guess(nominal: f64, reported: f64, low: Option<f64>, high: Option<f64>, packs: Option<f64>) -> Self {
+    pub fn guess(
+        nominal: f64,
+        reported: f64,
+        low: Option<f64>,
+        high: Option<f64>,
+        packs: Option<f64>,
+    ) -> Self {
         BatteryModel {
             voltage_low: low.unwrap_or(104.0 * nominal / 120.0),
             voltage_high: high.unwrap_or(130.0 * nominal / 120.0),
@@ -437,7 +446,8 @@ impl BatteryModel {
     /// Battery charge in percent from the reported voltage, clamped 0-100
     /// (NUT: 100 * (V - low) / (high - low)). `None` when low >= high.
     pub fn charge_percent(&self, reported_voltage: f64) -> Option<f64> {
-        if !(self.voltage_high > self.voltage_low) || self.voltage_low <= 0.0 {
+        let usable = self.voltage_high > self.voltage_low && self.voltage_low > 0.0;
+        if !usable {
             return None;
         }
         let v = reported_voltage * self.packs;
@@ -453,7 +463,8 @@ impl BatteryModel {
 /// recovers at least its nominal voltage.
 pub fn guess_battery_packs(reported: f64, nominal: f64) -> Option<f64> {
     const PACKS: [f64; 17] = [
-        120.0, 100.0, 80.0, 60.0, 48.0, 36.0, 30.0, 24.0, 18.0, 12.0, 8.0, 6.0, 4.0, 3.0, 2.0, 1.0, 0.5,
+        120.0, 100.0, 80.0, 60.0, 48.0, 36.0, 30.0, 24.0, 18.0, 12.0, 8.0, 6.0, 4.0, 3.0, 2.0, 1.0,
+        0.5,
     ];
     if !(reported > 0.0 && nominal > 0.0) {
         return None;

@@ -31,7 +31,10 @@ pub fn apply_line(line: &str, state: &mut SimState, effects: &[SimEffect]) -> St
     let on_off = |w: Option<&&str>| match w.copied() {
         Some("on") => Ok(true),
         Some("off") => Ok(false),
-        other => Err(format!("error: want on or off, got {}", other.unwrap_or("nothing"))),
+        other => Err(format!(
+            "error: want on or off, got {}",
+            other.unwrap_or("nothing")
+        )),
     };
     let number = |w: Option<&&str>, max: f64| -> Result<f64, String> {
         let w = w.copied().unwrap_or("");
@@ -81,7 +84,10 @@ pub fn apply_line(line: &str, state: &mut SimState, effects: &[SimEffect]) -> St
 
 /// The state as key=value lines.
 pub fn describe(s: &SimState) -> String {
-    let opt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "none".into());
+    let opt = |v: Option<f64>| {
+        v.map(|v| format!("{v:.1}"))
+            .unwrap_or_else(|| "none".into())
+    };
     format!(
         "mains={}\ncharge={:.1}\nload={:.1}\nlow_battery={}\noutput_off={}\nshutdown_in={}\nrestore_after={}\ntesting={}\nbeeper={}\nsilent={}\nnoise={}\ndelay_ms={}\n",
         s.mains,
@@ -109,7 +115,10 @@ pub struct ControlServer {
 impl ControlServer {
     /// Listens at `path` (a stale socket there is replaced) and answers each
     /// line with `handle`.
-    pub fn start(path: &Path, handle: impl Fn(&str) -> String + Send + 'static) -> io::Result<Self> {
+    pub fn start(
+        path: &Path,
+        handle: impl Fn(&str) -> String + Send + 'static,
+    ) -> io::Result<Self> {
         if std::fs::symlink_metadata(path).is_ok_and(|m| {
             use std::os::unix::fs::FileTypeExt;
             m.file_type().is_socket()
@@ -183,7 +192,10 @@ mod tests {
         assert_eq!(apply_line("delay 1500", &mut s, &[]), "ok");
         assert_eq!(s.reply_delay_ms, 1500);
         let st = apply_line("status", &mut s, &[]);
-        assert!(st.contains("mains=false\n") && st.contains("charge=30.0\n") && st.ends_with("ok"), "{st}");
+        assert!(
+            st.contains("mains=false\n") && st.contains("charge=30.0\n") && st.ends_with("ok"),
+            "{st}"
+        );
         assert!(apply_line("charge 130", &mut s, &[]).starts_with("error:"));
         assert!(apply_line("mains maybe", &mut s, &[]).starts_with("error:"));
         assert!(apply_line("explode", &mut s, &[]).contains("unknown command"));

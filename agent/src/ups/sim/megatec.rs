@@ -18,6 +18,8 @@ pub struct MegatecDialect {
     pub nak_commands: bool,
     /// Echo `I` back, as units without identity do.
     pub no_identity: bool,
+    /// Requests this unit does not know and echoes back (e.g. "TL").
+    pub echoed: Vec<String>,
     pub manufacturer: String,
     pub model: String,
     pub firmware: String,
@@ -31,6 +33,7 @@ impl Default for MegatecDialect {
             ack_commands: false,
             nak_commands: false,
             no_identity: false,
+            echoed: Vec::new(),
             manufacturer: "NODEWARDEN".into(),
             model: "SIM-800".into(),
             firmware: "V1.0".into(),
@@ -67,6 +70,9 @@ impl MegatecResponder {
             let effect = (!self.dialect.nak_commands).then_some(effect);
             (reply, effect)
         };
+        if self.dialect.echoed.iter().any(|e| e == request) {
+            return (echo(), None);
+        }
         match request {
             "Q1" => (Some(q1(state, &self.dialect)), None),
             "F" => (Some(f(state)), None),
@@ -77,7 +83,10 @@ impl MegatecResponder {
             "TL" => command(SimEffect::StartTest { deep: true }),
             "CT" => command(SimEffect::CancelTest),
             "C" => command(SimEffect::CancelShutdown),
-            r if r.len() == 3 && r.starts_with('T') && r[1..].bytes().all(|b| b.is_ascii_digit()) => {
+            r if r.len() == 3
+                && r.starts_with('T')
+                && r[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 command(SimEffect::StartTest { deep: false })
             }
             r if r.starts_with('S') => match parse_shutdown(r) {
@@ -122,13 +131,21 @@ pub fn parse_shutdown(request: &str) -> Option<SimEffect> {
 }
 
 fn clamp_width(v: f64, max: f64) -> f64 {
-    if v.is_finite() { v.clamp(0.0, max) } else { 0.0 }
+    if v.is_finite() {
+        v.clamp(0.0, max)
+    } else {
+        0.0
+    }
 }
 
 /// Q1 reply in NUT's columns: `(MMM.M NNN.N PPP.P QQQ RR.R S.SS TT.T bbbbbbbb\r`.
 pub fn q1(s: &SimState, d: &MegatecDialect) -> String {
     let input = if s.mains { s.input_voltage_volts } else { 0.0 };
-    let output = if s.output_off { 0.0 } else { s.output_voltage_volts };
+    let output = if s.output_off {
+        0.0
+    } else {
+        s.output_voltage_volts
+    };
     let load = if s.output_off { 0.0 } else { s.load_percent };
     let pack = s.battery_voltage_volts();
     let battery = if d.per_cell_battery {
@@ -245,9 +262,20 @@ mod tests {
         assert_eq!(q.battery_voltage, Some(13.0));
         assert_eq!(f(&s).len(), 22);
         assert_eq!(identity(&MegatecDialect::default()).len(), 39);
-        let cells = q1(&s, &MegatecDialect { per_cell_battery: true, ..MegatecDialect::default() });
+        let cells = q1(
+            &s,
+            &MegatecDialect {
+                per_cell_battery: true,
+                ..MegatecDialect::default()
+            },
+        );
         assert_eq!(cells.len(), 47, "{cells:?}");
-        assert_eq!(protocol::parse_q1(cells.as_bytes()).expect("parses").battery_voltage, Some(2.17));
+        assert_eq!(
+            protocol::parse_q1(cells.as_bytes())
+                .expect("parses")
+                .battery_voltage,
+            Some(2.17)
+        );
     }
 
     #[test]

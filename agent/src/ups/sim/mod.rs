@@ -91,9 +91,14 @@ impl Default for SimState {
 /// What a command received on the line asks the simulated device to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SimEffect {
-    Shutdown { off_delay_seconds: f64, restore_delay_seconds: Option<f64> },
+    Shutdown {
+        off_delay_seconds: f64,
+        restore_delay_seconds: Option<f64>,
+    },
     CancelShutdown,
-    StartTest { deep: bool },
+    StartTest {
+        deep: bool,
+    },
     CancelTest,
     ToggleBeeper,
 }
@@ -115,7 +120,9 @@ impl SimState {
     /// empty (104/120 of nominal) and full (130/120) voltages, so NUT and
     /// nodewarden both read back the charge the simulation holds.
     pub fn battery_voltage_volts(&self) -> f64 {
-        self.nominal_battery_voltage_volts * (104.0 + 26.0 * self.charge_percent.clamp(0.0, 100.0) / 100.0) / 120.0
+        self.nominal_battery_voltage_volts
+            * (104.0 + 26.0 * self.charge_percent.clamp(0.0, 100.0) / 100.0)
+            / 120.0
     }
 
     /// The low-battery flag.
@@ -128,7 +135,7 @@ impl SimState {
     /// load, loads under 10 % count as 10 %), charging on mains (empty to
     /// full in 20 × the full-load runtime), shutdown and restore countdowns.
     pub fn advance(&mut self, dt: f64) {
-        if !(dt > 0.0) {
+        if dt.is_nan() || dt <= 0.0 {
             return;
         }
         if let Some(t) = self.shutdown_in_seconds {
@@ -216,14 +223,21 @@ impl SimUps {
     }
 
     /// `spawn` with a boxed responder and an initial state.
-    pub fn spawn_with(responder: Box<dyn Responder>, link: &Path, state: SimState) -> io::Result<SimHandle> {
+    pub fn spawn_with(
+        responder: Box<dyn Responder>,
+        link: &Path,
+        state: SimState,
+    ) -> io::Result<SimHandle> {
         let pty = pty::open()?;
         match std::fs::symlink_metadata(link) {
             Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(link)?,
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a symlink; not replacing it", link.display()),
+                    format!(
+                        "{} exists and is not a symlink; not replacing it",
+                        link.display()
+                    ),
                 ));
             }
             Err(_) => {}
@@ -354,7 +368,9 @@ impl Engine {
                 let mut fds = [PollFd::new(self.pty.master.as_fd(), PollFlags::POLLIN)];
                 let timeout = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::ZERO);
                 matches!(nix::poll::poll(&mut fds, timeout), Ok(n) if n > 0)
-                    && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
+                    && fds[0]
+                        .revents()
+                        .is_some_and(|r| r.contains(PollFlags::POLLIN))
             };
             if readable {
                 match self.pty.master.read(&mut buf) {
