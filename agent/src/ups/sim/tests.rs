@@ -101,3 +101,35 @@ fn battery_voltage_spans_nuts_guessed_range() {
     s.charge_percent = 0.0;
     assert!((s.battery_voltage_volts() - 10.4).abs() < 1e-9);
 }
+
+#[test]
+fn control_socket_scripts_a_running_simulation() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sim = SimUps::spawn(
+        megatec::MegatecResponder::default(),
+        &dir.path().join("ups"),
+    )
+    .expect("sim");
+    let ctl = dir.path().join("ups.ctl");
+    sim.serve_control(&ctl).expect("listens");
+    let mut s = UnixStream::connect(&ctl).expect("connects");
+    s.write_all(b"mains off\nload 60\nbogus\nstatus\n")
+        .expect("writes");
+    let mut lines = BufReader::new(s).lines();
+    let mut next = || lines.next().expect("a line").expect("reads");
+    assert_eq!(next(), "ok");
+    assert_eq!(next(), "ok");
+    assert!(next().starts_with("error: unknown command"));
+    assert_eq!(next(), "mains=false");
+    assert!(!sim.state().mains);
+    assert_eq!(sim.state().load_percent, 60.0);
+    drop(sim);
+    assert!(!ctl.exists(), "socket removed with the simulation");
+    assert!(
+        !dir.path().join("ups").exists(),
+        "link removed with the simulation"
+    );
+}
