@@ -28,7 +28,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = parse_f(data);
     if let Ok(i) = parse_i(data) {
-        assert!(i.manufacturer.len() <= 15 * 3 && i.model.len() <= 10 * 3 && i.firmware.len() <= 10 * 3);
+        assert!(
+            i.manufacturer.len() <= 15 * 3 && i.model.len() <= 10 * 3 && i.firmware.len() <= 10 * 3
+        );
     }
     let _ = command_outcome(b"T\r", Some(data));
     // The simulator's side of the line takes client bytes just as blindly.
