@@ -294,6 +294,7 @@ async fn monitor_pushes_changes_within_one_poll_interval() {
     let took = t.elapsed();
     assert_eq!(ob.status, vec!["OB"]);
     assert_eq!(ob.change_seq, 2);
+    eprintln!("OB pushed {took:?} after mains failed (poll interval {interval:?})");
     assert!(
         took <= interval + Duration::from_millis(400),
         "pushed after {took:?}"
@@ -338,6 +339,10 @@ async fn silent_ups_is_reported_lost_at_once_and_recovers() {
         lost.communication_error.contains("no reply"),
         "{}",
         lost.communication_error
+    );
+    eprintln!(
+        "communication lost pushed {:?} after the UPS went silent",
+        t.elapsed()
     );
     // Three 1 s tries, then the push: no waiting for another poll.
     assert!(
