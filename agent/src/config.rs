@@ -115,6 +115,9 @@ impl AgentConfig {
             if !names.insert(&ups.name) {
                 return bad(format!("[[ups]] name `{}` is used twice", ups.name));
             }
+            if let Err(message) = ups.validate() {
+                return bad(message);
+            }
         }
         Ok(())
     }

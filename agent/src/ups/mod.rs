@@ -5,8 +5,14 @@
 //! Drivers are blocking (serial ports are); the monitor runs each on its own
 //! thread and talks to the async side through channels.
 
+pub mod cli;
 pub mod config;
+pub mod drivers;
+pub mod megatec;
 pub mod model;
+pub mod monitor;
+pub mod serial;
 pub mod sim;
 
 pub use model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
+pub use monitor::{UpsHandle, spawn_monitor};

@@ -92,6 +92,9 @@ pub enum UpsError {
     },
     #[error("this driver does not support {0}")]
     Unsupported(&'static str),
+    /// The `[[ups]]` settings are unusable (names the key).
+    #[error("{0}")]
+    Config(String),
     #[error("I/O error on {port}: {source}")]
     Io {
         port: String,
