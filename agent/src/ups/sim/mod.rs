@@ -3,6 +3,8 @@
 //! (`Responder`): the same simulated device can be read by nodewarden's
 //! drivers and by NUT's own drivers, which is how its faithfulness is checked.
 
+pub mod gpser;
+
 /// The physical state of the simulated UPS. Scripts change it; responders
 /// only read it (plus the command side effects they report back).
 #[derive(Debug, Clone, PartialEq)]
