@@ -6,7 +6,9 @@
 //! thread and talks to the async side through channels.
 
 pub mod config;
+pub mod gpser;
 pub mod model;
+pub mod nut;
 pub mod sim;
 
 pub use model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
