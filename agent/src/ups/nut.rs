@@ -826,16 +826,22 @@ impl NutDriver {
         self.commands.iter().any(|c| c == name)
     }
 
-    fn set_delay(&mut self, vars: &BTreeMap<String, String>, name: &str, seconds: u32) -> Result<(), NutError> {
+    fn set_delay(
+        &mut self,
+        vars: &BTreeMap<String, String>,
+        name: &str,
+        seconds: u32,
+    ) -> Result<(), NutError> {
         if !vars.contains_key(name) {
             return Ok(());
         }
         match self.set_var(name, &seconds.to_string()) {
-            // Some drivers fix the delay; the command still works.
-            Err(NutError::Server {
-                code: NutErrorCode::Readonly | NutErrorCode::VarNotSupported,
-                ..
-            }) => Ok(()),
+            // Many drivers fix their delays (riello_ser has no SET at all):
+            // shutting down with the UPS's own delay beats not shutting down.
+            Err(e @ NutError::Server { .. }) => {
+                tracing::warn!(ups = %self.ups, "cannot set {name} to {seconds} s, the UPS keeps its own: {e}");
+                Ok(())
+            }
             other => other,
         }
     }
