@@ -35,7 +35,9 @@ impl SimPty {
     fn start(state: Arc<Mutex<SimState>>, check: CheckKind) -> SimPty {
         let (mut master, slave) = TTYPort::pair().expect("openpty");
         let path = slave.name().expect("slave name");
-        master.set_timeout(Duration::from_millis(50)).expect("timeout");
+        master
+            .set_timeout(Duration::from_millis(50))
+            .expect("timeout");
         let effects = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (e, s) = (effects.clone(), stop.clone());
@@ -117,7 +119,12 @@ fn nut_riello_ser_and_our_driver_read_the_same_simulated_riello() {
         let r = d.poll().ok()?;
         (!r.status.is_empty()).then_some(d)
     })
-    .unwrap_or_else(|| panic!("riello_ser never read the simulated Riello:\n{}", nut.logs()));
+    .unwrap_or_else(|| {
+        panic!(
+            "riello_ser never read the simulated Riello:\n{}",
+            nut.logs()
+        )
+    });
 
     let ours_side = SimPty::start(state.clone(), CheckKind::Crc);
     let line = serialport::new(&ours_side.path, 9600)
@@ -137,15 +144,31 @@ fn nut_riello_ser_and_our_driver_read_the_same_simulated_riello() {
     let nut_id = via_nut.identify().expect("NUT identity");
     let our_id = ours.identify().expect("our identity");
     assert_eq!(
-        (&nut_id.manufacturer, &nut_id.model, &nut_id.firmware, &nut_id.serial_number),
-        (&our_id.manufacturer, &our_id.model, &our_id.firmware, &our_id.serial_number)
+        (
+            &nut_id.manufacturer,
+            &nut_id.model,
+            &nut_id.firmware,
+            &nut_id.serial_number
+        ),
+        (
+            &our_id.manufacturer,
+            &our_id.model,
+            &our_id.firmware,
+            &our_id.serial_number
+        )
     );
     let nut_ratings = via_nut.ratings().expect("NUT ratings");
     let our_ratings = ours.ratings().expect("our ratings");
     assert_eq!(nut_ratings.power_va, our_ratings.power_va);
     assert_eq!(nut_ratings.real_power_watts, our_ratings.real_power_watts);
-    assert_eq!(nut_ratings.output_voltage_volts, our_ratings.output_voltage_volts);
-    assert_eq!(nut_ratings.battery_voltage_volts, our_ratings.battery_voltage_volts);
+    assert_eq!(
+        nut_ratings.output_voltage_volts,
+        our_ratings.output_voltage_volts
+    );
+    assert_eq!(
+        nut_ratings.battery_voltage_volts,
+        our_ratings.battery_voltage_volts
+    );
     assert_eq!(nut_ratings.frequency_hertz, our_ratings.frequency_hertz);
 
     // Mains fails and the battery runs low.

@@ -45,7 +45,11 @@ fn start() -> Nut {
         let r = d.poll().ok()?;
         (r.load_percent == Some(27.0)).then_some(())
     });
-    assert!(ready.is_some(), "dummy-ups never served the values:\n{}", nut.logs());
+    assert!(
+        ready.is_some(),
+        "dummy-ups never served the values:\n{}",
+        nut.logs()
+    );
     nut
 }
 
@@ -70,7 +74,10 @@ fn reads_exactly_the_values_dummy_ups_serves() {
     assert_eq!(id.serial_number, "SN0042");
     assert_eq!(id.driver, "nut");
     // dummy-ups names itself as maker and model, whatever the file says.
-    assert!(!id.manufacturer.is_empty() && !id.model.is_empty(), "{id:?}");
+    assert!(
+        !id.manufacturer.is_empty() && !id.model.is_empty(),
+        "{id:?}"
+    );
     let n = d.ratings().expect("ratings");
     assert_eq!(n.input_voltage_volts, Some(230.0));
     assert_eq!(n.battery_voltage_volts, Some(12.0));
@@ -107,10 +114,19 @@ fn lists_the_commands_the_driver_offers() {
     let nut = start();
     let mut d = NutDriver::connect(&nut.addr(), None).expect("connect");
     // dummy-ups 2.8.0 registers exactly one command.
-    assert!(d.list_commands().expect("LIST CMD").contains(&"load.off".to_string()));
+    assert!(
+        d.list_commands()
+            .expect("LIST CMD")
+            .contains(&"load.off".to_string())
+    );
     assert!(d.supported_commands().contains(&"load.off"));
     assert!(!d.supported_commands().contains(&"shutdown.return"));
-    let names: Vec<String> = d.list_ups().expect("LIST UPS").into_iter().map(|u| u.0).collect();
+    let names: Vec<String> = d
+        .list_ups()
+        .expect("LIST UPS")
+        .into_iter()
+        .map(|u| u.0)
+        .collect();
     assert_eq!(names, vec!["dummy"]);
 }
 
@@ -126,7 +142,16 @@ fn commands_without_credentials_are_refused_with_a_clear_error() {
             restore_delay_s: 10,
         })
         .expect_err("no user");
-    assert!(matches!(err, UpsError::Refused { command: "shutdown.return", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            UpsError::Refused {
+                command: "shutdown.return",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let message = err.to_string();
     assert!(message.contains("USERNAME-REQUIRED"), "{message}");
     assert!(message.contains("upsd.users"), "{message}");
@@ -157,10 +182,16 @@ fn commands_with_credentials_reach_the_driver() {
         let v = d.get_var("ups.delay.shutdown").ok()?;
         (v == "90").then_some(v)
     });
-    assert!(delay.is_some(), "SET VAR ups.delay.shutdown did not arrive:\n{}", nut.logs());
+    assert!(
+        delay.is_some(),
+        "SET VAR ups.delay.shutdown did not arrive:\n{}",
+        nut.logs()
+    );
     // load.off is listed, so upsd passes it on; with tracking we learn that
     // dummy-ups 2.8.0 does not actually handle any command.
-    let err = d.instcmd("load.off", None).expect_err("dummy-ups handles no command");
+    let err = d
+        .instcmd("load.off", None)
+        .expect_err("dummy-ups handles no command");
     assert_eq!(err.code(), Some(&NutErrorCode::Unknown), "{err}");
 }
 
@@ -187,8 +218,15 @@ fn a_lost_driver_and_a_restarted_upsd_are_survived() {
     nut.start_upsd();
     // Same driver object: it reconnects by itself (a fresh dummy-ups says
     // WAIT until it has read its file).
-    let back = wait_for(Duration::from_secs(15), || d.poll().ok().filter(|r| r.has("OL")));
-    assert_eq!(back.map(|r| r.status), Some(vec!["OL".to_string()]), "{}", nut.logs());
+    let back = wait_for(Duration::from_secs(15), || {
+        d.poll().ok().filter(|r| r.has("OL"))
+    });
+    assert_eq!(
+        back.map(|r| r.status),
+        Some(vec!["OL".to_string()]),
+        "{}",
+        nut.logs()
+    );
 }
 
 #[test]

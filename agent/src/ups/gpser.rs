@@ -244,7 +244,10 @@ pub enum Request {
     Shutdown { delay_s: u16 },
     /// CR: cut output after `off_delay_s`, restore it `restore_delay_s`
     /// later (NUT's load.on.delay sends it with the off delay 0).
-    ShutdownRestore { off_delay_s: u16, restore_delay_s: u16 },
+    ShutdownRestore {
+        off_delay_s: u16,
+        restore_delay_s: u16,
+    },
     /// CD: cancel a pending shutdown.
     CancelShutdown,
     /// TB: battery test.
@@ -967,7 +970,8 @@ impl<T: Transport> GpserDriver<T> {
     /// Reads the nominal values (GN).
     pub fn nominal(&mut self) -> Result<Nominal, UpsError> {
         let frame = self.expect(Request::Nominal)?;
-        Nominal::parse(&frame.data, self.ident.phases).map_err(|e| UpsError::Protocol(e.to_string()))
+        Nominal::parse(&frame.data, self.ident.phases)
+            .map_err(|e| UpsError::Protocol(e.to_string()))
     }
 
     /// Reads the extended measurements (RE); None when the UPS has none.

@@ -283,8 +283,7 @@ pub fn parse_list(lines: &[&str], query: &[&str]) -> Result<Vec<Vec<String>>, Nu
         if starts_with(&words, &["END", "LIST"], query) && words.len() == query.len() + 2 {
             return Ok(items);
         }
-        if words.len() <= item_prefix.len()
-            || !words.iter().zip(&item_prefix).all(|(w, p)| w == p)
+        if words.len() <= item_prefix.len() || !words.iter().zip(&item_prefix).all(|(w, p)| w == p)
         {
             return Err(NutParseError::Unexpected {
                 expected: format!("{} ... or {}", item_prefix.join(" "), expect("END")),
@@ -691,7 +690,9 @@ impl NutDriver {
             let end = format!("END LIST {}", query.join(" "));
             loop {
                 let line = d.read_line()?;
-                let done = split_words(&line).map(|w| w.join(" ") == end).unwrap_or(false);
+                let done = split_words(&line)
+                    .map(|w| w.join(" ") == end)
+                    .unwrap_or(false);
                 lines.push(line);
                 if done || lines.len() > MAX_LIST_ITEMS + 2 {
                     break;
@@ -848,7 +849,11 @@ impl NutDriver {
 }
 
 fn number(vars: &BTreeMap<String, String>, name: &str) -> Option<f64> {
-    vars.get(name)?.trim().parse::<f64>().ok().filter(|v| v.is_finite())
+    vars.get(name)?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
 }
 
 fn first_text(vars: &BTreeMap<String, String>, names: &[&str]) -> String {

@@ -55,8 +55,11 @@ impl Nut {
             format!("[{ups}]\n  driver = {driver}\n{options}\n  desc = \"nodewarden test\"\n"),
         )
         .expect("ups.conf");
-        fs::write(dir.path().join("upsd.conf"), format!("LISTEN 127.0.0.1 {port}\n"))
-            .expect("upsd.conf");
+        fs::write(
+            dir.path().join("upsd.conf"),
+            format!("LISTEN 127.0.0.1 {port}\n"),
+        )
+        .expect("upsd.conf");
         fs::write(
             dir.path().join("upsd.users"),
             format!(
@@ -136,7 +139,11 @@ impl Nut {
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "upsd did not listen:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "upsd did not listen:\n{}",
+                self.logs()
+            );
             sleep(Duration::from_millis(50));
         }
     }
@@ -145,7 +152,12 @@ impl Nut {
     pub fn logs(&self) -> String {
         ["driver.log", "driver.log.err", "upsd.log", "upsd.log.err"]
             .iter()
-            .map(|f| format!("--- {f}\n{}", fs::read_to_string(self.path(f)).unwrap_or_default()))
+            .map(|f| {
+                format!(
+                    "--- {f}\n{}",
+                    fs::read_to_string(self.path(f)).unwrap_or_default()
+                )
+            })
             .collect()
     }
 }

@@ -141,7 +141,10 @@ fn status_with(flags: [u8; 5]) -> Status {
 #[test]
 fn status_tokens_follow_riello_ser_bit_for_bit() {
     assert_eq!(status_with([0b1000, 0, 0, 0, 0]).tokens(), vec!["OL"]);
-    assert_eq!(status_with([0b0000, 0, 0, 0, 0]).tokens(), vec!["OL", "OFF"]);
+    assert_eq!(
+        status_with([0b0000, 0, 0, 0, 0]).tokens(),
+        vec!["OL", "OFF"]
+    );
     assert_eq!(status_with([0b1010, 0, 0, 0, 0]).tokens(), vec!["OB"]);
     assert_eq!(status_with([0b1011, 0, 0, 0, 0]).tokens(), vec!["OB", "LB"]);
     // Low battery without mains failure is not LB in riello_ser.
@@ -416,14 +419,14 @@ fn a_silent_ups_is_a_timeout_and_line_noise_is_skipped() {
     driver.set_reply_timeout(Duration::from_millis(100), 2);
     dev.state.lock().expect("state").silent = true;
     let err = driver.poll().expect_err("silent");
-    assert!(
-        matches!(err, UpsError::Timeout { tries: 2, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, UpsError::Timeout { tries: 2, .. }), "{err}");
     assert!(err.to_string().contains("no reply from the UPS on sim"));
     dev.state.lock().expect("state").silent = false;
     dev.state.lock().expect("state").noise_bytes = 7;
-    assert_eq!(driver.poll().expect("poll through noise").status, vec!["OL"]);
+    assert_eq!(
+        driver.poll().expect("poll through noise").status,
+        vec!["OL"]
+    );
 }
 
 #[test]
@@ -442,5 +445,9 @@ fn a_peer_that_is_not_a_riello_fails_with_a_clear_error() {
         Err(e) => e,
     };
     assert!(matches!(err, UpsError::Protocol(_)), "{err}");
-    assert!(err.to_string().contains("frame declares 2 data bytes but carries 1"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("frame declares 2 data bytes but carries 1"),
+        "{err}"
+    );
 }

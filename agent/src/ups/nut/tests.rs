@@ -17,15 +17,29 @@ fn words_split_like_parseconf() {
     );
     assert_eq!(
         split_words(r#"VAR ups device.model "Smart \"1500\" \\ rack""#),
-        Ok(words(&["VAR", "ups", "device.model", r#"Smart "1500" \ rack"#]))
+        Ok(words(&[
+            "VAR",
+            "ups",
+            "device.model",
+            r#"Smart "1500" \ rack"#
+        ]))
     );
-    assert_eq!(split_words(r#"VAR ups x """#), Ok(words(&["VAR", "ups", "x", ""])));
-    assert_eq!(split_words("  CMD\tsu700   load.on "), Ok(words(&["CMD", "su700", "load.on"])));
+    assert_eq!(
+        split_words(r#"VAR ups x """#),
+        Ok(words(&["VAR", "ups", "x", ""]))
+    );
+    assert_eq!(
+        split_words("  CMD\tsu700   load.on "),
+        Ok(words(&["CMD", "su700", "load.on"]))
+    );
     assert_eq!(
         split_words(r#"VAR ups x "open"#),
         Err(NutParseError::UnterminatedQuote { column: 11 })
     );
-    assert_eq!(split_words("VAR ups x \\"), Err(NutParseError::TrailingBackslash));
+    assert_eq!(
+        split_words("VAR ups x \\"),
+        Err(NutParseError::TrailingBackslash)
+    );
     assert_eq!(
         split_words(&"x".repeat(MAX_LINE_LEN + 1)),
         Err(NutParseError::LineTooLong)
@@ -45,7 +59,10 @@ fn reply_lines_are_classified() {
     assert_eq!(parse_reply_line("OK"), Ok(NutReply::Ok(vec![])));
     assert_eq!(
         parse_reply_line("OK TRACKING 1bd31808-cb49-4aec-9d75-d056e6f018d2\n"),
-        Ok(NutReply::Ok(words(&["TRACKING", "1bd31808-cb49-4aec-9d75-d056e6f018d2"])))
+        Ok(NutReply::Ok(words(&[
+            "TRACKING",
+            "1bd31808-cb49-4aec-9d75-d056e6f018d2"
+        ])))
     );
     assert_eq!(
         parse_reply_line("ERR ACCESS-DENIED"),
@@ -85,7 +102,10 @@ fn documented_lists_parse() {
     ];
     assert_eq!(
         parse_list(&vars, &["VAR", "su700"]),
-        Ok(vec![words(&["ups.mfr", "APC"]), words(&["ups.mfr.date", "10/17/96"])])
+        Ok(vec![
+            words(&["ups.mfr", "APC"]),
+            words(&["ups.mfr.date", "10/17/96"])
+        ])
     );
     let cmds = [
         "BEGIN LIST CMD su700",
@@ -97,7 +117,11 @@ fn documented_lists_parse() {
         parse_list(&cmds, &["CMD", "su700"]),
         Ok(vec![words(&["load.on"]), words(&["test.panel.start"])])
     );
-    let ups = ["BEGIN LIST UPS", r#"UPS su700 "Development box""#, "END LIST UPS"];
+    let ups = [
+        "BEGIN LIST UPS",
+        r#"UPS su700 "Development box""#,
+        "END LIST UPS",
+    ];
     assert_eq!(
         parse_list(&ups, &["UPS"]),
         Ok(vec![words(&["su700", "Development box"])])
@@ -124,11 +148,21 @@ fn broken_lists_are_errors_not_guesses() {
         Err(NutParseError::Truncated { .. })
     ));
     assert!(matches!(
-        parse_list(&["BEGIN LIST VAR ups", r#"VAR other a "1""#, "END LIST VAR ups"], &q),
+        parse_list(
+            &[
+                "BEGIN LIST VAR ups",
+                r#"VAR other a "1""#,
+                "END LIST VAR ups"
+            ],
+            &q
+        ),
         Err(NutParseError::Unexpected { .. })
     ));
     assert!(matches!(
-        parse_list(&["BEGIN LIST VAR ups", "ERR DATA-STALE", "END LIST VAR ups"], &q),
+        parse_list(
+            &["BEGIN LIST VAR ups", "ERR DATA-STALE", "END LIST VAR ups"],
+            &q
+        ),
         Err(NutParseError::Unexpected { .. })
     ));
     assert!(matches!(
@@ -156,8 +190,19 @@ fn addresses_split_into_ups_host_and_port() {
     ok("riello@[::1]:3500", "riello", "::1", 3500);
     ok("riello@[::1]", "riello", "::1", DEFAULT_PORT);
     ok("ups", "ups", "localhost", DEFAULT_PORT);
-    for bad in ["@host", "ups@", "ups@host:", "ups@host:99999", "ups@::1", "ups@[::1", "u p@h"] {
-        assert!(matches!(parse_address(bad), Err(NutError::BadAddress(_))), "{bad}");
+    for bad in [
+        "@host",
+        "ups@",
+        "ups@host:",
+        "ups@host:99999",
+        "ups@::1",
+        "ups@[::1",
+        "u p@h",
+    ] {
+        assert!(
+            matches!(parse_address(bad), Err(NutError::BadAddress(_))),
+            "{bad}"
+        );
     }
 }
 
@@ -202,8 +247,15 @@ fn server_errors_become_errors_a_user_can_act_on() {
         request: "INSTCMD ups shutdown.return".into(),
         code,
     };
-    let e = server(NutErrorCode::UsernameRequired).into_ups_error("ups@127.0.0.1:3493", Some("shutdown.return"));
-    assert!(matches!(e, UpsError::Refused { command: "shutdown.return", .. }));
+    let e = server(NutErrorCode::UsernameRequired)
+        .into_ups_error("ups@127.0.0.1:3493", Some("shutdown.return"));
+    assert!(matches!(
+        e,
+        UpsError::Refused {
+            command: "shutdown.return",
+            ..
+        }
+    ));
     assert!(e.to_string().contains("nut_user"), "{e}");
     let e = server(NutErrorCode::UnknownUps).into_ups_error("x@h:1", None);
     assert!(matches!(e, UpsError::Open { .. }));

@@ -69,11 +69,19 @@ impl GpserResponder {
         let va = state.nominal_power_va.max(0.0).round() as u32;
         let mut d = Vec::new();
         push_nibbles(&mut d, va, 5);
-        push_nibbles(&mut d, (f64::from(va) * self.power_factor).round() as u32, 5);
+        push_nibbles(
+            &mut d,
+            (f64::from(va) * self.power_factor).round() as u32,
+            5,
+        );
         push_nibbles(&mut d, clamp(state.nominal_battery_voltage_volts, 0xFFF), 3);
         push_nibbles(&mut d, u32::from(self.battery_capacity_ah), 3);
         push_nibbles(&mut d, clamp(state.nominal_voltage_volts, 0xFFF), 3);
-        let hz = if state.input_frequency_hertz > 55.0 { 600 } else { 500 };
+        let hz = if state.input_frequency_hertz > 55.0 {
+            600
+        } else {
+            500
+        };
         push_nibbles(&mut d, hz, 3);
         d
     }
@@ -83,7 +91,10 @@ impl GpserResponder {
         let mut s = Status::default();
         let output_on = !state.output_off;
         s.set_flag(flag::ON_BATTERY, !state.mains);
-        s.set_flag(flag::LOW_BATTERY, state.charge_percent <= state.low_battery_percent);
+        s.set_flag(
+            flag::LOW_BATTERY,
+            state.charge_percent <= state.low_battery_percent,
+        );
         s.set_flag(flag::OUTPUT_ON, output_on);
         s.set_flag(flag::CHARGING, state.mains && state.charge_percent < 100.0);
         s.set_flag(flag::OVERLOAD, state.load_percent > 100.0);
@@ -187,7 +198,11 @@ impl GpserResponder {
                 None,
             ),
             Request::Status => (
-                self.reply(request.command, GpserResponder::status_data(state), self.check),
+                self.reply(
+                    request.command,
+                    GpserResponder::status_data(state),
+                    self.check,
+                ),
                 None,
             ),
             Request::Extended => (
@@ -374,9 +389,12 @@ mod tests {
     #[test]
     fn commands_become_effects_and_unknown_ones_a_nak() {
         let mut r = GpserResponder::new(CheckKind::Crc);
-        let mut state = SimState::default();
-        state.mains = false;
-        let (replies, effects) = r.feed(&state, &Request::Shutdown { delay_s: 120 }.encode(r.check));
+        let state = SimState {
+            mains: false,
+            ..SimState::default()
+        };
+        let (replies, effects) =
+            r.feed(&state, &Request::Shutdown { delay_s: 120 }.encode(r.check));
         assert_eq!(replies.len(), 1);
         assert_eq!(
             effects,
