@@ -1,4 +1,4 @@
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -450,4 +450,69 @@ fn a_peer_that_is_not_a_riello_fails_with_a_clear_error() {
             .contains("frame declares 2 data bytes but carries 1"),
         "{err}"
     );
+}
+
+/// A line whose speed the far end can see: the simulated UPS only makes
+/// sense of bytes sent at its own speed, as on a real wire.
+struct SpeedLine {
+    stream: UnixStream,
+    baud: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Read for SpeedLine {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for SpeedLine {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl Transport for SpeedLine {
+    fn set_baud_rate(&mut self, baud: u32) -> io::Result<()> {
+        self.baud.store(baud, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        Transport::set_read_timeout(&mut self.stream, timeout)
+    }
+    fn discard_input(&mut self) -> io::Result<()> {
+        self.stream.discard_input()
+    }
+}
+
+#[test]
+fn a_1200_baud_riello_is_found_after_9600_fails() {
+    let (host, mut dev) = UnixStream::pair().expect("socketpair");
+    let baud = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = baud.clone();
+    thread::spawn(move || {
+        let mut responder = GpserResponder::new(CheckKind::Crc).at_baud(1200);
+        let state = SimState::default();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = dev.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if seen.load(std::sync::atomic::Ordering::SeqCst) != responder.baud() {
+                continue;
+            }
+            let (replies, _) = responder.feed(&state, &buf[..n]);
+            for r in replies {
+                if dev.write_all(&r).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let line = SpeedLine { stream: host, baud };
+    let mut driver = GpserDriver::over(line, "sim", None).expect("driver");
+    assert_eq!(driver.baud(), 1200);
+    assert_eq!(driver.poll().expect("poll").status, vec!["OL"]);
 }
