@@ -588,8 +588,9 @@ impl NutDriver {
     }
 
     fn send_line(&mut self, line: &str) -> Result<(), NutError> {
+        let addr = self.addr();
         let conn = self.conn.as_mut().ok_or_else(|| NutError::Io {
-            addr: String::new(),
+            addr,
             source: io::Error::from(io::ErrorKind::NotConnected),
         })?;
         let result = conn
