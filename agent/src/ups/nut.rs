@@ -648,7 +648,7 @@ impl NutDriver {
         match parse_reply_line(line) {
             Ok(NutReply::Err { code, .. }) => Err(NutError::Server {
                 addr: self.addr(),
-                request: request.split(' ').take(3).collect::<Vec<_>>().join(" "),
+                request: shown_request(request),
                 code,
             }),
             Ok(reply) => Ok(reply),
@@ -809,7 +809,7 @@ impl NutDriver {
                 Err(NutError::Server { code, .. }) => {
                     return Err(NutError::Server {
                         addr: self.addr(),
-                        request: request.split(' ').take(3).collect::<Vec<_>>().join(" "),
+                        request: shown_request(request),
                         code,
                     });
                 }
@@ -847,6 +847,15 @@ impl NutDriver {
             other => other,
         }
     }
+}
+
+/// A request as error messages show it: the first three words (values can
+/// be long), and never a password.
+fn shown_request(request: &str) -> String {
+    if request.starts_with("PASSWORD") {
+        return "PASSWORD ***".into();
+    }
+    request.split(' ').take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn number(vars: &BTreeMap<String, String>, name: &str) -> Option<f64> {

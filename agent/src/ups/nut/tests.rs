@@ -279,3 +279,12 @@ fn a_closed_port_is_a_connect_error_naming_upsd() {
     assert!(matches!(err, UpsError::Open { .. }), "{err}");
     assert!(err.to_string().contains("is upsd running"), "{err}");
 }
+
+#[test]
+fn error_messages_never_show_a_password() {
+    assert_eq!(shown_request("PASSWORD \"s3cret\""), "PASSWORD ***");
+    assert_eq!(
+        shown_request("INSTCMD ups shutdown.return \"x\""),
+        "INSTCMD ups shutdown.return"
+    );
+}
