@@ -220,11 +220,14 @@ pub fn decode_frame(bytes: &[u8], check: CheckKind) -> Result<Frame, FrameError>
 /// before the first ETX through that ETX. Frame bodies never contain STX or
 /// ETX, so line noise before a frame (even a stray STX) is skipped.
 pub fn find_frame(stream: &[u8]) -> Option<Range<usize>> {
-    let end = stream.iter().position(|&b| b == ETX)?;
-    match stream[..end].iter().rposition(|&b| b == STX) {
-        Some(start) => Some(start..end + 1),
+    let mut from = 0;
+    loop {
+        let end = from + stream[from..].iter().position(|&b| b == ETX)?;
         // An ETX with no STX before it is noise: look past it.
-        None => find_frame(&stream[end + 1..]).map(|r| r.start + end + 1..r.end + end + 1),
+        if let Some(start) = stream[from..end].iter().rposition(|&b| b == STX) {
+            return Some(from + start..end + 1);
+        }
+        from = end + 1;
     }
 }
 
