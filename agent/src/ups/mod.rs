@@ -12,6 +12,8 @@ pub mod megatec;
 pub mod model;
 pub mod monitor;
 pub mod serial;
+pub mod gpser;
+pub mod nut;
 pub mod sim;
 
 pub use model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};

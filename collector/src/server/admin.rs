@@ -94,7 +94,7 @@ impl Admin for AdminService {
         request: Request<EventsRequest>,
     ) -> Result<Response<EventsResponse>, Status> {
         let r = request.into_inner();
-        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        let limit = if r.limit == 0 { 1000 } else { r.limit };
         let store = self.hub.store().clone();
         let events = tokio::task::spawn_blocking(move || {
             let node = (!r.node.is_empty()).then_some(r.node);

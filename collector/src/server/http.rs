@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::hub::Hub;
-use super::now_ms;
 
 fn respond(hub: &Hub, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let build = |status: StatusCode, ctype: &'static str, body: String| {
@@ -25,7 +24,7 @@ fn respond(hub: &Hub, req: &Request<hyper::body::Incoming>) -> Response<Full<Byt
     };
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let body = crate::metrics::render(&hub.node_infos(), &hub.ups_infos(), now_ms());
+            let body = crate::metrics::render(&hub.node_infos(), &hub.ups_infos());
             build(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

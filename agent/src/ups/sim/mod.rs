@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+pub mod gpser;
+
 /// The physical state of the simulated UPS. Scripts change it; responders
 /// only read it (plus the command side effects they report back).
 #[derive(Debug, Clone, PartialEq)]
