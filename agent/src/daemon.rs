@@ -51,10 +51,24 @@ pub fn hello(config: &AgentConfig, sensors: &Sensors, has_ups: bool) -> Hello {
 /// Runs until `shutdown` turns true.
 pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
     let root = SysRoot::at(&config.sysroot);
-    let mut sensors = Sensors::new(root);
-    // UPS monitors push status changes here (wired by the UPS module).
-    let (_ups_tx, ups_rx) = mpsc::channel::<UpsStatus>(32);
-    let ups_latest = || Vec::<UpsStatus>::new();
+    let mut sensors = Sensors::with_filesystem(root.clone(), &config.filesystem);
+    // Every UPS monitor pushes its status changes here, at once.
+    let (ups_tx, ups_rx) = mpsc::channel::<UpsStatus>(32);
+    let mut monitors = Vec::new();
+    for ups in &config.ups {
+        match crate::ups::spawn_monitor(ups, root.clone(), ups_tx.clone()) {
+            Ok(handle) => monitors.push(handle),
+            // The rest of the agent still runs; the error says what to fix.
+            Err(e) => tracing::error!(ups = %ups.name, "cannot monitor this UPS: {e}"),
+        }
+    }
+    drop(ups_tx);
+    let ups_latest = || {
+        monitors
+            .iter()
+            .map(|m| m.latest())
+            .collect::<Vec<UpsStatus>>()
+    };
 
     let hello = hello(&config, &sensors, !config.ups.is_empty());
     tracing::info!(

@@ -61,6 +61,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find, read or simulate a UPS.
+    Ups {
+        #[command(subcommand)]
+        cmd: nodewarden_agent::ups::cli::UpsCli,
+    },
     /// Print shell completions.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -158,6 +163,10 @@ fn main() -> ExitCode {
                 println!("{sample:#?}");
             }
             return ExitCode::SUCCESS;
+        }
+        Some(Command::Ups { cmd }) => {
+            init_logging("warn");
+            return nodewarden_agent::ups::cli::run(cmd.clone());
         }
         Some(Command::Run) | None => {}
     }

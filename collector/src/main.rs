@@ -16,6 +16,8 @@ const EXIT_CONFIG: u8 = 78;
     about = "nodewarden: cluster health and power-loss orchestration for small k3s clusters"
 )]
 struct Cli {
+    #[command(flatten)]
+    query: nodewarden::cli::QueryOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +47,8 @@ enum Command {
         #[arg(default_value = config::DEFAULT_PATH)]
         path: PathBuf,
     },
+    #[command(flatten)]
+    Query(nodewarden::cli::QueryCommand),
     /// Print shell completions.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -56,6 +60,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Query(q) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("nodewarden: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(nodewarden::cli::run(q, cli.query))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

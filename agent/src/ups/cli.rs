@@ -7,14 +7,16 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::sysroot::SysRoot;
+use crate::ups::gpser::CheckKind;
 use crate::ups::megatec::{BatteryTuning, MegatecDriver};
 use crate::ups::model::{UpsDriver, UpsError};
 use crate::ups::serial::candidate_ports;
+use crate::ups::sim::gpser::GpserResponder;
 use crate::ups::sim::megatec::{MegatecDialect, MegatecResponder};
 use crate::ups::sim::{Responder, SimState, SimUps};
 
 /// UPS subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum UpsCli {
     /// Try the known protocols on PORT (default: every USB serial port) and
     /// print what answered.
@@ -154,8 +156,9 @@ fn responder(protocol: &str, per_cell: bool) -> Result<Box<dyn Responder>, Strin
             per_cell_battery: per_cell,
             ..MegatecDialect::default()
         }))),
-        // wired at merge
-        "gpser" => Err("the gpser simulator is not built into this version".into()),
+        // The sum check: Debian 12's NUT 2.8.0 computes the Riello CRC wrongly
+        // (fixed in 2.8.1), and the simulator should be readable by NUT too.
+        "gpser" => Ok(Box::new(GpserResponder::new(CheckKind::Sum))),
         other => Err(format!("unknown protocol `{other}` (megatec or gpser)")),
     }
 }

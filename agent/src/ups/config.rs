@@ -49,6 +49,12 @@ pub struct UpsConfig {
     /// Ignore the Megatec shutdown-active bit (NUT ignoresab).
     #[serde(default)]
     pub ignore_shutdown_active: bool,
+    /// protocol = "nut": upsd.users user allowed INSTCMD (shutdown.return).
+    #[serde(default)]
+    pub nut_user: Option<String>,
+    /// protocol = "nut": that user's password.
+    #[serde(default)]
+    pub nut_password: Option<String>,
 }
 
 impl Default for UpsConfig {
@@ -65,6 +71,8 @@ impl Default for UpsConfig {
             battery_packs: None,
             runtimecal: None,
             ignore_shutdown_active: false,
+            nut_user: None,
+            nut_password: None,
         }
     }
 }

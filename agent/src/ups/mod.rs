@@ -8,12 +8,12 @@
 pub mod cli;
 pub mod config;
 pub mod drivers;
+pub mod gpser;
 pub mod megatec;
 pub mod model;
 pub mod monitor;
-pub mod serial;
-pub mod gpser;
 pub mod nut;
+pub mod serial;
 pub mod sim;
 
 pub use model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};

@@ -95,7 +95,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServeError::Store {
         dir: config.data_dir.display().to_string(),
-        source: crate::store::StoreError::DataDir { dir: config.data_dir.clone(), source: e },
+        source: crate::store::StoreError::DataDir {
+            dir: config.data_dir.clone(),
+            source: e,
+        },
     })?;
     let retention = Retention {
         raw: config.retention.raw,
