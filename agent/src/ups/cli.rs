@@ -28,6 +28,15 @@ pub enum UpsCli {
         baud: Option<u32>,
     },
     /// Run a simulated UPS on a pseudo-terminal until interrupted.
+    /// Send one command to a running simulation's control socket
+    /// ("mains off", "mains on", "load 60", "charge 30", "silent on", "status").
+    Control {
+        /// The control socket (PATH.ctl of `ups simulate`).
+        socket: PathBuf,
+        /// The command words.
+        #[arg(required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
     Simulate {
         /// Protocol the simulated unit speaks.
         #[arg(long, default_value = "megatec")]
@@ -59,6 +68,7 @@ pub enum UpsCli {
 /// Runs a UPS subcommand (blocking).
 pub fn run(cmd: UpsCli) -> ExitCode {
     match cmd {
+        UpsCli::Control { socket, command } => control(&socket, &command.join(" ")),
         UpsCli::Probe { port, baud } => probe(port, baud, &SysRoot::host()),
         UpsCli::Simulate {
             protocol,
@@ -248,5 +258,38 @@ mod tests {
             probe(None, None, &SysRoot::at(dir.path())),
             ExitCode::FAILURE
         );
+    }
+}
+
+/// One line to a simulation's control socket; prints the answer.
+fn control(socket: &Path, line: &str) -> ExitCode {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "cannot connect to {}: {e}; is `nodewarden-agent ups simulate` running?",
+                socket.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = writeln!(stream, "{line}") {
+        eprintln!("cannot send to {}: {e}", socket.display());
+        return ExitCode::FAILURE;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut failed = false;
+    for reply in BufReader::new(stream).lines().map_while(Result::ok) {
+        failed |= reply.starts_with("error");
+        println!("{reply}");
+        if reply == "ok" || reply.starts_with("error") {
+            break;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

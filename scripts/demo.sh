@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The local demo: a collector, an agent for this machine and a simulated
+# Megatec UPS on a pseudo-terminal, all on embedded defaults in a temp dir.
+# Ctrl-C stops everything and removes the temp dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "demo: needs Rust 1.95 or newer (cargo). Install it with rustup (https://rustup.rs), then run this again." >&2
+    exit 1
+fi
+if ! command -v cc >/dev/null 2>&1; then
+    echo "demo: installing a C linker (build-essential)" >&2
+    if [ "$(id -u)" = 0 ]; then apt-get install -y build-essential >/dev/null; else sudo apt-get install -y build-essential >/dev/null; fi
+fi
+
+echo "demo: building nodewarden (first time takes a few minutes)..."
+cargo build --quiet -p nodewarden -p nodewarden-agent --bins
+bin="$PWD/target/debug"
+
+link_port="${NODEWARDEN_DEMO_PORT:-7150}"
+metrics_port="${NODEWARDEN_DEMO_METRICS_PORT:-7151}"
+dir="$(mktemp -d /tmp/nodewarden-demo.XXXXXX)"
+pids=()
+cleanup() {
+    trap - INT TERM EXIT
+    echo
+    echo "demo: stopping"
+    # Agent first so its last samples reach the collector, then the rest.
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$dir"
+}
+trap cleanup INT TERM EXIT
+
+node="$(hostname | tr 'A-Z_' 'a-z-')"
+
+cat > "$dir/collector.toml" <<TOML
+listen = "127.0.0.1:$link_port"
+admin_socket = "$dir/admin.sock"
+metrics_listen = "127.0.0.1:$metrics_port"
+data_dir = "$dir/data"
+commit_interval = "1s"
+TOML
+cat > "$dir/agent.toml" <<TOML
+collector = "http://127.0.0.1:$link_port"
+node_name = "$node"
+sample_interval = "2s"
+
+[[ups]]
+name = "demo-ups"
+protocol = "megatec"
+port = "$dir/ups0"
+poll_interval = "1s"
+TOML
+
+"$bin/nodewarden-agent" ups simulate --protocol megatec --path "$dir/ups0" --load 35 > "$dir/ups.log" 2>&1 &
+pids=($! "${pids[@]}")
+for _ in $(seq 50); do [ -e "$dir/ups0.ctl" ] && break; sleep 0.1; done
+
+"$bin/nodewarden" serve --config "$dir/collector.toml" > "$dir/collector.log" 2>&1 &
+pids=($! "${pids[@]}")
+for _ in $(seq 100); do [ -S "$dir/admin.sock" ] && break; sleep 0.1; done
+if [ ! -S "$dir/admin.sock" ]; then
+    echo "demo: the collector did not start:" >&2; cat "$dir/collector.log" >&2; exit 1
+fi
+
+"$bin/nodewarden-agent" --config "$dir/agent.toml" > "$dir/agent.log" 2>&1 &
+pids=($! "${pids[@]}")
+sleep 5
+
+nw="$bin/nodewarden --socket $dir/admin.sock"
+$nw nodes || true
+echo
+$nw ups || true
+cat <<TEXT
+
+nodewarden demo running (data in $dir). Try, in another terminal:
+
+  $nw nodes
+  $nw node $node
+  $nw history $node cpu_temp --since 10m
+  $nw events
+  $nw ups demo-ups
+  curl -s http://127.0.0.1:$metrics_port/metrics | grep -E 'nodewarden_(cpu|ups)'
+
+Pull the plug on the simulated UPS, and put it back:
+
+  $bin/nodewarden-agent ups control $dir/ups0.ctl mains off
+  $bin/nodewarden-agent ups control $dir/ups0.ctl mains on
+
+Logs: $dir/collector.log  $dir/agent.log  $dir/ups.log
+Ctrl-C stops the demo.
+TEXT
+wait
