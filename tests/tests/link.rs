@@ -1,5 +1,6 @@
 //! The agent link end to end: real collector and agent processes on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 use std::time::Duration;
 
 use nodewarden_proto::v1::{EventsRequest, GetNodeRequest, HistoryRequest, ListNodesRequest};

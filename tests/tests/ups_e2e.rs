@@ -1,5 +1,6 @@
 //! A UPS end to end: simulated Megatec unit on a real pty, the real agent
 //! reading it, the real collector recording state and events.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::time::{Duration, Instant};
 

@@ -232,35 +232,6 @@ fn simulate(
     ExitCode::SUCCESS
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probe_names_what_answered() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sim = SimUps::spawn(MegatecResponder::default(), &dir.path().join("ups")).expect("sim");
-        let line = probe_megatec(sim.link(), None).expect("answers");
-        assert!(
-            line.starts_with("megatec (NODEWARDEN SIM-800 V1.0) status OL input 230.0 V"),
-            "{line}"
-        );
-        assert!(line.contains("charge 100.0 % (estimated)"), "{line}");
-        sim.set(|s| s.silent = true);
-        let err = probe_megatec(sim.link(), None).unwrap_err().to_string();
-        assert!(err.contains("no reply"), "{err}");
-    }
-
-    #[test]
-    fn probe_without_ports_fails_with_a_hint() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(
-            probe(None, None, &SysRoot::at(dir.path())),
-            ExitCode::FAILURE
-        );
-    }
-}
-
 /// One line to a simulation's control socket; prints the answer.
 fn control(socket: &Path, line: &str) -> ExitCode {
     use std::io::{BufRead, BufReader, Write};
@@ -291,5 +262,34 @@ fn control(socket: &Path, line: &str) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_names_what_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = SimUps::spawn(MegatecResponder::default(), &dir.path().join("ups")).expect("sim");
+        let line = probe_megatec(sim.link(), None).expect("answers");
+        assert!(
+            line.starts_with("megatec (NODEWARDEN SIM-800 V1.0) status OL input 230.0 V"),
+            "{line}"
+        );
+        assert!(line.contains("charge 100.0 % (estimated)"), "{line}");
+        sim.set(|s| s.silent = true);
+        let err = probe_megatec(sim.link(), None).unwrap_err().to_string();
+        assert!(err.contains("no reply"), "{err}");
+    }
+
+    #[test]
+    fn probe_without_ports_fails_with_a_hint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            probe(None, None, &SysRoot::at(dir.path())),
+            ExitCode::FAILURE
+        );
     }
 }

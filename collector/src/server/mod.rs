@@ -187,7 +187,7 @@ pub async fn serve(
             }
             n += 1;
             house_hub.mark_silent(now_ms(), offline_after);
-            if n % 60 == 0 {
+            if n.is_multiple_of(60) {
                 let h = house_hub.clone();
                 let _ = tokio::task::spawn_blocking(move || h.checkpoint()).await;
             }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Every test nodewarden has, on a fresh Debian 12 machine. Installs what the
+# tests need (NUT's upsd and drivers, the Prometheus client parser, the
+# packaging tools) and needs root for that and for the tmpfs disk-full test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "test: run as root (apt installs, pseudo-terminals for NUT, a tmpfs mount): sudo $0" >&2
+    exit 1
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "test: needs Rust 1.95 or newer (rustup: https://rustup.rs)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+need=()
+command -v cc >/dev/null || need+=(build-essential)
+[ -x /lib/nut/nutdrv_qx ] && [ -x /lib/nut/upsd ] && command -v upsc >/dev/null || need+=(nut-server nut-client)
+python3 -c 'import prometheus_client' 2>/dev/null || need+=(python3-prometheus-client)
+command -v script >/dev/null || need+=(bsdutils)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "test: installing ${need[*]}"
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== build"
+cargo build --workspace --bins --quiet
+
+echo "== tests"
+cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/nodewarden-test.log | grep -E '^(test result|running|     Running|.*FAILED|.*panicked)' || true
+status=${PIPESTATUS[0]}
+if [ "$status" != 0 ]; then
+    grep -E -A30 '^failures:' /tmp/nodewarden-test.log | head -200
+    exit "$status"
+fi
+
+if [ -x packaging/test-debs.sh ]; then
+    echo "== packages"
+    packaging/test-debs.sh --quick
+fi
+
+if [ "${NODEWARDEN_FUZZ_SECONDS:-0}" != 0 ]; then
+    echo "== fuzz (${NODEWARDEN_FUZZ_SECONDS}s per target)"
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    fuzz/run.sh "$NODEWARDEN_FUZZ_SECONDS"
+fi
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' /tmp/nodewarden-test.log | awk '{s+=$4} END {print s+0}')
+echo "$passed passed, 0 failed"
