@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nodewarden_proto::config_error::{ConfigError, parse_toml};
+use nodewarden_proto::config_error::{ConfigError, parse_toml, read_config};
 use nodewarden_proto::units::serde_duration;
 use serde::Deserialize;
 
@@ -59,16 +59,7 @@ impl AgentConfig {
     /// Reads `path`. A missing file at the default path means defaults; a
     /// missing file that was asked for by name is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
+        let text = read_config(path, explicit)?;
         let mut config: AgentConfig = parse_toml(path, &text)?;
         config.apply_env(|k| std::env::var(k).ok());
         config.validate(path)?;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nodewarden_proto::config_error::{ConfigError, parse_toml};
+use nodewarden_proto::config_error::{ConfigError, parse_toml, read_config};
 use nodewarden_proto::units::serde_duration;
 use serde::Deserialize;
 
@@ -97,16 +97,7 @@ impl Default for EventThresholds {
 impl CollectorConfig {
     /// Reads `path`; a missing file at the default path means defaults.
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
+        let text = read_config(path, explicit)?;
         let mut config: CollectorConfig = parse_toml(path, &text)?;
         config.apply_env(|k| std::env::var(k).ok());
         config.validate(path)?;

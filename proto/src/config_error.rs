@@ -24,6 +24,20 @@ pub enum ConfigError {
     Semantic { path: PathBuf, message: String },
 }
 
+/// Reads a config file. A missing file that was not named explicitly (the
+/// default path) reads as empty, meaning all defaults; a missing file the user
+/// named is an error.
+pub fn read_config(path: &Path, explicit: bool) -> Result<String, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(String::new()),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Parses TOML into `T`, turning a toml error into one that names the file,
 /// line, column and key.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(
