@@ -28,14 +28,21 @@ pub struct LinkService {
     hub: Arc<Hub>,
     writer: mpsc::Sender<WriteItem>,
     next_stream: AtomicU64,
+    /// Streams live as long as agents do; shutdown has to end them.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl LinkService {
-    pub fn new(hub: Arc<Hub>, writer: mpsc::Sender<WriteItem>) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        writer: mpsc::Sender<WriteItem>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         LinkService {
             hub,
             writer,
             next_stream: AtomicU64::new(1),
+            shutdown,
         }
     }
 }
@@ -140,9 +147,14 @@ impl AgentLink for LinkService {
         let out = out_tx.clone();
         let mut replaced = registration.replaced;
         let mut acks = ack_rx;
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    _ = shutdown.changed() => {
+                        let _ = out.send(Err(Status::unavailable("collector shutting down"))).await;
+                        break;
+                    }
                     changed = acks.changed() => {
                         if changed.is_err() { break; }
                         let seq = *acks.borrow_and_update();

@@ -114,7 +114,12 @@ pub async fn serve(
     let hub = Arc::new(hub::Hub::new(store.clone(), config.events.clone()));
 
     let (write_tx, write_rx) = mpsc::channel(writer::QUEUE_DEPTH);
-    let writer_task = tokio::spawn(writer::run(store.clone(), write_rx, config.commit_interval));
+    let writer_task = tokio::spawn(writer::run(
+        store.clone(),
+        write_rx,
+        config.commit_interval,
+        shutdown.clone(),
+    ));
 
     let link_listener =
         TcpListener::bind(config.listen)
@@ -145,9 +150,13 @@ pub async fn serve(
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let link_service = AgentLinkServer::new(link::LinkService::new(hub.clone(), write_tx.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let link_service = AgentLinkServer::new(link::LinkService::new(
+        hub.clone(),
+        write_tx.clone(),
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin_service = AdminServer::new(admin::AdminService::new(hub.clone()));
 
     let mut stop = shutdown.clone();
@@ -212,8 +221,14 @@ pub async fn serve(
 
     let _ = shutdown.changed().await;
     tracing::info!("shutting down");
-    let _ = link_server.await;
-    let _ = admin_server.await;
+    // Streams were told to end; an agent that does not hang up is not waited for.
+    if tokio::time::timeout(Duration::from_secs(5), link_server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some agent streams did not close within 5 s");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_server).await;
     let _ = housekeeping.await;
     drop(write_tx);
     // The writer commits what it holds once every stream has let go.

@@ -31,16 +31,46 @@ pub const QUEUE_DEPTH: usize = 8192;
 /// Items per transaction at most.
 const MAX_ITEMS_PER_COMMIT: usize = 20_000;
 
-/// Runs until every sender is dropped.
-pub async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<WriteItem>, commit_interval: Duration) {
+/// Runs until every sender is dropped, or until shutdown, when it commits
+/// what is queued and returns.
+pub async fn run(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<WriteItem>,
+    commit_interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut failing_since: Option<std::time::Instant> = None;
-    while let Some(first) = rx.recv().await {
+    let mut stopping = false;
+    while !stopping {
+        let first = tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+            _ = shutdown.changed() => {
+                stopping = true;
+                match rx.try_recv() {
+                    Ok(item) => item,
+                    Err(_) => return,
+                }
+            }
+        };
         let mut items = vec![first];
         let deadline = tokio::time::Instant::now() + commit_interval;
         while items.len() < MAX_ITEMS_PER_COMMIT {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(item)) => items.push(item),
-                Ok(None) | Err(_) => break,
+            if stopping {
+                match rx.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(_) => break,
+                }
+                continue;
+            }
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, rx.recv()) => match r {
+                    Ok(Some(item)) => items.push(item),
+                    Ok(None) | Err(_) => break,
+                },
+                _ = shutdown.changed() => stopping = true,
             }
         }
         let batches: Vec<NodeBatch> = items
