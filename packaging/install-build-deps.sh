@@ -27,11 +27,13 @@ want file file
 case ",$targets," in *,arm64,*|*,armhf,*) want qemu-user-static ;; esac
 case ",$targets," in *,arm64,*)
     want gcc-aarch64-linux-gnu aarch64-linux-gnu-gcc
-    want libc6-arm64-cross /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ;;
+    want libc6-arm64-cross /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1
+    want libc6-dev-arm64-cross /usr/aarch64-linux-gnu/lib/Scrt1.o ;;
 esac
 case ",$targets," in *,armhf,*)
     want gcc-arm-linux-gnueabihf arm-linux-gnueabihf-gcc
-    want libc6-armhf-cross /usr/arm-linux-gnueabihf/lib/ld-linux-armhf.so.3 ;;
+    want libc6-armhf-cross /usr/arm-linux-gnueabihf/lib/ld-linux-armhf.so.3
+    want libc6-dev-armhf-cross /usr/arm-linux-gnueabihf/lib/Scrt1.o ;;
 esac
 
 if [ -n "$need" ]; then

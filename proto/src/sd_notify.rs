@@ -84,10 +84,10 @@ pub fn watchdog_interval_from(
     pid: Option<&str>,
     my_pid: u32,
 ) -> Option<Duration> {
-    if let Some(pid) = pid {
-        if pid.trim().parse::<u32>().ok()? != my_pid {
-            return None;
-        }
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok()? != my_pid
+    {
+        return None;
     }
     match usec?.trim().parse::<u64>().ok()? {
         0 => None,
