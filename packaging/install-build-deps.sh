@@ -2,11 +2,13 @@
 # Installs what building and testing the .deb packages needs, and nothing that
 # is already there: Debian's cross linkers and C compilers (ring, used by
 # rustls later, compiles C), the target C libraries for qemu-user, dpkg-dev,
-# systemd-analyze, and the rustup targets. Idempotent; safe to run on every
-# CI start. Usage: packaging/install-build-deps.sh [amd64,arm64,armhf]
+# systemd-analyze, the rustup targets, and zig (cargo-zigbuild) for
+# glibc-2.31 builds. Idempotent; safe to run on every CI start.
+# Usage: packaging/install-build-deps.sh [amd64,arm64,armhf] [zig|gcc]
 set -eu
 
 targets="${1:-amd64,arm64,armhf}"
+toolchain="${2:-zig}"
 
 need=""
 want() { # want PACKAGE [COMMAND-OR-FILE that proves it is there]
@@ -38,7 +40,8 @@ esac
 
 if [ -n "$need" ]; then
     echo "install-build-deps: apt-get install$need" >&2
-    if [ ! -d /var/lib/apt/lists ] || [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ]; then
+    # A fresh machine may never have run apt-get update.
+    if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
         apt-get update -qq
     fi
     # shellcheck disable=SC2086
@@ -59,3 +62,12 @@ for arch in $(echo "$targets" | tr ',' ' '); do
         rustup target add "$triple" >&2
     fi
 done
+
+# zig links against a chosen glibc (2.31: Debian 11 / Pi OS bullseye) for
+# every target, where Debian 12's cross toolchains link against 2.36. Both
+# come as prebuilt binaries inside PyPI packages; pinned for repeatable builds.
+if [ "$toolchain" = zig ] && ! command -v cargo-zigbuild >/dev/null 2>&1; then
+    echo "install-build-deps: pip install ziglang cargo-zigbuild" >&2
+    python3 -m pip install --quiet --disable-pip-version-check \
+        "ziglang==0.17.1" "cargo-zigbuild==0.24.0" >&2
+fi
