@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -107,6 +108,20 @@ def auto_depends(stage: Path) -> list[str]:
     return [f"{name} (>= {v})" if v else name for name, v in sorted(packages.items())]
 
 
+def source_date_epoch() -> int:
+    """The last commit's time: the package is the same whenever it is built."""
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        return int(out)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return 0
+
+
 def install(src: Path, dest: Path, mode: int) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest)
@@ -145,10 +160,11 @@ def stage_docs(name: str, pkg: dict, meta: dict, version: str, stage: Path) -> N
     (doc / "copyright").write_text(copyright_text)
     os.chmod(doc / "copyright", 0o644)
     maintainer = meta["maintainer"]
+    when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(source_date_epoch()))
     changelog = (
         f"{name} ({version}) unstable; urgency=medium\n\n"
         f"  * Built from the nodewarden workspace.\n\n"
-        f" -- {maintainer}  Thu, 01 Jan 1970 00:00:00 +0000\n"
+        f" -- {maintainer}  {when}\n"
     )
     # mtime=0 keeps the package byte-for-byte reproducible.
     with open(doc / "changelog.Debian.gz", "wb") as raw:
@@ -267,7 +283,7 @@ def main() -> int:
                 ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(stage), str(deb)],
                 check=True,
                 stdout=subprocess.DEVNULL,
-                env={**os.environ, "SOURCE_DATE_EPOCH": "0"},
+                env={**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch())},
             )
     except (PackagingError, subprocess.CalledProcessError, OSError, KeyError) as e:
         print(f"mkdeb: {e}", file=sys.stderr)

@@ -89,8 +89,14 @@ for deb in "$dist"/*.deb; do
     check "$base: control fields match the file name" \
         test "$(dpkg-deb -f "$deb" Package)/$(dpkg-deb -f "$deb" Version)/$(dpkg-deb -f "$deb" Architecture)" = "$name/$ver/$arch"
     depends="$(dpkg-deb -f "$deb" Depends)"
-    check "$base: depends on adduser, libgcc-s1 and libc6 (>= 2.x) no newer than 2.31 ($depends)" \
-        bash -c '[[ "$1" =~ adduser ]] && [[ "$1" =~ libgcc-s1 ]] && v="$(grep -o "libc6 (>= [0-9.]*)" <<<"$1" | grep -o "[0-9][0-9.]*")" && [ -n "$v" ] && [ "$(printf "%s\n2.31\n" "$v" | sort -V | tail -n 1)" = 2.31 ]' _ "$depends"
+    check "$base: depends on adduser and libc6 (>= 2.x) no newer than 2.31 ($depends)" \
+        bash -c '[[ "$1" =~ adduser ]] && v="$(sed -n "s/.*libc6 (>= \([0-9.]*\)).*/\1/p" <<<"$1")" && [ -n "$v" ] && [ "$(printf "%s\n2.31\n" "$v" | sort -V | tail -n 1)" = 2.31 ]' _ "$depends"
+    x="$work/x/$base"
+    mkdir -p "$x"
+    dpkg-deb -x "$deb" "$x"
+    if readelf -d "$x/usr/bin/$bin" | grep -q 'NEEDED.*libgcc_s'; then
+        check "$base: needs libgcc_s.so.1, so depends on libgcc-s1" grep -q libgcc-s1 <<<"$depends"
+    fi
     for field in Maintainer Description Section Priority Installed-Size; do
         check "$base: has $field" test -n "$(dpkg-deb -f "$deb" "$field")"
     done
@@ -117,8 +123,6 @@ check "six packages for three architectures, or the quick set" \
 section "glibc floor (Debian 11 / Pi OS bullseye: 2.31)"
 for deb in "$dist"/*.deb; do
     x="$work/x/$(basename "$deb" .deb)"
-    mkdir -p "$x"
-    dpkg-deb -x "$deb" "$x"
     for b in "$x"/usr/bin/*; do
         check "$(basename "$deb" .deb): $(basename "$b") needs glibc <= 2.31" "$here/check-glibc.sh" --max 2.31 "$b"
     done
@@ -167,7 +171,7 @@ make_root() { # make_root SUITE DIR: a minimal Debian, cached as a tarball
     mkdir -p "$dir" && tar -C "$dir" -xzf "$tarball"
 }
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
-file_list() { (cd "$root" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp \) -prune -o -print | sort); }
+file_list() { (cd "$root" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./run \) -prune -o -print | sort); }
 
 # Settles how far a binary's subcommands have come: the skeletons have none.
 supports() { # supports BIN SUBCOMMAND (run inside the root)
@@ -209,9 +213,9 @@ for suite in "${suites[@]}"; do
     check "$suite: nodewarden is in groups dialout and video" \
         bash -c 'g=" $(chroot "$1" id -nG nodewarden) "; [[ "$g" == *" dialout "* && "$g" == *" video "* ]]' _ "$root"
     check "$suite: /var/lib/nodewarden belongs to nodewarden, mode 750" \
-        bash -c '[ "$(stat -c "%U:%G %a" "$1/var/lib/nodewarden")" = "nodewarden:nodewarden 750" ]' _ "$root"
+        bash -c '[ "$(chroot "$1" stat -c "%U:%G %a" /var/lib/nodewarden)" = "nodewarden:nodewarden 750" ]' _ "$root"
     check "$suite: agent.toml and collector.toml are root:root 0644" \
-        bash -c '[ "$(stat -c "%U:%G %a" "$1"/etc/nodewarden/agent.toml "$1"/etc/nodewarden/collector.toml | sort -u)" = "root:root 644" ]' _ "$root"
+        bash -c '[ "$(chroot "$1" stat -c "%U:%G %a" /etc/nodewarden/agent.toml /etc/nodewarden/collector.toml | sort -u)" = "root:root 644" ]' _ "$root"
     check "$suite: the unit is enabled the Debian way (multi-user.target.wants)" \
         test -L "$root/etc/systemd/system/multi-user.target.wants/nodewarden-agent.service"
     check "$suite: the opt-in k3s shutdown unit is not enabled" \
@@ -273,6 +277,7 @@ for suite in "${suites[@]}"; do
     rm -rf "$root/tmp/debs" "$root/tmp/typo.toml"
     after="$(file_list)"
     # Debian policy: purge removes everything but dpkg's own records and logs.
+    # (/run and /tmp are not compared: they are tmpfs on a running system.)
     leftovers="$(comm -13 <(echo "$before") <(echo "$after") |
         grep -vE '^\./var/lib/dpkg/|^\./var/log/|^\./etc/(passwd|group|shadow|gshadow)-$|^\./var/cache/debconf/')"
     check "$suite: purge leaves nothing behind" test -z "$leftovers"
@@ -292,7 +297,7 @@ for arch in arm64 armhf; do
     esac
     exe="$x/usr/bin/nodewarden-agent"
     check "$arch: nodewarden-agent is an ELF for $arch" \
-        bash -c 'm="$(readelf -h "$1" | sed -n "s/^ *Machine: *//p")"; case "$2" in arm64) [[ "$m" == *AArch64* ]] ;; armhf) [[ "$m" == ARM ]] && readelf -A "$1" | grep -q "Tag_ABI_VFP_args: VFP registers" ;; esac' _ "$exe" "$arch"
+        bash -c 'm="$(readelf -h "$1" | sed -n "s/^ *Machine: *//p")"; case "$2" in arm64) [[ "$m" == *AArch64* ]] ;; armhf) [[ "$m" == ARM ]] && readelf -h "$1" | grep -q "hard-float ABI" ;; esac' _ "$exe" "$arch"
     if out="$("${run[@]}" "$exe" --version 2>&1)"; then
         ok "$arch: nodewarden-agent --version runs under qemu ($arm_profile)${out:+: $out}"
     else
