@@ -157,6 +157,15 @@ for u in nodewarden-agent.service nodewarden.service; do
 done
 check "the k3s shutdown unit is not named k3s* (k3s-killall.sh stops those)" \
     bash -c '! ls "$1"/usr/lib/systemd/system/ | grep "^k3s"' _ "$vroot"
+if command -v node >/dev/null; then
+    cp "$repo/packaging/polkit/49-nodewarden.rules" "$work/polkit-rules.js"
+    check "the polkit .rules file is valid JavaScript" node --check "$work/polkit-rules.js"
+else
+    echo "# SKIP polkit .rules syntax: no node on this machine"
+fi
+check "the polkit .pkla grants exactly the two power-off actions to unix-user:nodewarden" \
+    python3 -c 'import configparser,sys; c=configparser.ConfigParser(); c.optionxform=str; c.read(sys.argv[1]); s=c[c.sections()[0]]; assert len(c.sections())==1; assert s["Identity"]=="unix-user:nodewarden"; assert sorted(s["Action"].split(";"))==["org.freedesktop.login1.power-off","org.freedesktop.login1.power-off-multiple-sessions"]; assert s["ResultAny"]=="yes"' \
+    "$repo/packaging/polkit/49-nodewarden.pkla"
 phase "inspected"
 
 # ---------------------------------------------------------------- roots
@@ -249,6 +258,18 @@ for suite in "${suites[@]}"; do
             echo "# SKIP $suite: $bin has no check-config subcommand yet"
         fi
     done
+
+    # The k3s shutdown helper runs k3s-killall.sh where k3s put it, and is
+    # harmless where there is none.
+    out="$(in_root /usr/lib/nodewarden/k3s-shutdown 2>&1)"
+    check "$suite: k3s-shutdown without k3s exits 0 and says so" \
+        bash -c '[ "$1" = 0 ] && grep -q "no k3s-killall.sh found" <<<"$2"' _ "$?" "$out"
+    mkdir -p "$root/usr/local/bin"
+    printf '#!/bin/sh\necho killed >/tmp/k3s-killall-ran\n' >"$root/usr/local/bin/k3s-killall.sh"
+    chmod 755 "$root/usr/local/bin/k3s-killall.sh"
+    in_root /usr/lib/nodewarden/k3s-shutdown >/dev/null 2>&1
+    check "$suite: k3s-shutdown runs /usr/local/bin/k3s-killall.sh" test -f "$root/tmp/k3s-killall-ran"
+    rm -f "$root/usr/local/bin/k3s-killall.sh" "$root/tmp/k3s-killall-ran"
 
     section "upgrade keeps an edited conffile ($suite)"
     sed -i 's/^#node_name = ""$/node_name = "edited-by-test"/' "$root/etc/nodewarden/agent.toml"
