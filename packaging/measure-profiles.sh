@@ -46,6 +46,7 @@ for step in "${steps[@]}"; do
     name="${step%%|*}"
     settings="${step#*|}"
     dir="$repo/target-size/$i"
+    mkdir -p "$dir"
     env_args=()
     for s in $settings; do env_args+=("CARGO_PROFILE_RELEASE_${s%%=*}=${s#*=}"); done
     start=$(date +%s)

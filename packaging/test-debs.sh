@@ -253,7 +253,7 @@ for suite in "${suites[@]}"; do
             out="$(in_root "/usr/bin/$bin" check-config /tmp/typo.toml 2>&1)"
             rc=$?
             check "$suite: $bin check-config on a typo exits 78 naming file, line 2 and the key" \
-                bash -c '[ "$1" = 78 ] && grep -q typo.toml <<<"$2" && grep -q 2 <<<"$2" && grep -q sample_intervall <<<"$2"' _ "$rc" "$out"
+                bash -c '[ "$1" = 78 ] && grep -q "/tmp/typo.toml:2:" <<<"$2" && grep -q sample_intervall <<<"$2"' _ "$rc" "$out"
         else
             echo "# SKIP $suite: $bin has no check-config subcommand yet"
         fi
