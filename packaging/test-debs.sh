@@ -155,6 +155,12 @@ for u in nodewarden-agent.service nodewarden.service; do
     check "$u: Type=notify, watchdog, no crash loop on exit 78, sandboxed as user nodewarden" \
         bash -c 'for k in Type=notify WatchdogSec= Restart=on-failure RestartPreventExitStatus=78 StartLimitBurst= User=nodewarden ProtectSystem=strict ProtectHome=yes PrivateTmp=yes NoNewPrivileges=yes CapabilityBoundingSet=; do grep -q "^$k" "$1" || { echo "missing $k"; exit 1; }; done' _ "$f"
 done
+for u in nodewarden-agent.service nodewarden.service; do
+    # systemd's exposure score, 0 (locked down) to 10; 2.5 leaves room for
+    # the devices and sockets the daemons need and no more.
+    check "$u: systemd-analyze security exposure <= 2.5" \
+        systemd-analyze security --offline=true --root="$vroot" --threshold=25 "$u"
+done
 check "the k3s shutdown unit is not named k3s* (k3s-killall.sh stops those)" \
     bash -c '! ls "$1"/usr/lib/systemd/system/ | grep "^k3s"' _ "$vroot"
 if command -v node >/dev/null; then
