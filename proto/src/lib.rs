@@ -15,6 +15,7 @@ pub mod v1 {
 
 pub mod config_error;
 pub mod signal;
+pub mod sd_notify;
 pub mod throttle;
 pub mod units;
 

@@ -1,0 +1,157 @@
+#!/bin/bash
+# shellcheck disable=SC2016  # the bash -c script takes its arguments as $0..
+# Builds the Debian packages: nodewarden-agent and nodewarden for each
+# architecture, into dist/.
+#
+#   packaging/build-debs.sh [--targets amd64,arm64,armhf] [--out dist]
+#                           [--packages agent,collector] [--profile release]
+#                           [--toolchain zig|gcc] [--version 0.1.0-1]
+#
+# --toolchain zig (default): cargo-zigbuild links against glibc 2.31, so the
+#   packages install on Debian 11 / Raspberry Pi OS bullseye and newer.
+# --toolchain gcc: Debian 12's cross gcc (.cargo/config.toml); the binaries
+#   then need glibc 2.34+ (Debian 12 / Pi OS bookworm and newer), and the
+#   packages say so in Depends.
+# --profile: a cargo profile (release, or ci-cross for fast test builds).
+# --version: the Debian version (default: the crate version with -1).
+# Prints a table of binary and package sizes at the end.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+targets=amd64,arm64,armhf
+out="$repo/dist"
+packages=agent,collector
+profile=release
+toolchain=zig
+version=""
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --targets) targets="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --packages) packages="$2"; shift 2 ;;
+    --profile) profile="$2"; shift 2 ;;
+    --toolchain) toolchain="$2"; shift 2 ;;
+    --version) version="$2"; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "build-debs: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+case "$toolchain" in zig | gcc) ;; *) echo "build-debs: --toolchain is zig or gcc" >&2; exit 2 ;; esac
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+
+triple_of() {
+    case "$1" in
+    amd64) echo x86_64-unknown-linux-gnu ;;
+    arm64) echo aarch64-unknown-linux-gnu ;;
+    armhf) echo armv7-unknown-linux-gnueabihf ;;
+    *) echo "build-debs: unknown architecture '$1' (amd64, arm64, armhf)" >&2; return 2 ;;
+    esac
+}
+
+# Runs a target binary on this machine: natively, or under qemu-user.
+runner_of() {
+    case "$1" in
+    amd64) [ "$(uname -m)" = x86_64 ] && echo "" || echo "qemu-x86_64-static" ;;
+    arm64) echo "qemu-aarch64-static -L /usr/aarch64-linux-gnu" ;;
+    armhf) echo "qemu-arm-static -L /usr/arm-linux-gnueabihf" ;;
+    esac
+}
+
+crate_dir_of() { case "$1" in agent) echo agent ;; collector) echo collector ;; *) echo "build-debs: unknown package '$1' (agent, collector)" >&2; return 2 ;; esac; }
+cargo_pkg_of() { case "$1" in agent) echo nodewarden-agent ;; collector) echo nodewarden ;; esac; }
+bin_of() { cargo_pkg_of "$1"; }
+
+"$here/install-build-deps.sh" "$targets" "$toolchain"
+
+cargo_args=()
+for p in ${packages//,/ }; do
+    crate_dir_of "$p" >/dev/null
+    cargo_args+=(-p "$(cargo_pkg_of "$p")")
+done
+
+target_dir="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+timings=()
+
+for arch in ${targets//,/ }; do
+    triple="$(triple_of "$arch")"
+    start=$(date +%s)
+    if [ "$toolchain" = zig ]; then
+        # ring (rustls) compiles C: zig cc builds it against the same glibc.
+        (cd "$repo" && cargo zigbuild --locked --profile "$profile" --target "$triple.2.31" "${cargo_args[@]}")
+    else
+        cc="$(case "$arch" in arm64) echo aarch64-linux-gnu-gcc ;; armhf) echo arm-linux-gnueabihf-gcc ;; *) echo cc ;; esac)"
+        env "CC_${triple//-/_}=$cc" "AR_${triple//-/_}=${cc%gcc}ar" \
+            bash -c 'cd "$0" && cargo build --locked --profile "$1" --target "$2" "${@:3}"' \
+            "$repo" "$profile" "$triple" "${cargo_args[@]}"
+    fi
+    timings+=("$arch: $(($(date +%s) - start))s")
+done
+
+# Shell completions and man pages come from the binaries themselves (clap):
+# `<bin> completions bash|zsh|fish` and `<bin> manpage`. Run on the first
+# architecture built (under qemu if it is not this machine's).
+gen_root="$target_dir/packaging-gen"
+rm -rf "$gen_root"
+first_arch="${targets%%,*}"
+first_bin_dir="$target_dir/$(triple_of "$first_arch")/$profile"
+runner="$(runner_of "$first_arch")"
+for p in ${packages//,/ }; do
+    bin="$(bin_of "$p")"
+    gen="$gen_root/$p"
+    mkdir -p "$gen"
+    exe="$first_bin_dir/$bin"
+    declare -A comp_dest=(
+        [bash]="usr/share/bash-completion/completions/$bin"
+        [zsh]="usr/share/zsh/vendor-completions/_$bin"
+        [fish]="usr/share/fish/vendor_completions.d/$bin.fish"
+    )
+    for shell in bash zsh fish; do
+        tmp="$(mktemp)"
+        # shellcheck disable=SC2086
+        if $runner "$exe" completions "$shell" >"$tmp" 2>/dev/null && [ -s "$tmp" ]; then
+            install -D -m 0644 "$tmp" "$gen/${comp_dest[$shell]}"
+        else
+            echo "build-debs: WARNING: '$bin completions $shell' is not supported by this build; $bin ships without $shell completions" >&2
+        fi
+        rm -f "$tmp"
+    done
+    tmp="$(mktemp)"
+    # shellcheck disable=SC2086
+    if $runner "$exe" manpage >"$tmp" 2>/dev/null && [ -s "$tmp" ]; then
+        mkdir -p "$gen/usr/share/man/man1"
+        gzip -9n <"$tmp" >"$gen/usr/share/man/man1/$bin.1.gz"
+    else
+        echo "build-debs: WARNING: '$bin manpage' is not supported by this build; $bin ships without a man page" >&2
+    fi
+    rm -f "$tmp"
+done
+
+debs=()
+for arch in ${targets//,/ }; do
+    bin_dir="$target_dir/$(triple_of "$arch")/$profile"
+    for p in ${packages//,/ }; do
+        args=(--crate "$(crate_dir_of "$p")" --arch "$arch" --bin-dir "$bin_dir"
+            --extra-dir "$gen_root/$p" --out "$out")
+        [ -n "$version" ] && args+=(--version "$version")
+        debs+=("$(python3 "$here/mkdeb.py" "${args[@]}")")
+    done
+done
+
+echo
+echo "Build time per architecture ($toolchain, profile $profile): ${timings[*]}"
+echo
+printf '%-44s %-6s %12s %12s %8s\n' package arch binary deb glibc
+for deb in "${debs[@]}"; do
+    name="$(dpkg-deb -f "$deb" Package)"
+    arch="$(dpkg-deb -f "$deb" Architecture)"
+    bin_dir="$target_dir/$(triple_of "$arch")/$profile"
+    case "$name" in nodewarden-agent) bin=nodewarden-agent ;; *) bin=nodewarden ;; esac
+    glibc="$("$here/check-glibc.sh" --print "$bin_dir/$bin")"
+    printf '%-44s %-6s %12s %12s %8s\n' "$(basename "$deb")" "$arch" \
+        "$(stat -c %s "$bin_dir/$bin")" "$(stat -c %s "$deb")" "$glibc"
+done
