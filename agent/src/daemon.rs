@@ -87,6 +87,12 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
         shutdown.clone(),
     ));
 
+    // systemd (Type=notify): ready once configured and sampling; the watchdog
+    // is fed from this loop, so a wedged agent gets restarted.
+    let _ = nodewarden_proto::sd_notify::notify_ready();
+    let watchdog_every = nodewarden_proto::sd_notify::watchdog_interval()
+        .map_or(Duration::from_secs(3600), |d| d / 2);
+    let mut watchdog = tokio::time::interval(watchdog_every);
     let mut ticker = tokio::time::interval(config.sample_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown_rx = shutdown;
@@ -99,9 +105,13 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
                 sample.ups = ups_latest();
                 outbox.push(sample);
             }
+            _ = watchdog.tick() => {
+                let _ = nodewarden_proto::sd_notify::notify_watchdog();
+            }
             _ = shutdown_rx.changed() => break,
         }
     }
+    let _ = nodewarden_proto::sd_notify::notify_stopping();
     // Give the link a moment to flush what it has.
     let _ = tokio::time::timeout(Duration::from_secs(2), link).await;
     let unacked = outbox.buffer.lock().map_or(0, |b| b.len());

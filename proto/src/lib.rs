@@ -14,8 +14,8 @@ pub mod v1 {
 }
 
 pub mod config_error;
-pub mod signal;
 pub mod sd_notify;
+pub mod signal;
 pub mod throttle;
 pub mod units;
 

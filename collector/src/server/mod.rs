@@ -195,6 +195,8 @@ pub async fn serve(
                 _ = stop.changed() => break,
             }
             n += 1;
+            // The systemd watchdog (a no-op outside systemd).
+            let _ = nodewarden_proto::sd_notify::notify_watchdog();
             house_hub.mark_silent(now_ms(), offline_after);
             if n.is_multiple_of(60) {
                 let h = house_hub.clone();
@@ -219,8 +221,11 @@ pub async fn serve(
         });
     }
 
+    let _ = nodewarden_proto::sd_notify::notify_ready();
+
     let _ = shutdown.changed().await;
     tracing::info!("shutting down");
+    let _ = nodewarden_proto::sd_notify::notify_stopping();
     // Streams were told to end; an agent that does not hang up is not waited for.
     if tokio::time::timeout(Duration::from_secs(5), link_server)
         .await
