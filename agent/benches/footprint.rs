@@ -110,7 +110,7 @@ fn main() {
             scrape_bytes = body;
         }
         let secs = begin.elapsed().as_secs();
-        if secs % 10 == 0 && agent_rss_over_time.last().map(|r| r.0) != Some(secs) {
+        if secs.is_multiple_of(10) && agent_rss_over_time.last().map(|r| r.0) != Some(secs) {
             agent_rss_over_time.push((secs, Usage::of(agent.pid()).rss_kib));
         }
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));

@@ -1,4 +1,5 @@
 //! The agent link end to end: real collector and agent processes on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
