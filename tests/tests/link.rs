@@ -1,4 +1,5 @@
 //! The agent link end to end: real collector and agent processes on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 use std::time::Duration;
@@ -182,4 +183,36 @@ async fn agent_started_before_the_collector_waits_and_connects_logging_once() {
         .nodes;
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].name, "early");
+}
+
+/// utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f[11] + f[12]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_agent_without_a_ups_sleeps_between_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), free_port(), free_port()).await;
+    let agent = start_agent(dir.path(), "idle", &c.url(), "1s", &[]);
+    eventually(Duration::from_secs(15), "first sample", || async {
+        latest_seq(&c, "idle").await
+    })
+    .await;
+    let pid = agent.child.id();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let used = cpu_ticks(pid) - before;
+    // A spinning select loop burns ~400 ticks here; four samples take a few.
+    assert!(
+        used < 50,
+        "agent used {used} ticks of CPU in 4 s while idle; log:\n{}",
+        agent.log_text()
+    );
 }

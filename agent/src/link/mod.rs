@@ -191,6 +191,9 @@ async fn session(
     // Control messages (UPS changes, command results) go before samples.
     let mut urgent: std::collections::VecDeque<AgentMessage> = Default::default();
     let mut pending: Option<AgentMessage> = None;
+    // A closed channel (no UPS configured, or every monitor gone) is ready at
+    // once forever; polling it would spin this task at 100% CPU.
+    let mut ups_open = true;
     loop {
         if pending.is_none() {
             pending = urgent.pop_front().or_else(|| {
@@ -214,8 +217,9 @@ async fn session(
                 _ => return SessionEnd::Lost("stream closed while sending".into()),
             },
             _ = outbox.wake.notified(), if pending.is_none() => {}
-            change = ups_changes.recv() => if let Some(status) = change {
-                urgent.push_back(AgentMessage { body: Some(agent_message::Body::UpsStatus(status)) });
+            change = ups_changes.recv(), if ups_open => match change {
+                Some(status) => urgent.push_back(AgentMessage { body: Some(agent_message::Body::UpsStatus(status)) }),
+                None => ups_open = false,
             },
             msg = inbound.message() => match msg {
                 Ok(Some(CollectorMessage { body: Some(body) })) => match body {

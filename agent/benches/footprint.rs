@@ -1,0 +1,419 @@
+//! The agent's footprint next to Debian's prometheus-node-exporter, in one
+//! run on this host: RSS, and CPU time per sample (agent) vs per scrape
+//! (node_exporter limited to thermal_zone, hwmon, meminfo, cpu, loadavg).
+//!
+//! Real processes only: the release `nodewarden` collector in a temp dir, the
+//! release `nodewarden-agent` streaming to it at a 1 s interval, and
+//! `/usr/bin/prometheus-node-exporter` on a free loopback port, scraped once a
+//! second by this bench over a plain TCP socket.
+//!
+//! `cargo bench -p nodewarden-agent --bench footprint`
+//! (node_exporter: `sh tests/setup/install-node-exporter.sh` first).
+//! FOOTPRINT_SECS sets the measured window (default 60).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+const GOAL_RSS_KIB: u64 = 4 * 1024;
+const GOAL_CPU_RATIO: f64 = 0.1;
+
+fn main() {
+    let window = Duration::from_secs(
+        std::env::var("FOOTPRINT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let bins = release_bins();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let dir = scratch.path();
+
+    let collector = start_collector(&bins.join("nodewarden"), dir);
+    let socket = dir.join("admin.sock");
+    let agent = Proc::spawn(
+        Command::new(bins.join("nodewarden-agent"))
+            .arg("--config")
+            .arg(empty_file(dir, "agent.toml"))
+            .args(["--collector", &collector.url])
+            .args(["--node-name", "bench", "--sample-interval", "1s"]),
+        dir.join("agent.log"),
+    );
+    let exporter = if Path::new(NODE_EXPORTER).exists() {
+        let port = free_port();
+        Some((
+            Proc::spawn(
+                Command::new(NODE_EXPORTER).args([
+                    &format!("--web.listen-address=127.0.0.1:{port}"),
+                    "--collector.disable-defaults",
+                    "--collector.thermal_zone",
+                    "--collector.hwmon",
+                    "--collector.meminfo",
+                    "--collector.cpu",
+                    "--collector.loadavg",
+                ]),
+                dir.join("node_exporter.log"),
+            ),
+            port,
+        ))
+    } else {
+        println!(
+            "MISSING: {NODE_EXPORTER} (run `sh tests/setup/install-node-exporter.sh` as root); \
+             measuring the agent alone\n"
+        );
+        None
+    };
+
+    // Let the agent connect and settle, and node_exporter open its port.
+    let started = Instant::now();
+    let seq_start = loop {
+        if let Some(seq) = latest_seq(&bins.join("nodewarden"), &socket)
+            && started.elapsed() >= Duration::from_secs(5)
+        {
+            break seq;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the agent's samples never reached the collector; agent log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if let Some((p, port)) = &exporter {
+        scrape(*port).unwrap_or_else(|e| {
+            panic!(
+                "node_exporter does not answer on port {port}: {e}; log:\n{}",
+                p.log_text()
+            )
+        });
+    }
+
+    println!(
+        "window {} s; agent at 1 s; node_exporter scraped every 1 s; CPU = utime+stime from /proc/pid/stat\n",
+        window.as_secs()
+    );
+    let agent_start = Usage::of(agent.pid());
+    let exporter_start = exporter.as_ref().map(|(p, _)| Usage::of(p.pid()));
+    let mut agent_rss_over_time = vec![(0u64, agent_start.rss_kib)];
+    let mut scrapes = 0u64;
+    let mut scrape_bytes = 0usize;
+    let begin = Instant::now();
+    let mut tick = begin;
+    while begin.elapsed() < window {
+        tick += Duration::from_secs(1);
+        if let Some((_, port)) = &exporter {
+            let body = scrape(*port).expect("scrape node_exporter");
+            scrapes += 1;
+            scrape_bytes = body;
+        }
+        let secs = begin.elapsed().as_secs();
+        if secs.is_multiple_of(10) && agent_rss_over_time.last().map(|r| r.0) != Some(secs) {
+            agent_rss_over_time.push((secs, Usage::of(agent.pid()).rss_kib));
+        }
+        std::thread::sleep(tick.saturating_duration_since(Instant::now()));
+    }
+    let agent_end = Usage::of(agent.pid());
+    let exporter_end = exporter.as_ref().map(|(p, _)| Usage::of(p.pid()));
+    let seq_end = latest_seq(&bins.join("nodewarden"), &socket).expect("latest seq");
+    agent_rss_over_time.push((begin.elapsed().as_secs(), agent_end.rss_kib));
+    let samples = seq_end.saturating_sub(seq_start).max(1);
+
+    let ticks = clock_ticks();
+    let agent_cpu_ms = (agent_end.cpu_ticks - agent_start.cpu_ticks) as f64 * 1000.0 / ticks;
+    let agent_sched_ms = (agent_end.cpu_ns - agent_start.cpu_ns) as f64 / 1e6;
+    // The agent is one thread, so schedstat sees all of its CPU time.
+    let agent_per = agent_sched_ms / samples as f64;
+    println!(
+        "{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>12}",
+        "process",
+        "RSS KiB",
+        "anon",
+        "file",
+        "HWM",
+        "threads",
+        "events",
+        "tick ms",
+        "sched ms",
+        "CPU ms/event"
+    );
+    println!(
+        "{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8.0} {:>9.1} {:>12.3}",
+        "nodewarden-agent",
+        agent_end.rss_kib,
+        agent_end.anon_kib,
+        agent_end.file_kib,
+        agent_end.hwm_kib,
+        agent_end.threads,
+        format!("{samples} smp"),
+        agent_cpu_ms,
+        agent_sched_ms,
+        agent_per
+    );
+    let mut ratio = None;
+    if let (Some(start), Some(end)) = (exporter_start, exporter_end) {
+        let cpu_ms = (end.cpu_ticks - start.cpu_ticks) as f64 * 1000.0 / ticks;
+        let sched_ms = end.cpu_ns.saturating_sub(start.cpu_ns) as f64 / 1e6;
+        // Go threads may come and go: take the larger of the two clocks so
+        // node_exporter is never under-counted against the agent.
+        let per = cpu_ms.max(sched_ms) / scrapes.max(1) as f64;
+        println!(
+            "{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8.0} {:>9.1} {:>12.3}",
+            "node_exporter",
+            end.rss_kib,
+            end.anon_kib,
+            end.file_kib,
+            end.hwm_kib,
+            end.threads,
+            format!("{scrapes} scr"),
+            cpu_ms,
+            sched_ms,
+            per
+        );
+        println!("(last scrape: {scrape_bytes} bytes)");
+        ratio = Some((agent_per / per, end.rss_kib));
+    }
+    println!(
+        "\ntick ms = utime+stime (quantised to {:.1} ms); sched ms = /proc/pid/task/*/schedstat (ns)",
+        1000.0 / ticks
+    );
+    println!("\nagent RSS over the window (s: KiB):");
+    for (s, kib) in &agent_rss_over_time {
+        println!("  {s:>4}: {kib}");
+    }
+    println!("\ngoals:");
+    println!(
+        "  agent RSS {} KiB <= {GOAL_RSS_KIB} KiB: {}",
+        agent_end.rss_kib,
+        verdict(agent_end.rss_kib <= GOAL_RSS_KIB)
+    );
+    match ratio {
+        Some((r, exporter_rss)) => {
+            println!(
+                "  agent CPU/sample / node_exporter CPU/scrape = {r:.3} <= {GOAL_CPU_RATIO}: {}",
+                verdict(r <= GOAL_CPU_RATIO)
+            );
+            println!(
+                "  (RSS: agent {} KiB vs node_exporter {exporter_rss} KiB)",
+                agent_end.rss_kib
+            );
+        }
+        None => println!("  CPU ratio: not measured, node_exporter missing"),
+    }
+    drop(agent);
+    drop(collector);
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+/// target/release of this workspace, with both binaries built if missing.
+fn release_bins() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let dir = target.join("release");
+    let missing = ["nodewarden", "nodewarden-agent"]
+        .iter()
+        .any(|b| !dir.join(b).exists());
+    if missing {
+        println!(
+            "release binaries missing in {}; running `cargo build --release -p nodewarden-agent -p nodewarden`",
+            dir.display()
+        );
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "nodewarden-agent",
+                "-p",
+                "nodewarden",
+            ])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "cargo build --release failed");
+    }
+    dir
+}
+
+struct CollectorProc {
+    _proc: Proc,
+    url: String,
+}
+
+fn start_collector(bin: &Path, dir: &Path) -> CollectorProc {
+    let port = free_port();
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\
+             data_dir = \"{}\"\n",
+            dir.join("admin.sock").display(),
+            free_port(),
+            dir.join("data").display()
+        ),
+    )
+    .expect("write collector config");
+    let proc = Proc::spawn(
+        Command::new(bin).arg("serve").arg("--config").arg(&config),
+        dir.join("collector.log"),
+    );
+    CollectorProc {
+        _proc: proc,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// The collector's latest stored seq for node "bench", through the real CLI.
+fn latest_seq(nodewarden: &Path, socket: &Path) -> Option<u64> {
+    let out = Command::new(nodewarden)
+        .arg("--socket")
+        .arg(socket)
+        .args(["node", "bench", "--json"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get("latest")?.get("seq")?.as_u64()
+}
+
+/// GET /metrics; returns the body length.
+fn scrape(port: u16) -> std::io::Result<usize> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    if !buf.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!(
+            "unexpected answer: {}",
+            String::from_utf8_lossy(&buf[..buf.len().min(200)])
+        )));
+    }
+    Ok(buf.len())
+}
+
+#[derive(Clone, Copy)]
+struct Usage {
+    rss_kib: u64,
+    hwm_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    threads: u64,
+    cpu_ticks: u64,
+    /// On-CPU nanoseconds summed over live threads (schedstat): finer than
+    /// ticks, but blind to threads that already exited.
+    cpu_ns: u64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> Usage {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        // Fields after the ")" closing comm: state is field 3, utime 14, stime 15.
+        let after = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        Usage {
+            rss_kib: field("VmRSS:"),
+            hwm_kib: field("VmHWM:"),
+            anon_kib: field("RssAnon:"),
+            file_kib: field("RssFile:"),
+            threads: field("Threads:"),
+            cpu_ticks: f[11] + f[12],
+            cpu_ns: schedstat_ns(pid),
+        }
+    }
+}
+
+fn schedstat_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// USER_HZ; `getconf` keeps this bench free of unsafe sysconf.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn empty_file(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, "").expect("write empty config");
+    p
+}
+
+/// A child process killed when dropped, its output in a log file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc { child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
