@@ -1,6 +1,4 @@
 //! The agent link end to end: real collector and agent processes on loopback.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 use std::time::Duration;
 
