@@ -267,10 +267,11 @@ async fn agent(url: String, name: String, start_at: tokio::time::Instant, shared
                                 done.push(now - sent);
                             }
                         }
-                        if measuring && !done.is_empty() {
-                            if let Ok(mut l) = shared.lags.lock() {
-                                l.extend(done);
-                            }
+                        if measuring
+                            && !done.is_empty()
+                            && let Ok(mut l) = shared.lags.lock()
+                        {
+                            l.extend(done);
                         }
                     }
                 }
