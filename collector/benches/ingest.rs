@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nodewarden::store::{NodeBatch, Retention, Store};
+use nodewarden::store::{NodeBatch, NodeRecord, Retention, Store};
 use nodewarden_proto::v1::agent_link_client::AgentLinkClient;
 use nodewarden_proto::v1::{
     AgentMessage, Cpu, CpuCore, Filesystem, Hello, HistoryRequest, LoadAverage, Memory, Pressure,
@@ -319,6 +319,19 @@ fn prefill(data: &Path) {
             }])
             .expect("prefill append");
     }
+    // The registry entry an agent's first Hello would have made.
+    store
+        .put_node(NodeRecord {
+            name: HISTORY_NODE.into(),
+            board_model: "Raspberry Pi 4 Model B Rev 1.5".into(),
+            arch: "aarch64".into(),
+            first_seen_ms: t0,
+            last_seen_ms: now_ms(),
+            offline_reason: "stream closed".into(),
+            sample_interval_ms: 1000,
+            ..Default::default()
+        })
+        .expect("prefill registry");
     eprintln!(
         "prefilled {HISTORY_NODE}: 24 h at 1 Hz in {:.1?}",
         started.elapsed()
