@@ -468,9 +468,12 @@ fn main() {
         // New agents join over 5 s, so their 1 s ticks spread over the second.
         let t0 = tokio::time::Instant::now();
         let add = n - running;
+        // At most ~500 joins a second: a burst overflows the listen backlog
+        // (connection resets), which real agents after a power cut retry.
+        let ramp_us = (add * 2_000).max(5_000_000);
         let _guard = rt.enter();
         for i in running..n {
-            let at = t0 + Duration::from_micros(5_000_000 * (i - running) / add);
+            let at = t0 + Duration::from_micros(ramp_us * (i - running) / add);
             rt.spawn(agent(
                 url.clone(),
                 format!("load-{i:05}"),
@@ -480,7 +483,7 @@ fn main() {
         }
         running = n;
         // Join, then settle (one full commit cycle and more) before measuring.
-        std::thread::sleep(Duration::from_secs(15));
+        std::thread::sleep(Duration::from_micros(ramp_us) + Duration::from_secs(10));
         if let Ok(mut l) = shared.lags.lock() {
             l.clear();
         }
@@ -533,8 +536,16 @@ fn main() {
         None => println!("\nno step stayed under {BUDGET_CORES} core and 512 MiB"),
     }
     shared.stop.store(true, Ordering::Relaxed);
-    // Let the agents see `stop` and the collector go quiet before timing history.
-    std::thread::sleep(Duration::from_secs(7));
+    // Time history on an idle collector: wait until the agents have seen
+    // `stop` and the writer has drained its backlog (at most a minute).
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..60 {
+        let c0 = cpu_ticks(&cpid);
+        std::thread::sleep(Duration::from_secs(1));
+        if ((cpu_ticks(&cpid) - c0) as f64 / hz) < 0.05 {
+            break;
+        }
+    }
 
     history_latency(&rt, &bin, &socket, runs);
     drop(collector);
