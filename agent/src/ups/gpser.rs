@@ -936,13 +936,7 @@ impl<T: Transport> GpserDriver<T> {
                     )));
                 }
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::TimedOut
-                            | io::ErrorKind::WouldBlock
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if crate::ups::serial::no_data_yet(&e) => {}
                 Err(e) => return Err(self.io_error(e)),
             }
         }

@@ -114,13 +114,7 @@ impl<P: SerialIo> SerialLine<P> {
                         }
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::TimedOut
-                            | io::ErrorKind::WouldBlock
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if crate::ups::serial::no_data_yet(&e) => {}
                 Err(e) => return Err(self.io_error(e)),
             }
         }
@@ -341,3 +335,12 @@ pub fn candidate_ports(root: &SysRoot) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests;
+
+/// A read that returned no data but did not fail: the timeout ran out, or a
+/// signal interrupted it. Callers keep waiting until their own deadline.
+pub(crate) fn no_data_yet(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
