@@ -23,6 +23,9 @@ pub struct CollectorConfig {
     pub listen: SocketAddr,
     /// Unix socket for the CLI's Admin API.
     pub admin_socket: PathBuf,
+    /// Members of this group (and root) may operate through the admin socket:
+    /// remove nodes, manage join tokens, power actions. Others may only read.
+    pub admin_group: String,
     /// Prometheus /metrics; empty string disables it.
     pub metrics_listen: String,
     /// Where history, events and the node registry live.
@@ -63,6 +66,7 @@ impl Default for CollectorConfig {
         CollectorConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7150)),
             admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            admin_group: "nodewarden-admin".into(),
             metrics_listen: "0.0.0.0:7151".into(),
             data_dir: PathBuf::from("/var/lib/nodewarden"),
             offline_after: Duration::from_secs(30),

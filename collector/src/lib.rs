@@ -1,11 +1,12 @@
 //! nodewarden collector: accepts agent streams (server), keeps history and
 //! events (store), serves Prometheus metrics (metrics) and answers the CLI
-//! (cli, over the Admin API).
+//! (cli, over the Admin API); its CA (pki) decides who may talk to it.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod pki;
 pub mod series;
 pub mod server;
 pub mod store;

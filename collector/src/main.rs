@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use nodewarden::config::{self, CollectorConfig};
+use nodewarden::pki::{self, PkiPaths};
 
 /// sysexits EX_CONFIG: systemd's RestartPreventExitStatus stops a crash loop on a bad config.
 const EXIT_CONFIG: u8 = 78;
@@ -47,6 +48,31 @@ enum Command {
         #[arg(default_value = config::DEFAULT_PATH)]
         path: PathBuf,
     },
+    /// Create the CA, the collector's certificate and a first join token.
+    Init {
+        #[arg(long, short, env = "NODEWARDEN_CONFIG", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Data directory (overrides the config); the PKI goes in <data-dir>/pki.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Another name or address agents will dial (repeatable); the
+        /// hostname, /etc/hosts FQDNs and every interface address are in already.
+        #[arg(long)]
+        san: Vec<String>,
+        /// Replace an existing CA: every node must join again.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The collector's certificate.
+    Cert {
+        #[command(subcommand)]
+        cmd: CertCommand,
+    },
+    /// Join tokens: create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: nodewarden::cli::trust::TokenCommand,
+    },
     #[command(flatten)]
     Query(nodewarden::cli::QueryCommand),
     /// Print shell completions.
@@ -57,9 +83,110 @@ enum Command {
     Manpage,
 }
 
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Re-issue the collector's certificate from the same CA (nodes keep
+    /// working), e.g. to add a name agents dial; restart the collector after.
+    Reissue {
+        #[arg(long, short, env = "NODEWARDEN_CONFIG", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Another name or address (repeatable), besides the detected ones.
+        #[arg(long)]
+        san: Vec<String>,
+    },
+}
+
+fn pki_paths(path: &std::path::Path, data_dir: Option<PathBuf>) -> Result<PkiPaths, ExitCode> {
+    let explicit = path.as_os_str() != config::DEFAULT_PATH;
+    let mut config = match CollectorConfig::load(path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nodewarden: {e}");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    if let Some(d) = data_dir {
+        config.data_dir = d;
+    }
+    Ok(PkiPaths::of_data_dir(&config.data_dir))
+}
+
+fn init(path: &std::path::Path, data_dir: Option<PathBuf>, san: &[String], force: bool) -> ExitCode {
+    let paths = match pki_paths(path, data_dir) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let names = pki::default_server_names(san);
+    match pki::init(&paths, &names, force) {
+        Ok(report) => {
+            pki::files::hand_to_data_dir_owner(&paths);
+            println!("CA created in {} (sha256 {})", paths.dir.display(), report.ca_hash);
+            println!("collector certificate names: {}", report.server_names.join(", "));
+            println!("join token (24 h, any number of nodes; `nodewarden token create` makes more):");
+            println!("{}", report.token);
+            println!("on each node: nodewarden-agent join <one-of-the-names-above>:7150 <token>");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nodewarden: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Init {
+            config,
+            data_dir,
+            san,
+            force,
+        } => init(&config, data_dir, &san, force),
+        Command::Cert {
+            cmd:
+                CertCommand::Reissue {
+                    config,
+                    data_dir,
+                    san,
+                },
+        } => {
+            let paths = match pki_paths(&config, data_dir) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let names = pki::default_server_names(&san);
+            match pki::reissue_server(&paths, &names) {
+                Ok(()) => {
+                    pki::files::hand_to_data_dir_owner(&paths);
+                    println!("collector certificate re-issued for: {}", names.join(", "));
+                    println!("restart the collector to use it (systemctl restart nodewarden)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("nodewarden: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token { cmd } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("nodewarden: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(nodewarden::cli::trust::run(
+                nodewarden::cli::trust::TrustCommand::Token(cmd),
+                &cli.query,
+            ))
+        }
         Command::Query(q) => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -13,6 +13,7 @@ pub mod json;
 pub mod nodes;
 pub mod readings;
 pub mod style;
+pub mod trust;
 pub mod ups;
 
 #[cfg(test)]
@@ -46,7 +47,7 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(15);
 /// Long histories are big; allow more than tonic's 4 MiB default.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
-fn duration_arg(text: &str) -> Result<Duration, String> {
+pub(crate) fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
@@ -54,7 +55,10 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum QueryCommand {
     /// Every node: temperature, throttling, CPU, memory, uptime, state.
-    Nodes,
+    Nodes {
+        #[command(subcommand)]
+        action: Option<trust::NodesAction>,
+    },
     /// One node in full: sensors, throttle bits, cores, memory, disk, UPS.
     Node {
         /// Node name, as in `nodewarden nodes`.
@@ -235,6 +239,11 @@ fn connect_error(path: &Path, error: &(dyn std::error::Error + 'static)) -> CliE
 
 /// Connects to the collector's Admin API on a Unix socket.
 pub async fn connect(socket: &Path) -> Result<AdminClient<Channel>, CliError> {
+    Ok(AdminClient::new(channel(socket).await?).max_decoding_message_size(MAX_RESPONSE_BYTES))
+}
+
+/// A channel to the collector's admin socket (Admin and TrustAdmin services).
+pub async fn channel(socket: &Path) -> Result<Channel, CliError> {
     let text = socket.to_str().ok_or_else(|| CliError::Connect {
         path: socket.to_path_buf(),
         reason: "the path is not valid UTF-8".to_owned(),
@@ -243,11 +252,10 @@ pub async fn connect(socket: &Path) -> Result<AdminClient<Channel>, CliError> {
         .map_err(|e| connect_error(socket, &e))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(RPC_TIMEOUT);
-    let channel = endpoint
+    endpoint
         .connect()
         .await
-        .map_err(|e| connect_error(socket, &e))?;
-    Ok(AdminClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES))
+        .map_err(|e| connect_error(socket, &e))
 }
 
 /// How to present answers.
@@ -314,6 +322,12 @@ fn write_json(out: &mut impl Write, value: &serde_json::Value) -> Result<(), Cli
 
 /// Runs one query and prints the answer; the exit code says whether it worked.
 pub async fn run(cmd: QueryCommand, opts: QueryOptions) -> ExitCode {
+    if let QueryCommand::Nodes {
+        action: Some(trust::NodesAction::Remove { name }),
+    } = &cmd
+    {
+        return trust::run(trust::TrustCommand::RemoveNode(name.clone()), &opts).await;
+    }
     let view = View::from_environment(&opts);
     let result = async {
         let mut client = connect(&opts.socket_path()).await?;
@@ -343,7 +357,14 @@ pub async fn execute(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     match cmd {
-        QueryCommand::Nodes => {
+        QueryCommand::Nodes {
+            action: Some(trust::NodesAction::Remove { .. }),
+        } => {
+            return Err(CliError::Usage(
+                "node removal goes through the TrustAdmin service (`run`)".into(),
+            ));
+        }
+        QueryCommand::Nodes { action: None } => {
             let list = client.list_nodes(ListNodesRequest {}).await?.into_inner();
             if view.json {
                 return write_json(out, &json::nodes(&list.nodes));

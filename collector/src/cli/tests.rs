@@ -178,7 +178,7 @@ async fn every_query_answers_through_a_real_socket() {
     let (socket, admin) = serve(dir.path()).await;
     let view = plain_view();
 
-    let nodes = query(&socket, QueryCommand::Nodes, view)
+    let nodes = query(&socket, QueryCommand::Nodes { action: None }, view)
         .await
         .expect("nodes");
     assert_eq!(nodes.lines().count(), 5, "{nodes}");
@@ -345,7 +345,7 @@ async fn json_is_parseable_and_stable() {
         json: true,
         ..plain_view()
     };
-    let out = query(&socket, QueryCommand::Nodes, view)
+    let out = query(&socket, QueryCommand::Nodes { action: None }, view)
         .await
         .expect("nodes --json");
     let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
@@ -535,7 +535,7 @@ async fn run_colours_a_terminal_and_not_a_pipe() {
             socket: Some(socket.into()),
             ..QueryOptions::default()
         };
-        let code = run(QueryCommand::Nodes, opts).await;
+        let code = run(QueryCommand::Nodes { action: None }, opts).await;
         let verdict = if code == ExitCode::SUCCESS {
             "success"
         } else {

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::hub::Hub;
 use super::now_ms;
 use super::writer::WriteItem;
+use crate::pki::{Authority, tls};
 use crate::store::NodeRecord;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,8 @@ pub struct LinkService {
     next_stream: AtomicU64,
     /// Streams live as long as agents do; shutdown has to end them.
     shutdown: watch::Receiver<bool>,
+    /// Who the peer is (its certificate), and removals that end streams.
+    auth: Arc<Authority>,
 }
 
 impl LinkService {
@@ -37,18 +40,20 @@ impl LinkService {
         hub: Arc<Hub>,
         writer: mpsc::Sender<WriteItem>,
         shutdown: watch::Receiver<bool>,
+        auth: Arc<Authority>,
     ) -> Self {
         LinkService {
             hub,
             writer,
             next_stream: AtomicU64::new(1),
             shutdown,
+            auth,
         }
     }
 }
 
 /// Kubernetes node names are DNS subdomains: lower-case alphanumerics, '-' and '.'.
-fn valid_node_name(name: &str) -> bool {
+pub(crate) fn valid_node_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name
@@ -89,6 +94,14 @@ impl AgentLink for LinkService {
         let peer = request
             .remote_addr()
             .map_or_else(|| "local".to_string(), |a| a.to_string());
+        let certified = match tls::require_node(&self.auth, &request) {
+            Ok(n) => n,
+            Err(status) => {
+                tracing::warn!(%peer, "refusing stream: {}", status.message());
+                return Err(status);
+            }
+        };
+        let mut removals = self.auth.removals();
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -110,6 +123,13 @@ impl AgentLink for LinkService {
             tracing::warn!(%peer, node = %hello.node_name, "refusing stream: invalid node name");
             return Err(Status::invalid_argument(format!(
                 "node name `{}` is not a valid Kubernetes node name (lower-case letters, digits, '-' and '.')",
+                hello.node_name
+            )));
+        }
+        if hello.node_name != certified {
+            tracing::warn!(%peer, certificate = %certified, hello = %hello.node_name, "refusing stream: Hello names another node than the certificate");
+            return Err(Status::permission_denied(format!(
+                "this certificate belongs to node `{certified}`, not `{}`",
                 hello.node_name
             )));
         }
@@ -148,9 +168,20 @@ impl AgentLink for LinkService {
         let mut replaced = registration.replaced;
         let mut acks = ack_rx;
         let mut shutdown = self.shutdown.clone();
+        let this_node = node.clone();
         tokio::spawn(async move {
+            let mut removals_open = true;
             loop {
                 tokio::select! {
+                    removed = removals.recv(), if removals_open => match removed {
+                        Ok(name) if *name == *this_node => {
+                            tracing::warn!(node = %this_node, "closing stream: node removed, certificate revoked");
+                            let _ = out.send(Err(Status::permission_denied("this node was removed (`nodewarden nodes remove`); its certificate is revoked"))).await;
+                            break;
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => removals_open = false,
+                    },
                     _ = shutdown.changed() => {
                         let _ = out.send(Err(Status::unavailable("collector shutting down"))).await;
                         break;

@@ -2,10 +2,12 @@
 //! /metrics (HTTP), the group-commit writer and the housekeeping timers.
 
 pub mod admin;
+pub mod auth;
 pub mod events;
 pub mod http;
 pub mod hub;
 pub mod link;
+pub mod trust;
 pub mod writer;
 
 use std::path::Path;
@@ -15,11 +17,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nodewarden_proto::MAX_MESSAGE_BYTES;
 use nodewarden_proto::v1::admin_server::AdminServer;
 use nodewarden_proto::v1::agent_link_server::AgentLinkServer;
+use nodewarden_proto::v1::join_server::JoinServer;
+use nodewarden_proto::v1::trust_admin_server::TrustAdminServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 
 use crate::config::CollectorConfig;
+use crate::pki::{Authority, PkiError, PkiPaths};
 use crate::store::{Retention, Store};
 
 /// Unix milliseconds now.
@@ -44,6 +49,8 @@ pub enum ServeError {
         source: std::io::Error,
         hint: &'static str,
     },
+    #[error("{0}")]
+    Pki(#[from] PkiError),
     #[error("{0}")]
     Other(String),
 }
@@ -86,6 +93,48 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// The agent link speaks TLS only: each accepted connection does its
+/// handshake on its own task (a slow or hostile client holds up nobody), and
+/// only finished handshakes reach tonic.
+fn tls_accept(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> ReceiverStream<Result<TlsStream, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("agent link accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(%peer, "TLS handshake refused: {e}"),
+                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
 /// Runs the collector until `shutdown` turns true. `ready` receives the bound
 /// addresses once every listener is up.
 pub async fn serve(
@@ -112,6 +161,8 @@ pub async fn serve(
             })?,
         );
     let hub = Arc::new(hub::Hub::new(store.clone(), config.events.clone()));
+    let authority = Arc::new(Authority::load(&PkiPaths::of_data_dir(&config.data_dir))?);
+    let tls_config = crate::pki::tls::server_config(&authority)?;
 
     let (write_tx, write_rx) = mpsc::channel(writer::QUEUE_DEPTH);
     let writer_task = tokio::spawn(writer::run(
@@ -154,26 +205,34 @@ pub async fn serve(
         hub.clone(),
         write_tx.clone(),
         shutdown.clone(),
+        authority.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin_service = AdminServer::new(admin::AdminService::new(hub.clone()));
+    let join_service = JoinServer::new(trust::JoinService::new(authority.clone()));
+    let trust_admin_service =
+        TrustAdminServer::new(trust::TrustAdminService::new(authority.clone(), hub.clone()));
+    let policy = auth::Policy::new(&config.admin_group);
+    let tls_incoming = tls_accept(link_listener, tls_config, shutdown.clone());
 
     let mut stop = shutdown.clone();
     let link_server = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(30)))
             .add_service(link_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(link_listener), async move {
+            .add_service(join_service)
+            .serve_with_incoming_shutdown(tls_incoming, async move {
                 let _ = stop.changed().await;
             }),
     );
     let mut stop = shutdown.clone();
     let admin_server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(move |r| policy.stamp(r)))
             .add_service(admin_service)
+            .add_service(trust_admin_service)
             .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), async move {
                 let _ = stop.changed().await;
             }),
