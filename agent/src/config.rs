@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nodewarden_proto::config_error::{ConfigError, parse_toml, read_config};
+use nodewarden_proto::config_error::{ConfigError, key_location, parse_toml, read_config};
 use nodewarden_proto::units::serde_duration;
 use serde::Deserialize;
 
@@ -15,15 +15,19 @@ use crate::ups::config::UpsConfig;
 /// Default location of the agent's config file.
 pub const DEFAULT_PATH: &str = "/etc/nodewarden/agent.toml";
 /// Default collector address (the k3s server runs the collector).
-pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:7150";
+pub const DEFAULT_COLLECTOR: &str = "https://127.0.0.1:7150";
+/// Where `join` keeps the CA, this node's certificate and its key.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nodewarden-agent";
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Kubernetes node name; empty means the hostname.
     pub node_name: String,
-    /// Where the collector listens.
+    /// Where the collector listens: https://HOST:PORT (TLS only; `join` sets it).
     pub collector: String,
+    /// The CA, this node's certificate and key (written by `join`).
+    pub state_dir: PathBuf,
     /// Time between samples (1s to 1h).
     #[serde(with = "serde_duration")]
     pub sample_interval: Duration,
@@ -44,6 +48,7 @@ impl Default for AgentConfig {
         AgentConfig {
             node_name: String::new(),
             collector: DEFAULT_COLLECTOR.into(),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             sample_interval: Duration::from_secs(5),
             // 12 hours at the default interval, about 3 MB at most.
             buffer_samples: 8640,
@@ -61,6 +66,16 @@ impl AgentConfig {
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
         let text = read_config(path, explicit)?;
         let mut config: AgentConfig = parse_toml(path, &text)?;
+        if let Some(message) = plaintext_problem(&config.collector) {
+            let (line, column) = key_location(&text, "collector").unwrap_or((0, 0));
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key: "collector".into(),
+                message,
+            });
+        }
         config.apply_env(|k| std::env::var(k).ok());
         config.validate(path)?;
         Ok(config)
@@ -95,9 +110,14 @@ impl AgentConfig {
         if self.buffer_samples == 0 {
             return bad("key `buffer_samples`: must be at least 1".into());
         }
-        if !(self.collector.starts_with("http://") || self.collector.starts_with("https://")) {
+        if let Some(message) = plaintext_problem(&self.collector) {
             return bad(format!(
-                "key `collector`: `{}` must start with http:// or https://",
+                "key `collector` (or NODEWARDEN_COLLECTOR / --collector): {message}"
+            ));
+        }
+        if !self.collector.starts_with("https://") {
+            return bad(format!(
+                "key `collector`: `{}` must be https://HOST:PORT",
                 self.collector
             ));
         }
@@ -112,6 +132,16 @@ impl AgentConfig {
         }
         Ok(())
     }
+}
+
+/// The agent link is TLS only. tonic would quietly speak plaintext to an
+/// http:// address, so such an address is an error, not a choice.
+fn plaintext_problem(collector: &str) -> Option<String> {
+    collector.strip_prefix("http://").map(|rest| {
+        format!(
+            "`{collector}` is plaintext, and the agent link is TLS only: write `https://{rest}` (`nodewarden-agent join` sets it)"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -130,6 +160,16 @@ mod tests {
             parse_toml(Path::new("a.toml"), "sample_interval = \"200ms\"").unwrap();
         let err = c.validate(Path::new("a.toml")).unwrap_err().to_string();
         assert!(err.contains("sample_interval"), "{err}");
+    }
+
+    #[test]
+    fn a_plaintext_collector_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "node_name = \"pi\"\ncollector = \"http://10.0.0.2:7150\"\n").unwrap();
+        let err = AgentConfig::load(&path, true).unwrap_err().to_string();
+        assert!(err.contains("agent.toml:2:1: key `collector`"), "{err}");
+        assert!(err.contains("https://10.0.0.2:7150"), "{err}");
     }
 
     #[test]

@@ -79,8 +79,15 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
         "nodewarden-agent starting"
     );
     let outbox = Outbox::new(config.buffer_samples);
+    let identity = crate::trust::Identity::at(&config.state_dir);
+    tokio::spawn(crate::trust::renew_forever(
+        config.collector.clone(),
+        identity.clone(),
+        shutdown.clone(),
+    ));
     let link = tokio::spawn(link::run(
         config.collector.clone(),
+        identity,
         hello,
         outbox.clone(),
         ups_rx,

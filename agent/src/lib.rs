@@ -1,6 +1,7 @@
 //! nodewarden-agent: reads this node (sensors) and its UPS (ups), streams both
-//! to the collector over one outbound gRPC stream (link), and carries out the
-//! collector's commands (command). It listens on no port.
+//! to the collector over one outbound mutual-TLS gRPC stream (link, with the
+//! identity from trust), and carries out the collector's commands (command).
+//! It listens on no port.
 // deny, not forbid: sensors::syscall (statvfs, sysconf, the VideoCore mailbox
 // ioctl) is the one module allowed unsafe code.
 #![deny(unsafe_code)]
@@ -11,4 +12,5 @@ pub mod daemon;
 pub mod link;
 pub mod sensors;
 pub mod sysroot;
+pub mod trust;
 pub mod ups;

@@ -48,6 +48,21 @@ struct RunArgs {
 enum Command {
     /// Run the agent (the default).
     Run,
+    /// Join the collector: `nodewarden-agent join HOST[:PORT] TOKEN` (the token
+    /// comes from `nodewarden init` or `nodewarden token create`).
+    Join {
+        /// The collector's address as this node reaches it; port 7150 by default.
+        addr: String,
+        /// The join token, NW1::<ca-hash>::<id>.<secret>.
+        token: String,
+        /// Node name to bind into the certificate (default: the config's, else the hostname).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// Where to keep the CA, certificate and key (default: the config's,
+        /// else /var/lib/nodewarden-agent).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Check a config file and exit (0: valid; 78: invalid, with file, line and key).
     CheckConfig {
         /// Defaults to --config.
@@ -113,6 +128,76 @@ fn load_config(cli: &Cli) -> Result<AgentConfig, ExitCode> {
     Ok(config)
 }
 
+fn join(
+    config_path: &std::path::Path,
+    addr: &str,
+    token: &str,
+    node_name: Option<String>,
+    state_dir: Option<PathBuf>,
+) -> ExitCode {
+    init_logging("warn");
+    // The current file may be one join is about to fix (an http:// address),
+    // so it is read leniently, and only for the node name and state dir.
+    let text = std::fs::read_to_string(config_path).unwrap_or_default();
+    let current: AgentConfig =
+        nodewarden_proto::config_error::parse_toml(config_path, &text).unwrap_or_default();
+    let node = node_name.clone().unwrap_or_else(|| {
+        if current.node_name.is_empty() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        } else {
+            current.node_name.clone()
+        }
+    });
+    let dir = state_dir.clone().unwrap_or_else(|| current.state_dir.clone());
+    let identity = nodewarden_agent::trust::Identity::at(&dir);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nodewarden-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (url, info) = match runtime.block_on(nodewarden_agent::trust::join(addr, token, &node, &identity)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nodewarden-agent: join failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut new_text = nodewarden_agent::trust::set_config_key(&text, "collector", &url);
+    if let Some(n) = &node_name {
+        new_text = nodewarden_agent::trust::set_config_key(&new_text, "node_name", n);
+    }
+    if let Some(d) = &state_dir {
+        new_text = nodewarden_agent::trust::set_config_key(&new_text, "state_dir", &d.display().to_string());
+    }
+    if let Some(parent) = config_path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Err(e) = std::fs::write(config_path, new_text) {
+        eprintln!(
+            "nodewarden-agent: joined, but cannot update {}: {e}; set collector = \"{url}\" there yourself",
+            config_path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    nodewarden_agent::trust::hand_to_service_user(&identity);
+    println!(
+        "joined {url} as node `{}`; certificate in {} (renews itself); config {} updated",
+        info.node,
+        dir.display(),
+        config_path.display()
+    );
+    println!("start or restart the agent: systemctl restart nodewarden-agent");
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -167,6 +252,14 @@ fn main() -> ExitCode {
         Some(Command::Ups { cmd }) => {
             init_logging("warn");
             return nodewarden_agent::ups::cli::run(cmd.clone());
+        }
+        Some(Command::Join {
+            addr,
+            token,
+            node_name,
+            state_dir,
+        }) => {
+            return join(&cli.config, addr, token, node_name.clone(), state_dir.clone());
         }
         Some(Command::Run) | None => {}
     }

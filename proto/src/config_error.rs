@@ -62,6 +62,27 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// 1-based line and column where top-level `key` is set in `text`, for errors
+/// about a value that parsed but is not acceptable.
+pub fn key_location(text: &str, key: &str) -> Option<(usize, usize)> {
+    let mut in_table = false;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_table = true;
+        }
+        if in_table {
+            continue;
+        }
+        if let Some((k, _)) = trimmed.split_once('=')
+            && k.trim().trim_matches('"') == key
+        {
+            return Some((i + 1, line.len() - trimmed.len() + 1));
+        }
+    }
+    None
+}
+
 /// 1-based line and column of byte `offset`, and the key written on that line.
 fn locate(text: &str, offset: usize) -> (usize, usize, String) {
     let offset = offset.min(text.len());

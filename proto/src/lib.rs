@@ -14,6 +14,7 @@ pub mod v1 {
 }
 
 pub mod config_error;
+pub mod join_token;
 pub mod sd_notify;
 pub mod signal;
 pub mod throttle;

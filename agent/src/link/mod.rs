@@ -20,11 +20,12 @@ use nodewarden_proto::v1::{
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use self::backoff::Backoff;
 use self::buffer::{Outgoing, SampleBuffer};
 use crate::command;
+use crate::trust::Identity;
 
 /// Most samples per SampleBatch message (a reconnect after hours sends many).
 const MAX_BATCH: usize = 500;
@@ -70,6 +71,7 @@ enum SessionEnd {
 /// it reconnects forever.
 pub async fn run(
     collector: String,
+    identity: Identity,
     hello: Hello,
     outbox: Outbox,
     mut ups_changes: mpsc::Receiver<UpsStatus>,
@@ -83,6 +85,7 @@ pub async fn run(
         }
         let end = session(
             &collector,
+            &identity,
             &hello,
             &outbox,
             &mut ups_changes,
@@ -109,30 +112,16 @@ pub async fn run(
     }
 }
 
-async fn connect(collector: &str) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(collector.to_string())
-        .map_err(|e| format!("bad collector address `{collector}`: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_keepalive(Some(Duration::from_secs(30)))
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    endpoint.connect().await.map_err(|e| describe(&e))
-}
-
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+/// Mutual TLS only: the identity is read on every connect, so a renewed
+/// certificate is used from the next connection on.
+async fn connect(collector: &str, identity: &Identity) -> Result<Channel, String> {
+    let config = identity.client_config()?;
+    crate::trust::connect(collector, config).await
 }
 
 async fn session(
     collector: &str,
+    identity: &Identity,
     hello: &Hello,
     outbox: &Outbox,
     ups_changes: &mut mpsc::Receiver<UpsStatus>,
@@ -140,7 +129,7 @@ async fn session(
     backoff: &mut Backoff,
 ) -> SessionEnd {
     let channel = tokio::select! {
-        c = connect(collector) => match c {
+        c = connect(collector, identity) => match c {
             Ok(c) => c,
             Err(e) => return SessionEnd::Lost(e),
         },
