@@ -123,7 +123,9 @@ fn unsafe_free_kill(pid: i32, signal: i32) {
         .status();
 }
 
-/// A collector on loopback with its own data dir and socket.
+/// A collector on loopback with its own data dir and socket. Its PKI
+/// (`nodewarden init`) is made on first start; the join token is kept in
+/// `<dir>/join-token` for [`start_agent`] and [`join`].
 pub struct Collector {
     pub proc: Proc,
     pub dir: PathBuf,
@@ -140,12 +142,24 @@ impl Collector {
         self.dir.join("admin.sock")
     }
 
+    /// The agent link's address (TLS only).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
     }
 
-    /// Starts (or restarts, keeping data) a collector in `dir`.
-    pub async fn start(dir: &Path, port: u16, metrics_port: u16) -> Collector {
+    /// `<dir>/data/pki`: ca.pem, ca.key, server.pem, server.key, tokens.json, certs.json.
+    pub fn pki_dir(dir: &Path) -> PathBuf {
+        dir.join("data").join("pki")
+    }
+
+    /// The join token `nodewarden init` printed (24 h, unlimited uses).
+    pub fn token(&self) -> String {
+        token_of(&self.dir)
+    }
+
+    /// Writes the config and runs `nodewarden init` unless the PKI exists.
+    /// Returns init's stdout ("" when it already existed).
+    pub fn init(dir: &Path, port: u16, metrics_port: u16) -> String {
         let mut f = std::fs::File::create(Self::config_path(dir)).unwrap();
         writeln!(
             f,
@@ -155,6 +169,32 @@ impl Collector {
             dir.join("data").display()
         )
         .unwrap();
+        if Self::pki_dir(dir).join("ca.key").exists() {
+            return String::new();
+        }
+        let out = Command::new(bin("nodewarden"))
+            .arg("init")
+            .arg("--config")
+            .arg(Self::config_path(dir))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "nodewarden init failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = stdout
+            .lines()
+            .find(|l| l.starts_with("NW1::"))
+            .unwrap_or_else(|| panic!("no token in init's output:\n{stdout}"));
+        std::fs::write(dir.join("join-token"), token).unwrap();
+        stdout
+    }
+
+    /// Starts (or restarts, keeping data and PKI) a collector in `dir`.
+    pub async fn start(dir: &Path, port: u16, metrics_port: u16) -> Collector {
+        Self::init(dir, port, metrics_port);
         let log = dir.join(format!(
             "collector-{}.log",
             std::time::SystemTime::now()
@@ -187,9 +227,68 @@ impl Collector {
         .await;
         c
     }
+
+    /// Runs the `nodewarden` CLI against this collector's socket.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("nodewarden"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
 }
 
-/// An agent process reading this machine (or a fixture tree).
+/// The token `nodewarden init` printed for the collector in `dir`.
+pub fn token_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("join-token"))
+        .unwrap_or_else(|_| panic!("no join token in {}: start the collector first", dir.display()))
+}
+
+/// Where the agent called `name` keeps its identity.
+pub fn agent_state_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("agent-{name}"))
+}
+
+/// The agent `name`'s config file (join writes `collector` and `state_dir` in it).
+pub fn agent_config(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("agent-{name}.toml"))
+}
+
+/// Runs `nodewarden-agent --config CONFIG join ADDR TOKEN --node-name NAME
+/// --state-dir STATE` and returns what it did, success or not.
+pub fn join_with(config: &Path, state: &Path, name: &str, addr: &str, token: &str) -> std::process::Output {
+    Command::new(bin("nodewarden-agent"))
+        .arg("--config")
+        .arg(config)
+        .args(["join", addr, token, "--node-name", name, "--state-dir"])
+        .arg(state)
+        .env("NODEWARDEN_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Joins agent `name` to the collector at `collector` (an https URL) with the
+/// token in `dir`; panics with join's output if it fails.
+pub fn join(dir: &Path, name: &str, collector: &str) {
+    let addr = collector.trim_start_matches("https://");
+    let out = join_with(
+        &agent_config(dir, name),
+        &agent_state_dir(dir, name),
+        name,
+        addr,
+        &token_of(dir),
+    );
+    assert!(
+        out.status.success(),
+        "join of {name} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An agent process reading this machine (or a fixture tree). Joins first
+/// (with the token in `dir`) unless `name` has joined already.
 pub fn start_agent(
     dir: &Path,
     name: &str,
@@ -197,10 +296,13 @@ pub fn start_agent(
     interval: &str,
     extra: &[&str],
 ) -> Proc {
+    if !agent_state_dir(dir, name).join("node.pem").exists() {
+        join(dir, name, collector);
+    }
     let log = dir.join(format!("agent-{name}.log"));
     let mut cmd = Command::new(bin("nodewarden-agent"));
     cmd.arg("--config")
-        .arg(dir.join("no-agent-config.toml"))
+        .arg(agent_config(dir, name))
         .args([
             "--collector",
             collector,
@@ -210,9 +312,23 @@ pub fn start_agent(
             interval,
         ])
         .args(extra);
-    // An absent explicit config is an error, so give it an empty one.
-    std::fs::write(dir.join("no-agent-config.toml"), "").unwrap();
     Proc::spawn(&mut cmd, log)
+}
+
+/// Mutual-TLS client config of a joined agent, for tests that speak the
+/// protocol themselves.
+pub fn agent_tls(dir: &Path, name: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    nodewarden_agent::trust::Identity::at(&agent_state_dir(dir, name))
+        .client_config()
+        .unwrap()
+}
+
+/// A channel to the collector over TLS with `config` (no plaintext path).
+pub async fn tls_channel(
+    url: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Channel, String> {
+    nodewarden_agent::trust::connect(url, config).await
 }
 
 /// Admin API client over the collector's Unix socket.

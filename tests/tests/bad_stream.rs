@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use nodewarden_proto::v1::{GetNodeRequest, ListNodesRequest};
-use nodewarden_tests::{Collector, admin, eventually, free_port, start_agent};
+use nodewarden_tests::{Collector, admin, agent_tls, eventually, free_port, start_agent, tls_channel};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Endpoint;
 
 /// Sends raw bytes as gRPC messages, whatever they are.
 #[derive(Default)]
@@ -50,12 +49,10 @@ impl Codec for RawCodec {
 
 /// Opens an AgentLink session and sends `messages` as they are; returns the
 /// status the collector ended the stream with.
-async fn send_raw(url: &str, messages: Vec<Vec<u8>>) -> tonic::Status {
-    let channel = Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+async fn send_raw(dir: &std::path::Path, url: &str, messages: Vec<Vec<u8>>) -> tonic::Status {
+    // A joined node's certificate: without one the stream is refused before
+    // any message is read.
+    let channel = tls_channel(url, agent_tls(dir, "good")).await.unwrap();
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 * 1024 * 1024);
     grpc.ready().await.unwrap();
     let path = http::uri::PathAndQuery::from_static("/nodewarden.v1.AgentLink/Session");
@@ -102,7 +99,7 @@ async fn garbage_and_oversized_messages_close_only_their_stream() {
     .await;
 
     // Not protobuf at all.
-    let garbage = send_raw(&collector.url(), vec![vec![0xff; 64]]).await;
+    let garbage = send_raw(dir.path(), &collector.url(), vec![vec![0xff; 64]]).await;
     assert_ne!(
         garbage.code(),
         tonic::Code::Ok,
@@ -119,7 +116,7 @@ async fn garbage_and_oversized_messages_close_only_their_stream() {
     }
     huge.push(l as u8);
     huge.extend(std::iter::repeat_n(0u8, len));
-    let oversized = send_raw(&collector.url(), vec![huge]).await;
+    let oversized = send_raw(dir.path(), &collector.url(), vec![huge]).await;
     assert_eq!(
         oversized.code(),
         tonic::Code::OutOfRange,

@@ -146,10 +146,14 @@ async fn every_sample_arrives_exactly_once_and_in_order_across_a_collector_crash
 async fn agent_started_before_the_collector_waits_and_connects_logging_once() {
     let dir = tempfile::tempdir().unwrap();
     let (port, mport) = (free_port(), free_port());
+    // Join while the collector is up, then take it down before the agent starts.
+    let mut first = Collector::start(dir.path(), port, mport).await;
+    nodewarden_tests::join(dir.path(), "early", &first.url());
+    first.proc.stop();
     let mut agent = start_agent(
         dir.path(),
         "early",
-        &format!("http://127.0.0.1:{port}"),
+        &format!("https://127.0.0.1:{port}"),
         "1s",
         &[],
     );

@@ -42,6 +42,14 @@ async fn mains_loss_reaches_the_collector_within_a_poll_and_is_recorded() {
         ),
     )
     .unwrap();
+    let joined = nodewarden_tests::join_with(
+        &config,
+        &dir.path().join("agent-state"),
+        "ups-host",
+        &collector.url(),
+        &collector.token(),
+    );
+    assert!(joined.status.success(), "{joined:?}");
     let _agent = Proc::spawn(
         std::process::Command::new(bin("nodewarden-agent"))
             .arg("--config")
