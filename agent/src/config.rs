@@ -166,7 +166,11 @@ mod tests {
     fn a_plaintext_collector_is_refused_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.toml");
-        std::fs::write(&path, "node_name = \"pi\"\ncollector = \"http://10.0.0.2:7150\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "node_name = \"pi\"\ncollector = \"http://10.0.0.2:7150\"\n",
+        )
+        .unwrap();
         let err = AgentConfig::load(&path, true).unwrap_err().to_string();
         assert!(err.contains("agent.toml:2:1: key `collector`"), "{err}");
         assert!(err.contains("https://10.0.0.2:7150"), "{err}");

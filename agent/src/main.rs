@@ -151,7 +151,9 @@ fn join(
             current.node_name.clone()
         }
     });
-    let dir = state_dir.clone().unwrap_or_else(|| current.state_dir.clone());
+    let dir = state_dir
+        .clone()
+        .unwrap_or_else(|| current.state_dir.clone());
     let identity = nodewarden_agent::trust::Identity::at(&dir);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,19 +165,24 @@ fn join(
             return ExitCode::FAILURE;
         }
     };
-    let (url, info) = match runtime.block_on(nodewarden_agent::trust::join(addr, token, &node, &identity)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("nodewarden-agent: join failed: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let (url, info) =
+        match runtime.block_on(nodewarden_agent::trust::join(addr, token, &node, &identity)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("nodewarden-agent: join failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let mut new_text = nodewarden_agent::trust::set_config_key(&text, "collector", &url);
     if let Some(n) = &node_name {
         new_text = nodewarden_agent::trust::set_config_key(&new_text, "node_name", n);
     }
     if let Some(d) = &state_dir {
-        new_text = nodewarden_agent::trust::set_config_key(&new_text, "state_dir", &d.display().to_string());
+        new_text = nodewarden_agent::trust::set_config_key(
+            &new_text,
+            "state_dir",
+            &d.display().to_string(),
+        );
     }
     if let Some(parent) = config_path.parent() {
         let _ = std::fs::create_dir_all(parent);
@@ -259,7 +266,13 @@ fn main() -> ExitCode {
             node_name,
             state_dir,
         }) => {
-            return join(&cli.config, addr, token, node_name.clone(), state_dir.clone());
+            return join(
+                &cli.config,
+                addr,
+                token,
+                node_name.clone(),
+                state_dir.clone(),
+            );
         }
         Some(Command::Run) | None => {}
     }

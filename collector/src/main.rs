@@ -113,7 +113,12 @@ fn pki_paths(path: &std::path::Path, data_dir: Option<PathBuf>) -> Result<PkiPat
     Ok(PkiPaths::of_data_dir(&config.data_dir))
 }
 
-fn init(path: &std::path::Path, data_dir: Option<PathBuf>, san: &[String], force: bool) -> ExitCode {
+fn init(
+    path: &std::path::Path,
+    data_dir: Option<PathBuf>,
+    san: &[String],
+    force: bool,
+) -> ExitCode {
     let paths = match pki_paths(path, data_dir) {
         Ok(p) => p,
         Err(code) => return code,
@@ -122,9 +127,18 @@ fn init(path: &std::path::Path, data_dir: Option<PathBuf>, san: &[String], force
     match pki::init(&paths, &names, force) {
         Ok(report) => {
             pki::files::hand_to_data_dir_owner(&paths);
-            println!("CA created in {} (sha256 {})", paths.dir.display(), report.ca_hash);
-            println!("collector certificate names: {}", report.server_names.join(", "));
-            println!("join token (24 h, any number of nodes; `nodewarden token create` makes more):");
+            println!(
+                "CA created in {} (sha256 {})",
+                paths.dir.display(),
+                report.ca_hash
+            );
+            println!(
+                "collector certificate names: {}",
+                report.server_names.join(", ")
+            );
+            println!(
+                "join token (24 h, any number of nodes; `nodewarden token create` makes more):"
+            );
             println!("{}", report.token);
             println!("on each node: nodewarden-agent join <one-of-the-names-above>:7150 <token>");
             ExitCode::SUCCESS

@@ -31,7 +31,10 @@ impl JoinToken {
             ));
         }
         if ca_hash.len() != 64 || !ca_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("the CA hash in the join token is not 64 hex digits; the token was cut or mistyped".into());
+            return Err(
+                "the CA hash in the join token is not 64 hex digits; the token was cut or mistyped"
+                    .into(),
+            );
         }
         let (id, secret) = split_credential(cred)?;
         Ok(JoinToken {

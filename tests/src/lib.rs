@@ -241,8 +241,12 @@ impl Collector {
 
 /// The token `nodewarden init` printed for the collector in `dir`.
 pub fn token_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("join-token"))
-        .unwrap_or_else(|_| panic!("no join token in {}: start the collector first", dir.display()))
+    std::fs::read_to_string(dir.join("join-token")).unwrap_or_else(|_| {
+        panic!(
+            "no join token in {}: start the collector first",
+            dir.display()
+        )
+    })
 }
 
 /// Where the agent called `name` keeps its identity.
@@ -257,7 +261,13 @@ pub fn agent_config(dir: &Path, name: &str) -> PathBuf {
 
 /// Runs `nodewarden-agent --config CONFIG join ADDR TOKEN --node-name NAME
 /// --state-dir STATE` and returns what it did, success or not.
-pub fn join_with(config: &Path, state: &Path, name: &str, addr: &str, token: &str) -> std::process::Output {
+pub fn join_with(
+    config: &Path,
+    state: &Path,
+    name: &str,
+    addr: &str,
+    token: &str,
+) -> std::process::Output {
     Command::new(bin("nodewarden-agent"))
         .arg("--config")
         .arg(config)

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use nodewarden_proto::v1::{GetNodeRequest, ListNodesRequest};
-use nodewarden_tests::{Collector, admin, agent_tls, eventually, free_port, start_agent, tls_channel};
+use nodewarden_tests::{
+    Collector, admin, agent_tls, eventually, free_port, start_agent, tls_channel,
+};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// Sends raw bytes as gRPC messages, whatever they are.

@@ -114,9 +114,13 @@ pub async fn run(
 
 /// Mutual TLS only: the identity is read on every connect, so a renewed
 /// certificate is used from the next connection on.
-async fn connect(collector: &str, identity: &Identity) -> Result<Channel, String> {
+async fn connect(
+    collector: &str,
+    identity: &Identity,
+    verdict: crate::trust::TlsVerdict,
+) -> Result<Channel, String> {
     let config = identity.client_config()?;
-    crate::trust::connect(collector, config).await
+    crate::trust::connect_watched(collector, config, verdict).await
 }
 
 async fn session(
@@ -128,8 +132,9 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> SessionEnd {
+    let verdict = crate::trust::TlsVerdict::default();
     let channel = tokio::select! {
-        c = connect(collector, identity) => match c {
+        c = connect(collector, identity, verdict.clone()) => match c {
             Ok(c) => c,
             Err(e) => return SessionEnd::Lost(e),
         },
@@ -153,7 +158,11 @@ async fn session(
         Err(status) => {
             return SessionEnd::Lost(format!(
                 "collector refused the stream: {}",
-                status.message()
+                verdict
+                    .lock()
+                    .ok()
+                    .and_then(|v| v.clone())
+                    .unwrap_or_else(|| crate::trust::explain_status(&status, collector))
             ));
         }
     };

@@ -81,12 +81,14 @@ impl Identity {
                 p.display()
             )
         };
-        let ca = CertificateDer::from_pem_file(self.ca()).map_err(|e| not_joined(&self.ca(), &e))?;
+        let ca =
+            CertificateDer::from_pem_file(self.ca()).map_err(|e| not_joined(&self.ca(), &e))?;
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(self.cert())
             .map_err(|e| not_joined(&self.cert(), &e))?
             .collect::<Result<_, _>>()
             .map_err(|e| not_joined(&self.cert(), &e))?;
-        let key = PrivateKeyDer::from_pem_file(self.key()).map_err(|e| not_joined(&self.key(), &e))?;
+        let key =
+            PrivateKeyDer::from_pem_file(self.key()).map_err(|e| not_joined(&self.key(), &e))?;
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(ca)
@@ -101,7 +103,12 @@ impl Identity {
         Ok(Arc::new(config))
     }
 
-    fn store(&self, key_pem: Option<&str>, answer: &JoinResponse, node: &str) -> Result<(), String> {
+    fn store(
+        &self,
+        key_pem: Option<&str>,
+        answer: &JoinResponse,
+        node: &str,
+    ) -> Result<(), String> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -207,6 +214,15 @@ fn describe(e: &std::io::Error, host: &str, port: u16) -> String {
 /// A channel to the collector over TLS with `config`. Every connection goes
 /// through our own connector, so no path exists that skips TLS.
 pub async fn connect(url: &str, config: Arc<ClientConfig>) -> Result<Channel, String> {
+    connect_watched(url, config, TlsVerdict::default()).await
+}
+
+/// [`connect`], noting the collector's TLS verdict in `verdict`.
+pub async fn connect_watched(
+    url: &str,
+    config: Arc<ClientConfig>,
+    verdict: TlsVerdict,
+) -> Result<Channel, String> {
     let (host, port) = host_port(url)?;
     let server_name = ServerName::try_from(host.clone())
         .map_err(|e| format!("`{host}` is not a valid host name: {e}"))?;
@@ -225,6 +241,7 @@ pub async fn connect(url: &str, config: Arc<ClientConfig>) -> Result<Channel, St
     let result = endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let (host, connector, server_name) = (h.clone(), connector.clone(), server_name.clone());
+            let verdict = verdict.clone();
             async move {
                 let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), p))
                     .await
@@ -244,11 +261,15 @@ pub async fn connect(url: &str, config: Arc<ClientConfig>) -> Result<Channel, St
                     {
                         Ok(Ok(tcp)) => {
                             let _ = tcp.set_nodelay(true);
-                            return connector
+                            let tls = connector
                                 .connect(server_name, tcp)
                                 .await
-                                .map(hyper_util::rt::TokioIo::new)
-                                .map_err(|e| std::io::Error::other(describe(&e, &host, p)));
+                                .map_err(|e| std::io::Error::other(describe(&e, &host, p)))?;
+                            return Ok(hyper_util::rt::TokioIo::new(Watched {
+                                inner: tls,
+                                verdict,
+                                host,
+                            }));
                         }
                         Ok(Err(e)) => last = std::io::Error::other(describe(&e, &host, p)),
                         Err(_) => {
@@ -279,6 +300,83 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     last
 }
 
+/// A failed call, told through the TLS error underneath when there is one:
+/// with TLS 1.3 the collector refuses a client certificate only after the
+/// handshake, so the refusal shows up on the first call, not on connect.
+pub fn explain_status(status: &tonic::Status, url: &str) -> String {
+    let host = host_port(url).map(|(h, _)| h).unwrap_or_default();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return verify::explain(tls, &host);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return verify::explain(tls, &host);
+        }
+        source = e.source();
+    }
+    status.message().to_string()
+}
+
+/// The last TLS error the collector's side of a connection caused, e.g. an
+/// alert refusing our certificate, which hyper reports only as a broken pipe.
+pub type TlsVerdict = Arc<std::sync::Mutex<Option<String>>>;
+
+/// A TLS stream that notes the TLS errors it reads into a [`TlsVerdict`].
+struct Watched {
+    inner: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    verdict: TlsVerdict,
+    host: String,
+}
+
+impl Watched {
+    fn note(&self, e: &std::io::Error) {
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+            && let Ok(mut v) = self.verdict.lock()
+        {
+            *v = Some(verify::explain(tls, &self.host));
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Err(e)) = &r {
+            self.note(e);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 fn key_and_csr(node: &str) -> Result<(String, Vec<u8>), String> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| format!("cannot make a key: {e}"))?;
@@ -295,14 +393,21 @@ fn key_and_csr(node: &str) -> Result<(String, Vec<u8>), String> {
 /// `nodewarden-agent join`: makes a key here, proves the token, checks the
 /// collector by the CA hash in the token, stores the certificate. Returns
 /// the https URL to put in the config.
-pub async fn join(addr: &str, token: &str, node: &str, identity: &Identity) -> Result<(String, CertInfo), String> {
+pub async fn join(
+    addr: &str,
+    token: &str,
+    node: &str,
+    identity: &Identity,
+) -> Result<(String, CertInfo), String> {
     let token = JoinToken::parse(token)?;
     let url = collector_url(addr)?;
     let mut config = ClientConfig::builder_with_provider(verify::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verify::FingerprintVerifier::new(&token.ca_hash)))
+        .with_custom_certificate_verifier(Arc::new(verify::FingerprintVerifier::new(
+            &token.ca_hash,
+        )))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let channel = connect(&url, Arc::new(config)).await?;
@@ -397,7 +502,12 @@ pub fn hand_to_service_user(identity: &Identity) {
     };
     let (uid, gid) = (Some(user.uid), Some(user.gid));
     let _ = nix::unistd::chown(&identity.dir, uid, gid);
-    for p in [identity.ca(), identity.cert(), identity.key(), identity.info_path()] {
+    for p in [
+        identity.ca(),
+        identity.cert(),
+        identity.key(),
+        identity.info_path(),
+    ] {
         let _ = nix::unistd::chown(&p, uid, gid);
     }
 }
@@ -452,7 +562,11 @@ mod tests {
         assert_eq!(collector_url("srv:9000").unwrap(), "https://srv:9000");
         assert_eq!(collector_url("https://srv:1/").unwrap(), "https://srv:1");
         assert_eq!(collector_url("::1").unwrap(), "https://[::1]:7150");
-        assert!(collector_url("http://srv:7150").unwrap_err().contains("plaintext"));
+        assert!(
+            collector_url("http://srv:7150")
+                .unwrap_err()
+                .contains("plaintext")
+        );
     }
 
     #[test]

@@ -173,7 +173,9 @@ pub fn explain(e: &Error, host: &str) -> String {
                 presented.join(", ")
             )
         }
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+        Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => format!(
             "the collector at {host} is not signed by the CA this node joined: a different collector, or its CA was re-created (`init --force`); join again with a new token"
         ),
         Error::AlertReceived(alert) => format!(

@@ -81,7 +81,10 @@ async fn execute(cmd: TrustCommand, opts: &QueryOptions) -> Result<String, CliEr
         }
         TrustCommand::Token(TokenCommand::List) => {
             let r = client.list_tokens(ListTokensRequest {}).await?.into_inner();
-            let mut out = format!("{:<14} {:<22} {:<8} {:<6} {}\n", "ID", "EXPIRES", "USES", "USED", "DESCRIPTION");
+            let mut out = format!(
+                "{:<14} {:<22} {:<8} {:<6} {}\n",
+                "ID", "EXPIRES", "USES", "USED", "DESCRIPTION"
+            );
             for t in r.tokens {
                 let uses = if t.unlimited {
                     "any".to_string()
@@ -113,7 +116,11 @@ async fn execute(cmd: TrustCommand, opts: &QueryOptions) -> Result<String, CliEr
             format!(
                 "node {name} removed: {} certificate(s) revoked{}; to bring it back, join it again with a new token\n",
                 r.revoked_certificates,
-                if r.disconnected { ", its stream closed" } else { "" }
+                if r.disconnected {
+                    ", its stream closed"
+                } else {
+                    ""
+                }
             )
         }
     })

@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -199,7 +198,10 @@ pub fn default_server_names(extra: &[String]) -> Vec<String> {
             for line in hosts.lines() {
                 let line = line.split('#').next().unwrap_or("");
                 let fields: Vec<&str> = line.split_whitespace().skip(1).collect();
-                if fields.iter().any(|f| *f == host || f.starts_with(&format!("{host}."))) {
+                if fields
+                    .iter()
+                    .any(|f| *f == host || f.starts_with(&format!("{host}.")))
+                {
                     for f in fields {
                         if f.starts_with(&format!("{host}.")) {
                             add(f.to_string());
@@ -471,11 +473,9 @@ impl Authority {
     /// The collector's private key.
     pub fn server_key(&self) -> Result<PrivateKeyDer<'static>, PkiError> {
         use rustls::pki_types::pem::PemObject;
-        PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).map_err(|e| {
-            PkiError::Parse {
-                path: self.paths.server_key(),
-                message: e.to_string(),
-            }
+        PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).map_err(|e| PkiError::Parse {
+            path: self.paths.server_key(),
+            message: e.to_string(),
         })
     }
 
@@ -537,7 +537,8 @@ impl Authority {
 
     /// Checks and spends a token credential (`<id>.<secret>`).
     pub fn redeem(&self, credential: &str) -> Result<String, TokenRefused> {
-        let (id, secret) = token::split_credential(credential).map_err(|_| TokenRefused::Unknown)?;
+        let (id, secret) =
+            token::split_credential(credential).map_err(|_| TokenRefused::Unknown)?;
         let mut state = lock(&self.state);
         let mut tokens = state.tokens.clone();
         tokens.redeem(&id, &secret, now_ms())?;
@@ -605,7 +606,11 @@ impl Authority {
         let mut certs = state.certs.clone();
         let mut n = 0;
         let mut serials = Vec::new();
-        for c in certs.certs.iter_mut().filter(|c| c.node == node && !c.revoked) {
+        for c in certs
+            .certs
+            .iter_mut()
+            .filter(|c| c.node == node && !c.revoked)
+        {
             c.revoked = true;
             serials.push(c.serial.clone());
             n += 1;

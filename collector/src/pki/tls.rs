@@ -46,9 +46,15 @@ impl ClientCertVerifier for NodeVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         if let Some((_, serial)) = super::node_identity(end_entity) {
-            let revoked = self.revoked.read().map(|r| r.contains(&serial)).unwrap_or(true);
+            let revoked = self
+                .revoked
+                .read()
+                .map(|r| r.contains(&serial))
+                .unwrap_or(true);
             if revoked {
                 return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
             }
@@ -107,15 +113,18 @@ pub fn server_config(auth: &Authority) -> Result<Arc<ServerConfig>, PkiError> {
 
 /// The node a call comes from, by its client certificate (verified at the
 /// handshake), or PERMISSION_DENIED/UNAUTHENTICATED.
-pub fn require_node<T>(auth: &Authority, request: &tonic::Request<T>) -> Result<String, tonic::Status> {
+pub fn require_node<T>(
+    auth: &Authority,
+    request: &tonic::Request<T>,
+) -> Result<String, tonic::Status> {
     let certs = request.peer_certs().ok_or_else(|| {
         tonic::Status::unauthenticated(
             "a client certificate is required: join first (`nodewarden-agent join ADDR TOKEN`)",
         )
     })?;
-    let leaf = certs.first().ok_or_else(|| {
-        tonic::Status::unauthenticated("a client certificate is required")
-    })?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| tonic::Status::unauthenticated("a client certificate is required"))?;
     let (node, serial) = super::node_identity(leaf).ok_or_else(|| {
         tonic::Status::permission_denied("the client certificate names no nodewarden node")
     })?;

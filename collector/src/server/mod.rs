@@ -211,8 +211,10 @@ pub async fn serve(
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin_service = AdminServer::new(admin::AdminService::new(hub.clone()));
     let join_service = JoinServer::new(trust::JoinService::new(authority.clone()));
-    let trust_admin_service =
-        TrustAdminServer::new(trust::TrustAdminService::new(authority.clone(), hub.clone()));
+    let trust_admin_service = TrustAdminServer::new(trust::TrustAdminService::new(
+        authority.clone(),
+        hub.clone(),
+    ));
     let policy = auth::Policy::new(&config.admin_group);
     let tls_incoming = tls_accept(link_listener, tls_config, shutdown.clone());
 
@@ -230,7 +232,9 @@ pub async fn serve(
     let mut stop = shutdown.clone();
     let admin_server = tokio::spawn(
         tonic::transport::Server::builder()
-            .layer(tonic::service::InterceptorLayer::new(move |r| policy.stamp(r)))
+            .layer(tonic::service::InterceptorLayer::new(move |r| {
+                policy.stamp(r)
+            }))
             .add_service(admin_service)
             .add_service(trust_admin_service)
             .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), async move {

@@ -82,7 +82,10 @@ impl Join for JoinService {
         Ok(self.answer(cert))
     }
 
-    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<JoinResponse>, Status> {
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<JoinResponse>, Status> {
         let node = tls::require_node(&self.auth, &request)?;
         let csr = request.into_inner().csr_der;
         let auth = self.auth.clone();
