@@ -545,8 +545,11 @@ fn evict(st: &mut State, ns: &str, name: &str, r: &Req<'_>) -> Reply {
         Ok(b) => b,
         Err(e) => return status(400, "BadRequest", format!("error decoding Eviction: {e}"), None),
     };
-    let api = body["apiVersion"].as_str().unwrap_or("");
-    if body["kind"] != "Eviction" || !matches!(api, "policy/v1" | "policy/v1beta1") {
+    // Like the real decoder, a body without apiVersion/kind is taken as the
+    // endpoint's own version (policy/v1 Eviction).
+    let api = body["apiVersion"].as_str().unwrap_or("policy/v1");
+    let kind = body["kind"].as_str().unwrap_or("Eviction");
+    if kind != "Eviction" || !matches!(api, "policy/v1" | "policy/v1beta1") {
         return status(400, "BadRequest", format!("Eviction in version \"{api}\" cannot be handled as a Eviction: the object kind must be Eviction in policy/v1 or policy/v1beta1"), None);
     }
     if let Some(n) = body["metadata"]["name"].as_str() {
@@ -555,8 +558,12 @@ fn evict(st: &mut State, ns: &str, name: &str, r: &Req<'_>) -> Reply {
         }
     }
     if let Some(code) = st.fail_eviction.get(&key).copied() {
-        let reason = if code == 500 { "InternalError" } else { "ServiceUnavailable" };
-        return status(code, reason, format!("Internal error occurred: injected failure evicting pod {ns}/{name}"), Some(json!({"causes": [{"message": "injected by the fake"}]})));
+        return match code {
+            404 => not_found("pods", name),
+            429 => status(429, "TooManyRequests", "Too many requests, please try again later.".into(), Some(json!({"retryAfterSeconds": 1}))),
+            500 => status(500, "InternalError", format!("Internal error occurred: injected failure evicting pod {ns}/{name}"), Some(json!({"causes": [{"message": "injected by the fake"}]}))),
+            c => status(c, "ServiceUnavailable", "the server is currently unable to handle the request".into(), None),
+        };
     }
     let Some(entry) = st.pods.get(&key) else { return not_found("pods", name) };
     let grace = body["deleteOptions"]["gracePeriodSeconds"].as_i64();
