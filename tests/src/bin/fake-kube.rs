@@ -3,6 +3,7 @@
 //! `kubeconfig PATH` on stdout, then serves until killed. Control it with
 //! `/fake/*` requests (see docs/testing-kubernetes.md).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use nodewarden_tests::fakekube::{FakeKube, Scenario};
@@ -41,7 +42,11 @@ async fn main() {
         eprintln!("fake-kube: cannot listen: {e}");
         std::process::exit(1)
     });
-    println!("url {}", fake.url());
-    println!("kubeconfig {}", fake.kubeconfig().display());
+    // Whoever started us may stop reading after the url line; a closed
+    // stdout must not end the server.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "url {}", fake.url());
+    let _ = writeln!(out, "kubeconfig {}", fake.kubeconfig().display());
+    let _ = out.flush();
     let _ = tokio::signal::ctrl_c().await;
 }

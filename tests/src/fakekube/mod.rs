@@ -289,3 +289,56 @@ fn control(state: &Arc<Mutex<State>>, method: &str, what: &str, query: &str) -> 
         _ => (404, json!({"error": format!("unknown control endpoint {method} /fake/{what}")})),
     }
 }
+
+/// The `fake-kube` binary run as a separate process (for kubectl and demos).
+pub struct FakeKubeProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// The kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeKubeProcess {
+    /// Starts `fake-kube` (built next to the test executable) on `scenario` JSON.
+    pub fn spawn(scenario: &str) -> FakeKubeProcess {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scenario_path = dir.path().join("scenario.json");
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        std::fs::write(&scenario_path, scenario).expect("write scenario");
+        let mut child = std::process::Command::new(crate::bin("fake-kube"))
+            .arg("--scenario")
+            .arg(&scenario_path)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn fake-kube");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("read url line");
+        let url = line.trim().strip_prefix("url ").expect("fake-kube prints `url ...` first").to_string();
+        FakeKubeProcess { child, url, kubeconfig, _dir: dir }
+    }
+
+    /// Sends a control request, e.g. `("POST", "/fake/pdb?namespace=default&name=web&minAvailable=1")`.
+    pub fn control(&self, method: &str, path_and_query: &str) -> Value {
+        use std::io::{Read, Write};
+        let host = self.url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).expect("connect to fake-kube");
+        write!(s, "{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("send");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for FakeKubeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
