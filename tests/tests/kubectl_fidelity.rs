@@ -78,7 +78,13 @@ fn state(fake: &FakeKubeProcess) -> Value {
 }
 
 fn node(fake: &FakeKubeProcess, name: &str) -> Value {
-    state(fake)["nodes"].as_array().unwrap().iter().find(|n| n["metadata"]["name"] == name).unwrap().clone()
+    state(fake)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["metadata"]["name"] == name)
+        .unwrap()
+        .clone()
 }
 
 fn pods_on(fake: &FakeKubeProcess, node: &str) -> Vec<String> {
@@ -94,12 +100,19 @@ fn pods_on(fake: &FakeKubeProcess, node: &str) -> Vec<String> {
 }
 
 fn pod(fake: &FakeKubeProcess, name: &str) -> Option<Value> {
-    state(fake)["pods"].as_array().unwrap().iter().find(|p| p["metadata"]["name"] == name).cloned()
+    state(fake)["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["metadata"]["name"] == name)
+        .cloned()
 }
 
 /// `kubectl get nodes` columns split on whitespace, by node name.
 fn node_rows(out: &str) -> Vec<Vec<String>> {
-    out.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect()
+    out.lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
 }
 
 fn check(kubectl: &PathBuf) {
@@ -108,10 +121,22 @@ fn check(kubectl: &PathBuf) {
     eprintln!("holding the fake to {who}");
 
     let out = run(kubectl, &fake, &["get", "nodes"]);
-    assert!(out.status.success(), "{who} get nodes: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{who} get nodes: {}",
+        text(&out.stderr)
+    );
     let rows = node_rows(&text(&out.stdout));
-    assert_eq!(rows[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION"], "{who}");
-    assert_eq!(rows[1][..3], ["s1", "Ready", "control-plane,etcd,master"], "{who}");
+    assert_eq!(
+        rows[0],
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
+        "{who}"
+    );
+    assert_eq!(
+        rows[1][..3],
+        ["s1", "Ready", "control-plane,etcd,master"],
+        "{who}"
+    );
     assert_eq!(rows[2][..3], ["w1", "Ready", "<none>"], "{who}");
     assert_eq!(rows.len(), 4);
 
@@ -120,12 +145,23 @@ fn check(kubectl: &PathBuf) {
     assert_eq!(text(&out.stdout).trim(), "node/w1 cordoned", "{who}");
     let n = node(&fake, "w1");
     assert_eq!(n["spec"]["unschedulable"], true);
-    assert_eq!(n["spec"]["taints"][0]["key"], "node.kubernetes.io/unschedulable");
+    assert_eq!(
+        n["spec"]["taints"][0]["key"],
+        "node.kubernetes.io/unschedulable"
+    );
     let out = run(kubectl, &fake, &["cordon", "w1"]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).trim(), "node/w1 already cordoned", "{who}");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "node/w1 already cordoned",
+        "{who}"
+    );
     let out = run(kubectl, &fake, &["get", "nodes", "w1"]);
-    assert_eq!(node_rows(&text(&out.stdout))[1][1], "Ready,SchedulingDisabled", "{who}");
+    assert_eq!(
+        node_rows(&text(&out.stdout))[1][1],
+        "Ready,SchedulingDisabled",
+        "{who}"
+    );
 
     // Drain while the PDB allows no disruption; let it through once kubectl
     // has been refused.
@@ -135,7 +171,13 @@ fn check(kubectl: &PathBuf) {
         std::thread::spawn(move || {
             Command::new(kubectl)
                 .env("KUBECONFIG", kubeconfig)
-                .args(["drain", "w1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s"])
+                .args([
+                    "drain",
+                    "w1",
+                    "--ignore-daemonsets",
+                    "--delete-emptydir-data",
+                    "--timeout=120s",
+                ])
                 .output()
                 .expect("run kubectl drain")
         })
@@ -143,30 +185,51 @@ fn check(kubectl: &PathBuf) {
     let t0 = Instant::now();
     loop {
         let log = fake.control("GET", "/fake/requests");
-        let refused = log.as_array().unwrap().iter().any(|r| r["path"] == "/api/v1/namespaces/default/pods/web-0/eviction" && r["status"] == 429);
+        let refused = log.as_array().unwrap().iter().any(|r| {
+            r["path"] == "/api/v1/namespaces/default/pods/web-0/eviction" && r["status"] == 429
+        });
         if refused {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "{who} never tried to evict web-0");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{who} never tried to evict web-0"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(pod(&fake, "web-0").is_some());
-    fake.control("POST", "/fake/pdb?namespace=default&name=web&minAvailable=1");
+    fake.control(
+        "POST",
+        "/fake/pdb?namespace=default&name=web&minAvailable=1",
+    );
     let out = drain.join().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "{who} drain failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "{who} drain failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("node/w1 already cordoned"), "{stdout}");
     assert!(stdout.contains("evicting pod default/web-0"), "{stdout}");
     assert!(stdout.contains("pod/web-0 evicted"), "{stdout}");
     assert!(stdout.contains("pod/cache-7f9c4-abcde evicted"), "{stdout}");
     assert!(stdout.trim_end().ends_with("node/w1 drained"), "{stdout}");
-    assert!(stderr.contains("Warning: ignoring DaemonSet-managed Pods: kube-system/svclb-traefik-w1"), "{stderr}");
+    assert!(
+        stderr.contains("Warning: ignoring DaemonSet-managed Pods: kube-system/svclb-traefik-w1"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("error when evicting pods/\"web-0\" -n \"default\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget."),
         "{stderr}"
     );
-    assert!(!stdout.contains("static-w1") && !stderr.contains("static-w1"), "mirror pods are passed over silently");
-    assert_eq!(pods_on(&fake, "w1"), ["static-w1", "svclb-traefik-w1"], "{who}");
+    assert!(
+        !stdout.contains("static-w1") && !stderr.contains("static-w1"),
+        "mirror pods are passed over silently"
+    );
+    assert_eq!(
+        pods_on(&fake, "w1"),
+        ["static-w1", "svclb-traefik-w1"],
+        "{who}"
+    );
     let web0 = pod(&fake, "web-0").expect("StatefulSet recreated web-0");
     assert_ne!(web0["metadata"]["uid"], old_web0);
     assert_ne!(web0["spec"]["nodeName"], "w1");
@@ -186,14 +249,26 @@ fn check(kubectl: &PathBuf) {
         assert!(out.status.success(), "{who}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout).trim(), format!("node/{n} uncordoned"));
         let nd = node(&fake, n);
-        assert!(nd["spec"].get("unschedulable").is_none() && nd["spec"].get("taints").is_none(), "{nd}");
+        assert!(
+            nd["spec"].get("unschedulable").is_none() && nd["spec"].get("taints").is_none(),
+            "{nd}"
+        );
     }
     let out = run(kubectl, &fake, &["get", "nodes"]);
-    assert!(node_rows(&text(&out.stdout))[1..].iter().all(|r| r[1] == "Ready"), "{}", text(&out.stdout));
+    assert!(
+        node_rows(&text(&out.stdout))[1..]
+            .iter()
+            .all(|r| r[1] == "Ready"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = run(kubectl, &fake, &["get", "node", "nosuch"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).trim(), "Error from server (NotFound): nodes \"nosuch\" not found");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "Error from server (NotFound): nodes \"nosuch\" not found"
+    );
 }
 
 #[test]

@@ -32,7 +32,9 @@ impl CordonRecord {
             cordoned_at: a.get(ANNOTATION_CORDONED_AT)?.clone(),
             // A record without the flag is treated as "was cordoned": leaving a
             // node cordoned is safer than uncordoning an admin's cordon.
-            was_unschedulable: a.get(ANNOTATION_WAS_UNSCHEDULABLE).is_none_or(|v| v != "false"),
+            was_unschedulable: a
+                .get(ANNOTATION_WAS_UNSCHEDULABLE)
+                .is_none_or(|v| v != "false"),
             newly_recorded: false,
         })
     }
@@ -63,13 +65,17 @@ impl KubeCluster {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut last = None;
         for _ in 0..CONFLICT_ATTEMPTS {
-            let n = self.bounded(format!("get node {node}"), api.get(node)).await?;
-            let unschedulable = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+            let n = self
+                .bounded(format!("get node {node}"), api.get(node))
+                .await?;
+            let unschedulable = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
             let existing = CordonRecord::from_node(&n);
-            if let Some(rec) = &existing {
-                if unschedulable {
-                    return Ok(rec.clone());
-                }
+            if let Some(rec) = existing.as_ref().filter(|_| unschedulable) {
+                return Ok(rec.clone());
             }
             let record = existing.clone().unwrap_or(CordonRecord {
                 cordoned_at: Timestamp::now().to_string(),
@@ -90,13 +96,22 @@ impl KubeCluster {
                 "spec": {"unschedulable": true},
             });
             let pp = PatchParams::default();
-            match self.bounded(format!("cordon node {node}"), api.patch(node, &pp, &Patch::Merge(&patch))).await {
+            match self
+                .bounded(
+                    format!("cordon node {node}"),
+                    api.patch(node, &pp, &Patch::Merge(&patch)),
+                )
+                .await
+            {
                 Ok(_) => return Ok(record),
                 Err(e) if e.code() == Some(409) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(ClusterError::Timeout { what: format!("cordon node {node}"), after: self.settings.request_timeout }))
+        Err(last.unwrap_or(ClusterError::Timeout {
+            what: format!("cordon node {node}"),
+            after: self.settings.request_timeout,
+        }))
     }
 
     /// Uncordons `node` only if our record says we cordoned it and it was
@@ -105,7 +120,10 @@ impl KubeCluster {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut last = None;
         for _ in 0..CONFLICT_ATTEMPTS {
-            let Some(n) = self.bounded(format!("get node {node}"), api.get_opt(node)).await? else {
+            let Some(n) = self
+                .bounded(format!("get node {node}"), api.get_opt(node))
+                .await?
+            else {
                 return Ok(UncordonOutcome::NodeGone);
             };
             let Some(rec) = CordonRecord::from_node(&n) else {
@@ -124,13 +142,22 @@ impl KubeCluster {
                 UncordonOutcome::Uncordoned
             };
             let pp = PatchParams::default();
-            match self.bounded(format!("uncordon node {node}"), api.patch(node, &pp, &Patch::Merge(&patch))).await {
+            match self
+                .bounded(
+                    format!("uncordon node {node}"),
+                    api.patch(node, &pp, &Patch::Merge(&patch)),
+                )
+                .await
+            {
                 Ok(_) => return Ok(outcome),
                 Err(e) if e.code() == Some(409) => last = Some(e),
                 Err(e) if e.code() == Some(404) => return Ok(UncordonOutcome::NodeGone),
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(ClusterError::Timeout { what: format!("uncordon node {node}"), after: self.settings.request_timeout }))
+        Err(last.unwrap_or(ClusterError::Timeout {
+            what: format!("uncordon node {node}"),
+            after: self.settings.request_timeout,
+        }))
     }
 }

@@ -151,7 +151,11 @@ pub struct NodeDrainPlan {
 impl NodeDrainPlan {
     /// The longest grace period among the pods to evict: the least a drain takes.
     pub fn longest_grace_seconds(&self) -> i64 {
-        self.evict.iter().map(|e| e.grace_seconds).max().unwrap_or(0)
+        self.evict
+            .iter()
+            .map(|e| e.grace_seconds)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -164,20 +168,36 @@ fn pod_ref(p: &Pod) -> PodRef {
 }
 
 fn controller_kind(p: &Pod) -> Option<String> {
-    p.metadata.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true)).map(|o| o.kind.clone())
+    p.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.kind.clone())
 }
 
 fn skip_reason(p: &Pod) -> Option<SkipReason> {
-    if p.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)) {
+    if p.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+    {
         return Some(SkipReason::Mirror);
     }
     (controller_kind(p).as_deref() == Some("DaemonSet")).then_some(SkipReason::DaemonSet)
 }
 
 /// metav1.LabelSelector semantics: a null selector matches nothing, an empty one everything.
-fn selector_matches(sel: Option<&LabelSelector>, labels: &std::collections::BTreeMap<String, String>) -> bool {
+fn selector_matches(
+    sel: Option<&LabelSelector>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
     let Some(sel) = sel else { return false };
-    let by_labels = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let by_labels = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
     let by_exprs = sel.match_expressions.iter().flatten().all(|e| {
         let values = e.values.clone().unwrap_or_default();
         let got = labels.get(&e.key);
@@ -202,10 +222,14 @@ enum Fate {
 impl KubeCluster {
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, ClusterError> {
         let api: Api<Pod> = Api::all(self.client.clone());
-        let mut lp = ListParams::default().fields(&format!("spec.nodeName={node}")).limit(500);
+        let mut lp = ListParams::default()
+            .fields(&format!("spec.nodeName={node}"))
+            .limit(500);
         let mut out = vec![];
         loop {
-            let page = self.bounded(format!("list pods on {node}"), api.list(&lp)).await?;
+            let page = self
+                .bounded(format!("list pods on {node}"), api.list(&lp))
+                .await?;
             out.extend(page.items);
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(c) => lp = lp.continue_token(&c),
@@ -219,10 +243,18 @@ impl KubeCluster {
     /// is in the report.
     pub async fn drain(&self, node: &str, deadline: Instant) -> Result<DrainReport, ClusterError> {
         let started = Instant::now();
-        let limit = self.settings.request_timeout.min(deadline.saturating_duration_since(started));
+        let limit = self
+            .settings
+            .request_timeout
+            .min(deadline.saturating_duration_since(started));
         let pods = match tokio::time::timeout(limit, self.pods_on(node)).await {
             Ok(r) => r?,
-            Err(_) => return Err(ClusterError::Timeout { what: format!("list pods on {node}"), after: limit }),
+            Err(_) => {
+                return Err(ClusterError::Timeout {
+                    what: format!("list pods on {node}"),
+                    after: limit,
+                });
+            }
         };
         let mut report = DrainReport {
             node: node.to_string(),
@@ -267,7 +299,11 @@ impl KubeCluster {
     /// would silently drop a grace-period override.
     fn eviction(&self, pod: &PodRef) -> Eviction {
         Eviction {
-            metadata: ObjectMeta { name: Some(pod.name.clone()), namespace: Some(pod.namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(pod.name.clone()),
+                namespace: Some(pod.namespace.clone()),
+                ..Default::default()
+            },
             delete_options: Some(DeleteOptions {
                 grace_period_seconds: self.settings.eviction_grace_seconds,
                 ..Default::default()
@@ -287,7 +323,9 @@ impl KubeCluster {
                 return match (refusal, error) {
                     (Some(r), _) => Fate::Blocked(r),
                     (None, Some(e)) => Fate::Failed(e),
-                    (None, None) => Fate::Failed("deadline passed before the eviction was sent".into()),
+                    (None, None) => {
+                        Fate::Failed("deadline passed before the eviction was sent".into())
+                    }
                 };
             }
             let limit = self.settings.request_timeout.min(remaining);
@@ -296,11 +334,15 @@ impl KubeCluster {
                 Ok(Ok(_)) => break,
                 Ok(Err(kube::Error::Api(s))) if s.code == 404 => return Fate::Gone,
                 Ok(Err(kube::Error::Api(s))) if s.code == 429 => {
-                    let budget = s.details.as_ref().and_then(|d| d.causes.iter().find(|c| c.reason == "DisruptionBudget"));
+                    let budget = s
+                        .details
+                        .as_ref()
+                        .and_then(|d| d.causes.iter().find(|c| c.reason == "DisruptionBudget"));
                     match budget {
                         Some(c) => {
                             tracing::info!(pod = %pod, "eviction refused by a disruption budget, retrying: {}", c.message);
-                            refusal = Some(format!("{} {}", s.message, c.message).trim().to_string());
+                            refusal =
+                                Some(format!("{} {}", s.message, c.message).trim().to_string());
                         }
                         None => error = Some(format!("429 {}: {}", s.reason, s.message)),
                     }
@@ -308,10 +350,17 @@ impl KubeCluster {
                 Ok(Err(e)) => {
                     tracing::warn!(pod = %pod, "eviction failed, retrying: {e}");
                     refusal = None;
-                    error = Some(ClusterError::from_kube(format!("evict pod {pod}"), e).to_string());
+                    error =
+                        Some(ClusterError::from_kube(format!("evict pod {pod}"), e).to_string());
                 }
                 Err(_) => {
-                    error = Some(ClusterError::Timeout { what: format!("evict pod {pod}"), after: limit }.to_string());
+                    error = Some(
+                        ClusterError::Timeout {
+                            what: format!("evict pod {pod}"),
+                            after: limit,
+                        }
+                        .to_string(),
+                    );
                 }
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -319,10 +368,16 @@ impl KubeCluster {
         }
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let limit = self.settings.request_timeout.min(remaining).max(Duration::from_millis(1));
+            let limit = self
+                .settings
+                .request_timeout
+                .min(remaining)
+                .max(Duration::from_millis(1));
             match tokio::time::timeout(limit, api.get_opt(&pod.name)).await {
                 Ok(Ok(None)) => return Fate::Gone,
-                Ok(Ok(Some(p))) if p.metadata.uid.as_deref() != Some(pod.uid.as_str()) => return Fate::Gone,
+                Ok(Ok(Some(p))) if p.metadata.uid.as_deref() != Some(pod.uid.as_str()) => {
+                    return Fate::Gone;
+                }
                 Ok(Ok(Some(_))) => {}
                 Ok(Err(e)) => tracing::debug!(pod = %pod, "checking an evicted pod failed: {e}"),
                 Err(_) => {}
@@ -339,8 +394,19 @@ impl KubeCluster {
     pub async fn drain_plan(&self, node: &str) -> Result<NodeDrainPlan, ClusterError> {
         let pods = self.pods_on(node).await?;
         let pdb_api: Api<PodDisruptionBudget> = Api::all(self.client.clone());
-        let pdbs = self.bounded("list pod disruption budgets", pdb_api.list(&ListParams::default())).await?.items;
-        let mut plan = NodeDrainPlan { node: node.to_string(), evict: vec![], skipped: vec![], blocking_pdbs: vec![] };
+        let pdbs = self
+            .bounded(
+                "list pod disruption budgets",
+                pdb_api.list(&ListParams::default()),
+            )
+            .await?
+            .items;
+        let mut plan = NodeDrainPlan {
+            node: node.to_string(),
+            evict: vec![],
+            skipped: vec![],
+            blocking_pdbs: vec![],
+        };
         for p in &pods {
             let pod = pod_ref(p);
             if let Some(reason) = skip_reason(p) {
@@ -352,11 +418,20 @@ impl KubeCluster {
                 b.metadata.namespace == p.metadata.namespace
                     && selector_matches(b.spec.as_ref().and_then(|s| s.selector.as_ref()), &labels)
             });
-            let allowed = pdb.and_then(|b| b.status.as_ref()).map(|s| s.disruptions_allowed);
+            let allowed = pdb
+                .and_then(|b| b.status.as_ref())
+                .map(|s| s.disruptions_allowed);
             let blocks = pdb.is_some() && allowed.unwrap_or(0) <= 0;
             if let (true, Some(b)) = (blocks, pdb) {
-                let (ns, name) = (b.metadata.namespace.clone().unwrap_or_default(), b.metadata.name.clone().unwrap_or_default());
-                match plan.blocking_pdbs.iter_mut().find(|x| x.namespace == ns && x.name == name) {
+                let (ns, name) = (
+                    b.metadata.namespace.clone().unwrap_or_default(),
+                    b.metadata.name.clone().unwrap_or_default(),
+                );
+                match plan
+                    .blocking_pdbs
+                    .iter_mut()
+                    .find(|x| x.namespace == ns && x.name == name)
+                {
                     Some(x) => x.pods.push(pod.name.clone()),
                     None => {
                         let st = b.status.clone().unwrap_or_default();
@@ -371,7 +446,11 @@ impl KubeCluster {
                     }
                 }
             }
-            let own_grace = p.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+            let own_grace = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
             plan.evict.push(PlannedEviction {
                 grace_seconds: self.settings.eviction_grace_seconds.unwrap_or(own_grace),
                 owner_kind: controller_kind(p),

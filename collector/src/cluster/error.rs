@@ -6,7 +6,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// No usable kubeconfig / in-cluster config.
-    #[error("cannot load the Kubernetes client config from {source_of_config}: {message}; set [kubernetes] kubeconfig in the collector config or pass --kubeconfig")]
+    #[error(
+        "cannot load the Kubernetes client config from {source_of_config}: {message}; set [kubernetes] kubeconfig in the collector config or pass --kubeconfig"
+    )]
     Config {
         /// Where we looked.
         source_of_config: String,
@@ -47,8 +49,16 @@ pub enum ClusterError {
 impl ClusterError {
     pub(crate) fn from_kube(what: String, e: kube::Error) -> ClusterError {
         match e {
-            kube::Error::Api(s) => ClusterError::Api { what, code: s.code, reason: s.reason.clone(), message: s.message.clone() },
-            other => ClusterError::Transport { what, source: other },
+            kube::Error::Api(s) => ClusterError::Api {
+                what,
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            other => ClusterError::Transport {
+                what,
+                source: other,
+            },
         }
     }
 

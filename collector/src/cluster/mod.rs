@@ -9,15 +9,19 @@ mod drain;
 mod error;
 mod settings;
 
-
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, ListParams};
 
-pub use cordon::{ANNOTATION_CORDONED_AT, ANNOTATION_WAS_UNSCHEDULABLE, CordonRecord, UncordonOutcome};
-pub use drain::{BlockedPod, DrainReport, FailedPod, NodeDrainPlan, PdbBlock, PlannedEviction, PodRef, SkipReason, SkippedPod};
+pub use cordon::{
+    ANNOTATION_CORDONED_AT, ANNOTATION_WAS_UNSCHEDULABLE, CordonRecord, UncordonOutcome,
+};
+pub use drain::{
+    BlockedPod, DrainReport, FailedPod, NodeDrainPlan, PdbBlock, PlannedEviction, PodRef,
+    SkipReason, SkippedPod,
+};
 pub use error::ClusterError;
 pub use settings::{DEFAULT_KUBECONFIG, KubeSettings};
 
@@ -55,7 +59,9 @@ pub struct KubeCluster {
 
 impl std::fmt::Debug for KubeCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeCluster").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("KubeCluster")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +82,10 @@ impl KubeCluster {
             source_of_config: settings.describe_source(),
             message: e.to_string(),
         })?;
-        Ok(KubeCluster { client, settings: settings.clone() })
+        Ok(KubeCluster {
+            client,
+            settings: settings.clone(),
+        })
     }
 
     /// The settings this connection was made with.
@@ -90,7 +99,8 @@ impl KubeCluster {
         what: impl Into<String>,
         fut: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, ClusterError> {
-        self.bounded_by(what, self.settings.request_timeout, fut).await
+        self.bounded_by(what, self.settings.request_timeout, fut)
+            .await
     }
 
     pub(crate) async fn bounded_by<T>(
@@ -102,7 +112,10 @@ impl KubeCluster {
         match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(ClusterError::from_kube(what.into(), e)),
-            Err(_) => Err(ClusterError::Timeout { what: what.into(), after: limit }),
+            Err(_) => Err(ClusterError::Timeout {
+                what: what.into(),
+                after: limit,
+            }),
         }
     }
 
@@ -124,7 +137,12 @@ impl KubeCluster {
 
     fn describe(&self, n: &Node) -> ClusterNode {
         let labels = n.metadata.labels.clone().unwrap_or_default();
-        let role = if self.settings.server_labels.iter().any(|l| labels.contains_key(l)) {
+        let role = if self
+            .settings
+            .server_labels
+            .iter()
+            .any(|l| labels.contains_key(l))
+        {
             NodeRole::Server
         } else {
             NodeRole::Worker
@@ -137,7 +155,11 @@ impl KubeCluster {
         ClusterNode {
             name: n.metadata.name.clone().unwrap_or_default(),
             role,
-            unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+            unschedulable: n
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false),
             ready,
             cordoned_by_us: CordonRecord::from_node(n),
         }

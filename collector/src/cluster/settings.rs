@@ -66,7 +66,10 @@ impl KubeSettings {
     }
 
     pub(crate) async fn load_config(&self) -> Result<Config, ClusterError> {
-        let err = |message: String| ClusterError::Config { source_of_config: self.describe_source(), message };
+        let err = |message: String| ClusterError::Config {
+            source_of_config: self.describe_source(),
+            message,
+        };
         let path = match &self.kubeconfig {
             Some(p) => p.clone(),
             None if in_cluster() => return Config::incluster().map_err(|e| err(e.to_string())),

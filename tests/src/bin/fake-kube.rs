@@ -20,7 +20,12 @@ async fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--scenario" => scenario = args.next().map(PathBuf::from),
-            "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| usage()),
+            "--port" => {
+                port = args
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             "--kubeconfig" => kubeconfig = args.next().map(PathBuf::from),
             _ => usage(),
         }
@@ -38,10 +43,12 @@ async fn main() {
         }
         None => Scenario::default(),
     };
-    let fake = FakeKube::start_at(s, port, kubeconfig).await.unwrap_or_else(|e| {
-        eprintln!("fake-kube: cannot listen: {e}");
-        std::process::exit(1)
-    });
+    let fake = FakeKube::start_at(s, port, kubeconfig)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("fake-kube: cannot listen: {e}");
+            std::process::exit(1)
+        });
     // Whoever started us may stop reading after the url line; a closed
     // stdout must not end the server.
     let mut out = std::io::stdout();

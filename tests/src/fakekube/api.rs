@@ -9,7 +9,9 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use super::patch;
-use super::state::{LoggedRequest, Reachability, State, labels_match, pod_ready, sync_unschedulable_taint};
+use super::state::{
+    LoggedRequest, Reachability, State, labels_match, pod_ready, sync_unschedulable_taint,
+};
 
 /// A response: status code and JSON body.
 pub(crate) struct Reply {
@@ -42,7 +44,12 @@ fn not_found(resource: &str, name: &str) -> Reply {
     if !group.is_empty() {
         d["group"] = json!(group);
     }
-    status(404, "NotFound", format!("{resource} \"{name}\" not found"), Some(d))
+    status(
+        404,
+        "NotFound",
+        format!("{resource} \"{name}\" not found"),
+        Some(d),
+    )
 }
 
 fn query_map(q: &str) -> BTreeMap<String, String> {
@@ -134,7 +141,14 @@ fn field_matches(obj: &Value, sel: &[Sel]) -> Result<bool, String> {
             Sel::Ne(k, v) => (k, v, false),
             _ => return Err("field selectors support only = and !=".into()),
         };
-        if !matches!(k.as_str(), "metadata.name" | "metadata.namespace" | "spec.nodeName" | "status.phase" | "spec.unschedulable") {
+        if !matches!(
+            k.as_str(),
+            "metadata.name"
+                | "metadata.namespace"
+                | "spec.nodeName"
+                | "status.phase"
+                | "spec.unschedulable"
+        ) {
             return Err(format!("field label not supported: {k}"));
         }
         if (as_text(field_of(obj, k)) == *want) != eq {
@@ -155,7 +169,13 @@ fn label_matches(obj: &Value, sel: &[Sel]) -> bool {
 }
 
 /// Filters, pages (limit/continue) and wraps items as the API's List kinds do.
-fn list(st: &State, kind: &str, api_version: &str, items: Vec<Value>, q: &BTreeMap<String, String>) -> Reply {
+fn list(
+    st: &State,
+    kind: &str,
+    api_version: &str,
+    items: Vec<Value>,
+    q: &BTreeMap<String, String>,
+) -> Reply {
     let fsel = parse_selector(q.get("fieldSelector").map(String::as_str).unwrap_or(""));
     let lsel = parse_selector(q.get("labelSelector").map(String::as_str).unwrap_or(""));
     let mut filtered = vec![];
@@ -169,16 +189,34 @@ fn list(st: &State, kind: &str, api_version: &str, items: Vec<Value>, q: &BTreeM
     // The continue token is opaque to clients; ours carries the list's
     // resourceVersion and the offset, like the real one encodes a key.
     let start = match q.get("continue").filter(|c| !c.is_empty()) {
-        Some(tok) => match tok.strip_prefix("fake:").and_then(|t| t.split_once(':')).and_then(|(_, off)| off.parse::<usize>().ok()) {
+        Some(tok) => match tok
+            .strip_prefix("fake:")
+            .and_then(|t| t.split_once(':'))
+            .and_then(|(_, off)| off.parse::<usize>().ok())
+        {
             Some(off) => off,
-            None => return status(400, "BadRequest", format!("continue key is not valid: {tok}"), None),
+            None => {
+                return status(
+                    400,
+                    "BadRequest",
+                    format!("continue key is not valid: {tok}"),
+                    None,
+                );
+            }
         },
         None => 0,
     };
-    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
     let total = filtered.len();
     let end = limit.map(|l| (start + l).min(total)).unwrap_or(total);
-    let page: Vec<Value> = filtered.into_iter().skip(start).take(end.saturating_sub(start)).collect();
+    let page: Vec<Value> = filtered
+        .into_iter()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .collect();
     let mut meta = json!({"resourceVersion": st.rv.to_string()});
     if end < total {
         meta["continue"] = json!(format!("fake:{}:{end}", st.rv));
@@ -189,22 +227,41 @@ fn list(st: &State, kind: &str, api_version: &str, items: Vec<Value>, q: &BTreeM
 
 fn human_age(since: &str) -> String {
     // Parse our own RFC 3339 output back to seconds.
-    let secs = parse_rfc3339(since).map(|t| SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0));
-    let Some(s) = secs else { return "<unknown>".into() };
+    let secs = parse_rfc3339(since).map(|t| {
+        SystemTime::now()
+            .duration_since(t)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    let Some(s) = secs else {
+        return "<unknown>".into();
+    };
     // k8s.io/apimachinery/pkg/util/duration.HumanDuration
     let (m, h) = (s / 60, s / 3600);
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 { format!("{}d", h / 24) } else { format!("{}d{}h", h / 24, h % 24) }
+        if h % 24 == 0 {
+            format!("{}d", h / 24)
+        } else {
+            format!("{}d{}h", h / 24, h % 24)
+        }
     } else {
         format!("{}d", h / 24)
     }
@@ -212,7 +269,14 @@ fn human_age(since: &str) -> String {
 
 fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let n = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (n(0, 4)?, n(5, 7)?, n(8, 10)?, n(11, 13)?, n(14, 16)?, n(17, 19)?);
+    let (y, mo, d, h, mi, se) = (
+        n(0, 4)?,
+        n(5, 7)?,
+        n(8, 10)?,
+        n(11, 13)?,
+        n(14, 16)?,
+        n(17, 19)?,
+    );
     // days_from_civil
     let y = if mo <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -234,21 +298,71 @@ fn table(list: Value, kind: &str, include_object: &str) -> Value {
     let items = list["items"].as_array().cloned().unwrap_or_default();
     let columns = if kind == "Node" {
         vec![
-            col("Name", "string", 0, "Name must be unique within a namespace."),
+            col(
+                "Name",
+                "string",
+                0,
+                "Name must be unique within a namespace.",
+            ),
             col("Status", "string", 0, "The status of the node"),
             col("Roles", "string", 0, "The roles of the node"),
-            col("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
-            col("Version", "string", 0, "Kubelet Version reported by the node."),
-            col("Internal-IP", "string", 1, "List of addresses reachable to the node. Queried from cloud provider, if available."),
+            col(
+                "Age",
+                "string",
+                0,
+                "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            ),
+            col(
+                "Version",
+                "string",
+                0,
+                "Kubelet Version reported by the node.",
+            ),
+            col(
+                "Internal-IP",
+                "string",
+                1,
+                "List of addresses reachable to the node. Queried from cloud provider, if available.",
+            ),
         ]
     } else {
         vec![
-            col("Name", "string", 0, "Name must be unique within a namespace."),
-            col("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
-            col("Status", "string", 0, "The aggregate status of the containers in this pod."),
-            col("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
-            col("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
-            col("Node", "string", 1, "Name of the node this pod is scheduled on."),
+            col(
+                "Name",
+                "string",
+                0,
+                "Name must be unique within a namespace.",
+            ),
+            col(
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            col(
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            col(
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
+            col(
+                "Age",
+                "string",
+                0,
+                "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            ),
+            col(
+                "Node",
+                "string",
+                1,
+                "Name of the node this pod is scheduled on.",
+            ),
         ]
     };
     let rows: Vec<Value> = items
@@ -325,8 +439,10 @@ fn discovery(path: &str, addr: &str) -> Option<Value> {
         "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
                          "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr}]}),
         "/apis" => {
-            let g = |name: &str, v: &str| json!({"name": name, "versions": [{"groupVersion": format!("{name}/{v}"), "version": v}],
-                                               "preferredVersion": {"groupVersion": format!("{name}/{v}"), "version": v}});
+            let g = |name: &str, v: &str| {
+                json!({"name": name, "versions": [{"groupVersion": format!("{name}/{v}"), "version": v}],
+                                               "preferredVersion": {"groupVersion": format!("{name}/{v}"), "version": v}})
+            };
             json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [g("apps", "v1"), g("policy", "v1")]})
         }
         "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
@@ -336,14 +452,18 @@ fn discovery(path: &str, addr: &str) -> Option<Value> {
              "kind": "Eviction", "verbs": ["create"]},
             resource("namespaces", false, "Namespace", &read, &["ns"]),
         ]}),
-        "/apis/apps/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
-            resource("daemonsets", true, "DaemonSet", &read, &["ds"]),
-            resource("replicasets", true, "ReplicaSet", &read, &["rs"]),
-            resource("statefulsets", true, "StatefulSet", &read, &["sts"]),
-        ]}),
-        "/apis/policy/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "policy/v1", "resources": [
-            resource("poddisruptionbudgets", true, "PodDisruptionBudget", &read, &["pdb"]),
-        ]}),
+        "/apis/apps/v1" => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
+                resource("daemonsets", true, "DaemonSet", &read, &["ds"]),
+                resource("replicasets", true, "ReplicaSet", &read, &["rs"]),
+                resource("statefulsets", true, "StatefulSet", &read, &["sts"]),
+            ]})
+        }
+        "/apis/policy/v1" => {
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "policy/v1", "resources": [
+                resource("poddisruptionbudgets", true, "PodDisruptionBudget", &read, &["pdb"]),
+            ]})
+        }
         _ => return None,
     })
 }
@@ -367,10 +487,24 @@ pub(crate) fn handle(shared: &Arc<Mutex<State>>, addr: &str, r: &Req<'_>) -> Rep
     st.tick();
     let q = query_map(r.query);
     if let Some(d) = discovery(r.path, addr) {
-        return if r.method == "GET" { ok(d) } else { status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource".into(), None) };
+        return if r.method == "GET" {
+            ok(d)
+        } else {
+            status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource".into(),
+                None,
+            )
+        };
     }
     if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return status(405, "MethodNotAllowed", "watch is not supported by the fake API server".into(), None);
+        return status(
+            405,
+            "MethodNotAllowed",
+            "watch is not supported by the fake API server".into(),
+            None,
+        );
     }
     let parts: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
     let reply = match (r.method, parts.as_slice()) {
@@ -389,13 +523,20 @@ pub(crate) fn handle(shared: &Arc<Mutex<State>>, addr: &str, r: &Req<'_>) -> Rep
             list(&st, "PodList", "v1", items, &q)
         }
         ("GET", ["api", "v1", "namespaces", ns, "pods"]) => {
-            let items = st.pods.iter().filter(|((n, _), _)| n == ns).map(|(_, e)| e.obj.clone()).collect();
+            let items = st
+                .pods
+                .iter()
+                .filter(|((n, _), _)| n == ns)
+                .map(|(_, e)| e.obj.clone())
+                .collect();
             list(&st, "PodList", "v1", items, &q)
         }
-        ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => match st.pods.get(&(ns.to_string(), name.to_string())) {
-            Some(e) => ok(e.obj.clone()),
-            None => not_found("pods", name),
-        },
+        ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => {
+            match st.pods.get(&(ns.to_string(), name.to_string())) {
+                Some(e) => ok(e.obj.clone()),
+                None => not_found("pods", name),
+            }
+        }
         ("DELETE", ["api", "v1", "namespaces", ns, "pods", name]) => {
             let key = (ns.to_string(), name.to_string());
             if !st.pods.contains_key(&key) {
@@ -410,28 +551,51 @@ pub(crate) fn handle(shared: &Arc<Mutex<State>>, addr: &str, r: &Req<'_>) -> Rep
                 st.tick();
                 match st.pods.get(&key) {
                     Some(e) => ok(e.obj.clone()),
-                    None => ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                                       "details": {"name": name, "kind": "pods"}})),
+                    None => ok(
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                       "details": {"name": name, "kind": "pods"}}),
+                    ),
                 }
             }
         }
-        ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => evict(&mut st, ns, name, r),
+        ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => {
+            evict(&mut st, ns, name, r)
+        }
         ("GET", ["apis", "policy", "v1", "poddisruptionbudgets"]) => {
             let keys: Vec<_> = st.pdbs.keys().cloned().collect();
             let items = keys.iter().filter_map(|k| st.pdb_with_status(k)).collect();
             list(&st, "PodDisruptionBudgetList", "policy/v1", items, &q)
         }
-        ("GET", ["apis", "policy", "v1", "namespaces", ns, "poddisruptionbudgets"]) => {
+        (
+            "GET",
+            [
+                "apis",
+                "policy",
+                "v1",
+                "namespaces",
+                ns,
+                "poddisruptionbudgets",
+            ],
+        ) => {
             let keys: Vec<_> = st.pdbs.keys().filter(|(n, _)| n == ns).cloned().collect();
             let items = keys.iter().filter_map(|k| st.pdb_with_status(k)).collect();
             list(&st, "PodDisruptionBudgetList", "policy/v1", items, &q)
         }
-        ("GET", ["apis", "policy", "v1", "namespaces", ns, "poddisruptionbudgets", name]) => {
-            match st.pdb_with_status(&(ns.to_string(), name.to_string())) {
-                Some(p) => ok(p),
-                None => not_found("poddisruptionbudgets.policy", name),
-            }
-        }
+        (
+            "GET",
+            [
+                "apis",
+                "policy",
+                "v1",
+                "namespaces",
+                ns,
+                "poddisruptionbudgets",
+                name,
+            ],
+        ) => match st.pdb_with_status(&(ns.to_string(), name.to_string())) {
+            Some(p) => ok(p),
+            None => not_found("poddisruptionbudgets.policy", name),
+        },
         ("GET", ["apis", "apps", "v1", "namespaces", ns, plural, name]) => {
             let kind = match *plural {
                 "daemonsets" => "DaemonSet",
@@ -439,20 +603,35 @@ pub(crate) fn handle(shared: &Arc<Mutex<State>>, addr: &str, r: &Req<'_>) -> Rep
                 "replicasets" => "ReplicaSet",
                 _ => "",
             };
-            match st.owners.get(&(kind.to_string(), ns.to_string(), name.to_string())) {
+            match st
+                .owners
+                .get(&(kind.to_string(), ns.to_string(), name.to_string()))
+            {
                 Some(o) => ok(o.clone()),
                 None => not_found(&format!("{plural}.apps"), name),
             }
         }
-        ("GET", ["api", "v1", "namespaces", ns]) => ok(json!({"kind": "Namespace", "apiVersion": "v1",
-            "metadata": {"name": ns}, "status": {"phase": "Active"}})),
-        _ => status(404, "NotFound", "the server could not find the requested resource".into(), Some(json!({}))),
+        ("GET", ["api", "v1", "namespaces", ns]) => {
+            ok(json!({"kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": ns}, "status": {"phase": "Active"}}))
+        }
+        _ => status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+            Some(json!({})),
+        ),
     };
     if reply.code == 200 && r.method == "GET" && r.accept.contains("as=Table") {
         let kind = reply.body["kind"].as_str().unwrap_or("").to_string();
-        let include = q.get("includeObject").map(String::as_str).unwrap_or("PartialObjectMetadata");
+        let include = q
+            .get("includeObject")
+            .map(String::as_str)
+            .unwrap_or("PartialObjectMetadata");
         match kind.as_str() {
-            "NodeList" | "PodList" => return ok(table(reply.body, &kind[..kind.len() - 4], include)),
+            "NodeList" | "PodList" => {
+                return ok(table(reply.body, &kind[..kind.len() - 4], include));
+            }
             "Node" | "Pod" => {
                 let wrapped = json!({"metadata": {"resourceVersion": reply.body["metadata"]["resourceVersion"]}, "items": [reply.body]});
                 return ok(table(wrapped, &kind, include));
@@ -464,8 +643,14 @@ pub(crate) fn handle(shared: &Arc<Mutex<State>>, addr: &str, r: &Req<'_>) -> Rep
 }
 
 fn apply_patch(target: &mut Value, r: &Req<'_>) -> Result<(), Reply> {
-    let patch: Value = serde_json::from_slice(r.body)
-        .map_err(|e| status(400, "BadRequest", format!("error decoding patch: {e}"), None))?;
+    let patch: Value = serde_json::from_slice(r.body).map_err(|e| {
+        status(
+            400,
+            "BadRequest",
+            format!("error decoding patch: {e}"),
+            None,
+        )
+    })?;
     let ct = r.content_type.split(';').next().unwrap_or("").trim();
     let res = match ct {
         "application/strategic-merge-patch+json" => patch::strategic_merge_patch(target, &patch),
@@ -475,16 +660,36 @@ fn apply_patch(target: &mut Value, r: &Req<'_>) -> Result<(), Reply> {
         }
         "application/json-patch+json" => patch::json_patch(target, &patch),
         "application/apply-patch+yaml" => {
-            return Err(status(415, "UnsupportedMediaType", "server-side apply is not supported by the fake".into(), None));
+            return Err(status(
+                415,
+                "UnsupportedMediaType",
+                "server-side apply is not supported by the fake".into(),
+                None,
+            ));
         }
-        other => return Err(status(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {other:?}"), None)),
+        other => {
+            return Err(status(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {other:?}"
+                ),
+                None,
+            ));
+        }
     };
     res.map_err(|e| status(422, "Invalid", e, None))
 }
 
 fn conflict(kind: &str, name: &str) -> Reply {
-    status(409, "Conflict", format!("Operation cannot be fulfilled on {kind} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
-           Some(json!({"name": name, "kind": kind})))
+    status(
+        409,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {kind} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        ),
+        Some(json!({"name": name, "kind": kind})),
+    )
 }
 
 fn store_node(st: &mut State, name: &str, old: &Value, mut new: Value) -> Reply {
@@ -493,17 +698,22 @@ fn store_node(st: &mut State, name: &str, old: &Value, mut new: Value) -> Reply 
         return conflict("nodes", name);
     }
     if new["metadata"]["name"] != json!(name) {
-        return status(400, "BadRequest", "the name of the object does not match the name on the URL".into(), None);
+        return status(
+            400,
+            "BadRequest",
+            "the name of the object does not match the name on the URL".into(),
+            None,
+        );
     }
     // Fields the server owns.
     new["metadata"]["uid"] = old["metadata"]["uid"].clone();
     new["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
     new["kind"] = json!("Node");
     new["apiVersion"] = json!("v1");
-    if new["spec"]["unschedulable"] == json!(false) {
-        if let Some(s) = new["spec"].as_object_mut() {
-            s.remove("unschedulable");
-        }
+    if new["spec"]["unschedulable"] == json!(false)
+        && let Some(s) = new["spec"].as_object_mut()
+    {
+        s.remove("unschedulable");
     }
     sync_unschedulable_taint(&mut new);
     if new != *old {
@@ -516,7 +726,9 @@ fn store_node(st: &mut State, name: &str, old: &Value, mut new: Value) -> Reply 
 }
 
 fn patch_node(st: &mut State, name: &str, r: &Req<'_>) -> Reply {
-    let Some(old) = st.nodes.get(name).cloned() else { return not_found("nodes", name) };
+    let Some(old) = st.nodes.get(name).cloned() else {
+        return not_found("nodes", name);
+    };
     let mut new = old.clone();
     // A resourceVersion in the patch is a precondition, checked against the stored object.
     let patch: Value = serde_json::from_slice(r.body).unwrap_or(Value::Null);
@@ -532,7 +744,9 @@ fn patch_node(st: &mut State, name: &str, r: &Req<'_>) -> Reply {
 }
 
 fn put_node(st: &mut State, name: &str, r: &Req<'_>) -> Reply {
-    let Some(old) = st.nodes.get(name).cloned() else { return not_found("nodes", name) };
+    let Some(old) = st.nodes.get(name).cloned() else {
+        return not_found("nodes", name);
+    };
     match serde_json::from_slice::<Value>(r.body) {
         Ok(new) => store_node(st, name, &old, new),
         Err(e) => status(400, "BadRequest", format!("error decoding body: {e}"), None),
@@ -543,29 +757,65 @@ fn evict(st: &mut State, ns: &str, name: &str, r: &Req<'_>) -> Reply {
     let key = (ns.to_string(), name.to_string());
     let body: Value = match serde_json::from_slice(r.body) {
         Ok(b) => b,
-        Err(e) => return status(400, "BadRequest", format!("error decoding Eviction: {e}"), None),
+        Err(e) => {
+            return status(
+                400,
+                "BadRequest",
+                format!("error decoding Eviction: {e}"),
+                None,
+            );
+        }
     };
     // Like the real decoder, a body without apiVersion/kind is taken as the
     // endpoint's own version (policy/v1 Eviction).
     let api = body["apiVersion"].as_str().unwrap_or("policy/v1");
     let kind = body["kind"].as_str().unwrap_or("Eviction");
     if kind != "Eviction" || !matches!(api, "policy/v1" | "policy/v1beta1") {
-        return status(400, "BadRequest", format!("Eviction in version \"{api}\" cannot be handled as a Eviction: the object kind must be Eviction in policy/v1 or policy/v1beta1"), None);
+        return status(
+            400,
+            "BadRequest",
+            format!(
+                "Eviction in version \"{api}\" cannot be handled as a Eviction: the object kind must be Eviction in policy/v1 or policy/v1beta1"
+            ),
+            None,
+        );
     }
-    if let Some(n) = body["metadata"]["name"].as_str() {
-        if n != name {
-            return status(400, "BadRequest", "name in URL does not match name in Eviction object".into(), None);
-        }
+    if let Some(n) = body["metadata"]["name"].as_str()
+        && n != name
+    {
+        return status(
+            400,
+            "BadRequest",
+            "name in URL does not match name in Eviction object".into(),
+            None,
+        );
     }
     if let Some(code) = st.fail_eviction.get(&key).copied() {
         return match code {
             404 => not_found("pods", name),
-            429 => status(429, "TooManyRequests", "Too many requests, please try again later.".into(), Some(json!({"retryAfterSeconds": 1}))),
-            500 => status(500, "InternalError", format!("Internal error occurred: injected failure evicting pod {ns}/{name}"), Some(json!({"causes": [{"message": "injected by the fake"}]}))),
-            c => status(c, "ServiceUnavailable", "the server is currently unable to handle the request".into(), None),
+            429 => status(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.".into(),
+                Some(json!({"retryAfterSeconds": 1})),
+            ),
+            500 => status(
+                500,
+                "InternalError",
+                format!("Internal error occurred: injected failure evicting pod {ns}/{name}"),
+                Some(json!({"causes": [{"message": "injected by the fake"}]})),
+            ),
+            c => status(
+                c,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request".into(),
+                None,
+            ),
         };
     }
-    let Some(entry) = st.pods.get(&key) else { return not_found("pods", name) };
+    let Some(entry) = st.pods.get(&key) else {
+        return not_found("pods", name);
+    };
     let grace = body["deleteOptions"]["gracePeriodSeconds"].as_i64();
     let success = Reply {
         code: 201,
@@ -573,7 +823,9 @@ fn evict(st: &mut State, ns: &str, name: &str, r: &Req<'_>) -> Reply {
     };
     // Evicting a terminating pod, or one that is not running, needs no budget.
     let phase = entry.obj["status"]["phase"].as_str().unwrap_or("");
-    if entry.obj["metadata"]["deletionTimestamp"].is_string() || matches!(phase, "Succeeded" | "Failed" | "Pending") {
+    if entry.obj["metadata"]["deletionTimestamp"].is_string()
+        || matches!(phase, "Succeeded" | "Failed" | "Pending")
+    {
         st.begin_delete(&key, grace);
         return success;
     }
@@ -581,24 +833,28 @@ fn evict(st: &mut State, ns: &str, name: &str, r: &Req<'_>) -> Reply {
     let pdbs: Vec<(String, String)> = st
         .pdbs
         .iter()
-        .filter(|((pns, _), p)| pns == ns && labels_match(&labels, &p["spec"]["selector"]["matchLabels"]))
+        .filter(|((pns, _), p)| {
+            pns == ns && labels_match(&labels, &p["spec"]["selector"]["matchLabels"])
+        })
         .map(|(k, _)| k.clone())
         .collect();
     if pdbs.len() > 1 {
         return status(500, "InternalError", "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.".into(), None);
     }
-    if let Some(k) = pdbs.first() {
-        if let Some(p) = st.pdb_with_status(k) {
-            let allowed = p["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
-            if allowed <= 0 {
-                let msg = format!(
-                    "The disruption budget {} needs {} healthy pods and has {} currently",
-                    k.1, p["status"]["desiredHealthy"], p["status"]["currentHealthy"]
-                );
-                return status(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.".into(),
-                              Some(json!({"causes": [{"reason": "DisruptionBudget", "message": msg}]})));
-            }
-        }
+    if let Some(k) = pdbs.first()
+        && let Some(p) = st.pdb_with_status(k)
+        && p["status"]["disruptionsAllowed"].as_i64().unwrap_or(0) <= 0
+    {
+        let msg = format!(
+            "The disruption budget {} needs {} healthy pods and has {} currently",
+            k.1, p["status"]["desiredHealthy"], p["status"]["currentHealthy"]
+        );
+        return status(
+            429,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+            Some(json!({"causes": [{"reason": "DisruptionBudget", "message": msg}]})),
+        );
     }
     st.begin_delete(&key, grace);
     success
@@ -629,4 +885,3 @@ pub(crate) fn reachability(shared: &Arc<Mutex<State>>) -> Reachability {
         Err(p) => p.into_inner().reachability,
     }
 }
-

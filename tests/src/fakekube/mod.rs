@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use state::{LoggedRequest, NodeSpec, PdbSpec, PodSpec, Reachability, Scenario};
 use state::State;
+pub use state::{LoggedRequest, NodeSpec, PdbSpec, PodSpec, Reachability, Scenario};
 
 /// A running fake API server; stops when dropped.
 pub struct FakeKube {
@@ -60,7 +60,9 @@ pub fn kubeconfig_text(url: &str) -> String {
 impl FakeKube {
     /// Starts on a free loopback port, with a kubeconfig in a temporary directory.
     pub async fn start(scenario: Scenario) -> FakeKube {
-        FakeKube::start_at(scenario, 0, None).await.expect("start fake kube")
+        FakeKube::start_at(scenario, 0, None)
+            .await
+            .expect("start fake kube")
     }
 
     /// Starts from a scenario given as JSON text.
@@ -71,7 +73,11 @@ impl FakeKube {
 
     /// Starts on `port` (0 = any free one) and writes the kubeconfig to
     /// `kubeconfig` (or a temporary directory).
-    pub async fn start_at(scenario: Scenario, port: u16, kubeconfig: Option<PathBuf>) -> std::io::Result<FakeKube> {
+    pub async fn start_at(
+        scenario: Scenario,
+        port: u16,
+        kubeconfig: Option<PathBuf>,
+    ) -> std::io::Result<FakeKube> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let (dir, path) = match kubeconfig {
@@ -94,7 +100,13 @@ impl FakeKube {
                 }
             })
         };
-        Ok(FakeKube { addr, state, kubeconfig: path, _dir: dir, tasks: vec![server, kubelet] })
+        Ok(FakeKube {
+            addr,
+            state,
+            kubeconfig: path,
+            _dir: dir,
+            tasks: vec![server, kubelet],
+        })
     }
 
     /// `http://127.0.0.1:PORT`
@@ -129,7 +141,10 @@ impl FakeKube {
 
     /// Makes a pod never finish terminating (or lets it finish again).
     pub fn set_stuck(&self, namespace: &str, name: &str, stuck: bool) {
-        if let Some(e) = lock(&self.state).pods.get_mut(&(namespace.to_string(), name.to_string())) {
+        if let Some(e) = lock(&self.state)
+            .pods
+            .get_mut(&(namespace.to_string(), name.to_string()))
+        {
             e.stuck = stuck;
         }
     }
@@ -143,14 +158,20 @@ impl FakeKube {
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
         let mut st = lock(&self.state);
         st.tick();
-        st.pods.get(&(namespace.to_string(), name.to_string())).map(|e| e.obj.clone())
+        st.pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|e| e.obj.clone())
     }
 
     /// Every pod bound to `node`.
     pub fn pods_on(&self, node: &str) -> Vec<Value> {
         let mut st = lock(&self.state);
         st.tick();
-        st.pods.values().filter(|e| e.obj["spec"]["nodeName"] == node).map(|e| e.obj.clone()).collect()
+        st.pods
+            .values()
+            .filter(|e| e.obj["spec"]["nodeName"] == node)
+            .map(|e| e.obj.clone())
+            .collect()
     }
 
     /// Every API request received so far (control requests excluded).
@@ -186,14 +207,18 @@ fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
 
 async fn serve(listener: TcpListener, state: Arc<Mutex<State>>, addr: SocketAddr) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(answer(&state, addr, req).await) }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -208,23 +233,54 @@ fn response(code: u16, body: &Value) -> hyper::Response<Full<Bytes>> {
         .unwrap_or_default()
 }
 
-async fn answer(state: &Arc<Mutex<State>>, addr: SocketAddr, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn answer(
+    state: &Arc<Mutex<State>>,
+    addr: SocketAddr,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let (content_type, accept, user_agent) = (header("content-type"), header("accept"), header("user-agent"));
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (content_type, accept, user_agent) = (
+        header("content-type"),
+        header("accept"),
+        header("user-agent"),
+    );
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if let Some(rest) = path.strip_prefix("/fake/") {
         let (code, v) = control(state, &method, rest, &query);
         return response(code, &v);
     }
-    let r = api::Req { method: &method, path: &path, query: &query, content_type: &content_type, accept: &accept, body: &body };
+    let r = api::Req {
+        method: &method,
+        path: &path,
+        query: &query,
+        content_type: &content_type,
+        accept: &accept,
+        body: &body,
+    };
     match api::reachability(state) {
         Reachability::Up => {}
         Reachability::Unavailable => {
             api::log(state, &r, &user_agent, 503);
-            let s = api::status(503, "ServiceUnavailable", "the server is currently unable to handle the request".into(), None);
+            let s = api::status(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request".into(),
+                None,
+            );
             return response(503, &s.body);
         }
         Reachability::Hang => {
@@ -238,11 +294,17 @@ async fn answer(state: &Arc<Mutex<State>>, addr: SocketAddr, req: hyper::Request
 }
 
 fn control(state: &Arc<Mutex<State>>, method: &str, what: &str, query: &str) -> (u16, Value) {
-    let q: std::collections::BTreeMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+    let q: std::collections::BTreeMap<&str, &str> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
     let ns = q.get("namespace").copied().unwrap_or("default");
     let name = q.get("name").copied().unwrap_or("");
     match (method, what) {
-        ("GET", "requests") => (200, serde_json::to_value(&lock(state).log).unwrap_or_default()),
+        ("GET", "requests") => (
+            200,
+            serde_json::to_value(&lock(state).log).unwrap_or_default(),
+        ),
         ("GET", "state") => {
             let mut st = lock(state);
             st.tick();
@@ -255,7 +317,12 @@ fn control(state: &Arc<Mutex<State>>, method: &str, what: &str, query: &str) -> 
                 Some("up") => Reachability::Up,
                 Some("unavailable") => Reachability::Unavailable,
                 Some("hang") => Reachability::Hang,
-                other => return (400, json!({"error": format!("mode must be up, unavailable or hang, not {other:?}")})),
+                other => {
+                    return (
+                        400,
+                        json!({"error": format!("mode must be up, unavailable or hang, not {other:?}")}),
+                    );
+                }
             };
             lock(state).reachability = r;
             (200, json!({"ok": true}))
@@ -278,7 +345,10 @@ fn control(state: &Arc<Mutex<State>>, method: &str, what: &str, query: &str) -> 
         }
         ("POST", "stuck") => {
             let stuck = q.get("stuck").copied() != Some("false");
-            match lock(state).pods.get_mut(&(ns.to_string(), name.to_string())) {
+            match lock(state)
+                .pods
+                .get_mut(&(ns.to_string(), name.to_string()))
+            {
                 Some(e) => {
                     e.stuck = stuck;
                     (200, json!({"ok": true}))
@@ -286,7 +356,10 @@ fn control(state: &Arc<Mutex<State>>, method: &str, what: &str, query: &str) -> 
                 None => (404, json!({"error": format!("no pod {ns}/{name}")})),
             }
         }
-        _ => (404, json!({"error": format!("unknown control endpoint {method} /fake/{what}")})),
+        _ => (
+            404,
+            json!({"error": format!("unknown control endpoint {method} /fake/{what}")}),
+        ),
     }
 }
 
@@ -318,9 +391,20 @@ impl FakeKubeProcess {
             .expect("spawn fake-kube");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).expect("read url line");
-        let url = line.trim().strip_prefix("url ").expect("fake-kube prints `url ...` first").to_string();
-        FakeKubeProcess { child, url, kubeconfig, _dir: dir }
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read url line");
+        let url = line
+            .trim()
+            .strip_prefix("url ")
+            .expect("fake-kube prints `url ...` first")
+            .to_string();
+        FakeKubeProcess {
+            child,
+            url,
+            kubeconfig,
+            _dir: dir,
+        }
     }
 
     /// Sends a control request, e.g. `("POST", "/fake/pdb?namespace=default&name=web&minAvailable=1")`.

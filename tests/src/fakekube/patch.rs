@@ -130,10 +130,13 @@ fn split_pointer(path: &str) -> Result<(Vec<String>, String), String> {
 fn walk<'a>(mut v: &'a mut Value, parts: &[String]) -> Result<&'a mut Value, String> {
     for p in parts {
         v = match v {
-            Value::Object(m) => m.get_mut(p).ok_or_else(|| format!("missing path element {p:?}"))?,
+            Value::Object(m) => m
+                .get_mut(p)
+                .ok_or_else(|| format!("missing path element {p:?}"))?,
             Value::Array(a) => {
                 let i: usize = p.parse().map_err(|_| format!("bad array index {p:?}"))?;
-                a.get_mut(i).ok_or_else(|| format!("array index {i} out of range"))?
+                a.get_mut(i)
+                    .ok_or_else(|| format!("array index {i} out of range"))?
             }
             _ => return Err(format!("cannot descend into {p:?}")),
         };
@@ -143,10 +146,18 @@ fn walk<'a>(mut v: &'a mut Value, parts: &[String]) -> Result<&'a mut Value, Str
 
 /// JSON patch (RFC 6902): add, remove, replace, test, copy and move.
 pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
-    let ops = ops.as_array().ok_or("a JSON patch must be an array of operations")?;
+    let ops = ops
+        .as_array()
+        .ok_or("a JSON patch must be an array of operations")?;
     for op in ops {
-        let kind = op.get("op").and_then(Value::as_str).ok_or("operation without op")?;
-        let path = op.get("path").and_then(Value::as_str).ok_or("operation without path")?;
+        let kind = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or("operation without op")?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("operation without path")?;
         match kind {
             "add" | "replace" => {
                 let value = op.get("value").cloned().ok_or("operation without value")?;
@@ -168,7 +179,10 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
                 }
             }
             "copy" | "move" => {
-                let from = op.get("from").and_then(Value::as_str).ok_or("operation without from")?;
+                let from = op
+                    .get("from")
+                    .and_then(Value::as_str)
+                    .ok_or("operation without from")?;
                 let value = if kind == "move" {
                     remove(target, from)?
                 } else {
@@ -199,7 +213,9 @@ fn set(target: &mut Value, path: &str, value: Value, add: bool) -> Result<(), St
             if last == "-" {
                 a.push(value);
             } else {
-                let i: usize = last.parse().map_err(|_| format!("bad array index {last:?}"))?;
+                let i: usize = last
+                    .parse()
+                    .map_err(|_| format!("bad array index {last:?}"))?;
                 if add && i <= a.len() {
                     a.insert(i, value);
                 } else if !add && i < a.len() {
@@ -217,9 +233,13 @@ fn set(target: &mut Value, path: &str, value: Value, add: bool) -> Result<(), St
 fn remove(target: &mut Value, path: &str) -> Result<Value, String> {
     let (parts, last) = split_pointer(path)?;
     match walk(target, &parts)? {
-        Value::Object(m) => m.remove(&last).ok_or_else(|| format!("remove of missing {path}")),
+        Value::Object(m) => m
+            .remove(&last)
+            .ok_or_else(|| format!("remove of missing {path}")),
         Value::Array(a) => {
-            let i: usize = last.parse().map_err(|_| format!("bad array index {last:?}"))?;
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("bad array index {last:?}"))?;
             if i < a.len() {
                 Ok(a.remove(i))
             } else {
@@ -249,7 +269,10 @@ mod tests {
             &json!({"spec": {"taints": [{"key": "a", "$patch": "delete"}]}}),
         )
         .unwrap();
-        assert_eq!(node["spec"]["taints"], json!([{"key": "b", "effect": "NoExecute"}]));
+        assert_eq!(
+            node["spec"]["taints"],
+            json!([{"key": "b", "effect": "NoExecute"}])
+        );
     }
 
     #[test]
@@ -262,7 +285,17 @@ mod tests {
     #[test]
     fn json_patch_adds_and_tests() {
         let mut o = json!({"spec": {}});
-        json_patch(&mut o, &json!([{"op": "add", "path": "/spec/unschedulable", "value": true}])).unwrap();
-        assert!(json_patch(&mut o, &json!([{"op": "test", "path": "/spec/unschedulable", "value": false}])).is_err());
+        json_patch(
+            &mut o,
+            &json!([{"op": "add", "path": "/spec/unschedulable", "value": true}]),
+        )
+        .unwrap();
+        assert!(
+            json_patch(
+                &mut o,
+                &json!([{"op": "test", "path": "/spec/unschedulable", "value": false}])
+            )
+            .is_err()
+        );
     }
 }

@@ -149,7 +149,10 @@ pub(crate) struct State {
 
 /// RFC 3339 UTC timestamp, the API's metav1.Time format.
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -312,12 +315,18 @@ impl State {
             }
             // A mirror pod is owned by its Node.
             (None, true) => {
-                let uid = self.nodes.get(&p.node).map(|n| n["metadata"]["uid"].clone()).unwrap_or(json!(""));
+                let uid = self
+                    .nodes
+                    .get(&p.node)
+                    .map(|n| n["metadata"]["uid"].clone())
+                    .unwrap_or(json!(""));
                 json!([{"apiVersion": "v1", "kind": "Node", "name": p.node, "uid": uid, "controller": true}])
             }
             (None, false) => json!([]),
         };
-        let mut volumes = vec![json!({"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}})];
+        let mut volumes = vec![
+            json!({"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}),
+        ];
         if p.empty_dir {
             volumes.push(json!({"name": "scratch", "emptyDir": {}}));
         }
@@ -348,7 +357,12 @@ impl State {
         });
         self.pods.insert(
             (p.namespace.clone(), p.name.clone()),
-            PodEntry { obj, delete_at: None, ready_at: None, stuck: p.stuck },
+            PodEntry {
+                obj,
+                delete_at: None,
+                ready_at: None,
+                stuck: p.stuck,
+            },
         );
     }
 
@@ -379,14 +393,21 @@ impl State {
         let matching: Vec<&PodEntry> = self
             .pods
             .iter()
-            .filter(|((ns, _), e)| *ns == key.0 && labels_match(&e.obj["metadata"]["labels"], &selector))
+            .filter(|((ns, _), e)| {
+                *ns == key.0 && labels_match(&e.obj["metadata"]["labels"], &selector)
+            })
             .map(|(_, e)| e)
             .collect();
-        let healthy = matching.iter().filter(|e| pod_ready(&e.obj) && e.delete_at.is_none()).count() as i64;
+        let healthy = matching
+            .iter()
+            .filter(|e| pod_ready(&e.obj) && e.delete_at.is_none())
+            .count() as i64;
         // A StatefulSet pod still terminating has no replacement yet, so it still counts as expected.
         let expected = matching
             .iter()
-            .filter(|e| e.delete_at.is_none() || owner_kind(&e.obj).as_deref() == Some("StatefulSet"))
+            .filter(|e| {
+                e.delete_at.is_none() || owner_kind(&e.obj).as_deref() == Some("StatefulSet")
+            })
             .count() as i64;
         let desired = if let Some(m) = pdb["spec"]["minAvailable"].as_i64() {
             m
@@ -419,11 +440,19 @@ impl State {
     pub fn begin_delete(&mut self, key: &(String, String), grace: Option<i64>) {
         let rv = self.next_rv();
         let now = Instant::now();
-        let Some(e) = self.pods.get_mut(key) else { return };
+        let Some(e) = self.pods.get_mut(key) else {
+            return;
+        };
         if e.delete_at.is_some() {
             return;
         }
-        let grace = grace.unwrap_or_else(|| e.obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30)).max(0);
+        let grace = grace
+            .unwrap_or_else(|| {
+                e.obj["spec"]["terminationGracePeriodSeconds"]
+                    .as_i64()
+                    .unwrap_or(30)
+            })
+            .max(0);
         let wait = Duration::from_secs_f64(grace as f64 * self.time_factor);
         e.delete_at = Some(now + wait);
         let at = SystemTime::now() + Duration::from_secs(grace as u64);
@@ -441,27 +470,39 @@ impl State {
     fn schedulable_node(&self, avoid: &str) -> Option<String> {
         let ok = |n: &Value| {
             !n["spec"]["unschedulable"].as_bool().unwrap_or(false)
-                && n["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                && n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
         };
         // Spread: the node running the fewest pods, never the one being drained.
         self.nodes
             .iter()
             .filter(|(name, n)| *name != avoid && ok(n))
             .min_by_key(|(name, _)| {
-                self.pods.values().filter(|e| e.obj["spec"]["nodeName"] == **name).count()
+                self.pods
+                    .values()
+                    .filter(|e| e.obj["spec"]["nodeName"] == **name)
+                    .count()
             })
             .map(|(name, _)| name.clone())
     }
 
     fn recreate(&mut self, old: &Value) {
-        let ns = old["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let ns = old["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
         let kind = owner_kind(old).unwrap_or_default();
         let name = if kind == "StatefulSet" {
-            old["metadata"]["name"].as_str().unwrap_or_default().to_string()
+            old["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
         } else {
-            let owner = old["metadata"]["ownerReferences"][0]["name"].as_str().unwrap_or("pod");
+            let owner = old["metadata"]["ownerReferences"][0]["name"]
+                .as_str()
+                .unwrap_or("pod");
             format!("{owner}-{:05x}", self.uid + 1)
         };
         let uid = self.new_uid();
@@ -487,7 +528,15 @@ impl State {
         }
         obj["status"] = pod_status("Pending", false);
         let ready_at = node.is_some().then(|| Instant::now() + self.startup);
-        self.pods.insert((ns, name), PodEntry { obj, delete_at: None, ready_at, stuck: false });
+        self.pods.insert(
+            (ns, name),
+            PodEntry {
+                obj,
+                delete_at: None,
+                ready_at,
+                stuck: false,
+            },
+        );
     }
 
     /// One pass of the simulated kubelets and controllers.
@@ -551,9 +600,10 @@ pub(crate) fn owner_kind(pod: &Value) -> Option<String> {
 }
 
 pub(crate) fn pod_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 fn pod_status(phase: &str, ready: bool) -> Value {
@@ -575,11 +625,16 @@ fn pod_status(phase: &str, ready: bool) -> Value {
 /// The node lifecycle controller's mirror of spec.unschedulable as a taint.
 pub(crate) fn sync_unschedulable_taint(node: &mut Value) {
     let cordoned = node["spec"]["unschedulable"].as_bool().unwrap_or(false);
-    let mut taints: Vec<Value> = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
+    let mut taints: Vec<Value> = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     taints.retain(|t| t["key"] != "node.kubernetes.io/unschedulable");
     if cordoned {
-        taints.push(json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule",
-                           "timeAdded": rfc3339(SystemTime::now())}));
+        taints.push(
+            json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule",
+                           "timeAdded": rfc3339(SystemTime::now())}),
+        );
     }
     if let Some(spec) = node["spec"].as_object_mut() {
         if taints.is_empty() {
