@@ -161,3 +161,42 @@ impl KubeCluster {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(annotations: &[(&str, &str)]) -> Node {
+        let mut n = Node::default();
+        n.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        n
+    }
+
+    #[test]
+    fn a_record_is_read_back_and_a_damaged_one_errs_on_the_side_of_staying_cordoned() {
+        assert_eq!(CordonRecord::from_node(&Node::default()), None);
+        assert_eq!(
+            CordonRecord::from_node(&node(&[(ANNOTATION_WAS_UNSCHEDULABLE, "false")])),
+            None
+        );
+        let r = CordonRecord::from_node(&node(&[
+            (ANNOTATION_CORDONED_AT, "t"),
+            (ANNOTATION_WAS_UNSCHEDULABLE, "false"),
+        ]))
+        .unwrap();
+        assert!(!r.was_unschedulable);
+        let r = CordonRecord::from_node(&node(&[(ANNOTATION_CORDONED_AT, "t")])).unwrap();
+        assert!(r.was_unschedulable);
+        let r = CordonRecord::from_node(&node(&[
+            (ANNOTATION_CORDONED_AT, "t"),
+            (ANNOTATION_WAS_UNSCHEDULABLE, "yes"),
+        ]))
+        .unwrap();
+        assert!(r.was_unschedulable);
+    }
+}

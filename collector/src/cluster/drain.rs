@@ -266,6 +266,7 @@ impl KubeCluster {
             elapsed: Duration::ZERO,
         };
         let mut tasks = JoinSet::new();
+        let mut running = std::collections::HashMap::new();
         for p in &pods {
             let pod = pod_ref(p);
             if let Some(reason) = skip_reason(p) {
@@ -273,14 +274,27 @@ impl KubeCluster {
                 continue;
             }
             let this = self.clone();
-            tasks.spawn(async move {
-                let fate = this.evict_and_wait(&pod, deadline).await;
-                (pod, fate)
-            });
+            let id = tasks
+                .spawn({
+                    let pod = pod.clone();
+                    async move {
+                        let fate = this.evict_and_wait(&pod, deadline).await;
+                        (pod, fate)
+                    }
+                })
+                .id();
+            running.insert(id, pod);
         }
         while let Some(done) = tasks.join_next().await {
-            // A panicking task is a bug; it must not take the drain down with it.
-            let Ok((pod, fate)) = done else { continue };
+            let (pod, fate) = match done {
+                Ok(v) => v,
+                // A panicking task is a bug; it must not take the drain down
+                // with it, nor hide the pod it was evicting.
+                Err(e) => match running.remove(&e.id()) {
+                    Some(pod) => (pod, Fate::Failed(format!("internal error: {e}"))),
+                    None => continue,
+                },
+            };
             match fate {
                 Fate::Gone => report.evicted.push(pod),
                 Fate::Blocked(message) => report.blocked.push(BlockedPod { pod, message }),
@@ -290,6 +304,8 @@ impl KubeCluster {
         }
         report.evicted.sort();
         report.stuck.sort();
+        report.blocked.sort_by(|a, b| a.pod.cmp(&b.pod));
+        report.failed.sort_by(|a, b| a.pod.cmp(&b.pod));
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -460,5 +476,100 @@ impl KubeCluster {
             });
         }
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        LabelSelectorRequirement, OwnerReference,
+    };
+
+    use super::*;
+
+    fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selectors_follow_label_selector_semantics() {
+        let l = labels(&[("app", "web"), ("tier", "front")]);
+        assert!(
+            !selector_matches(None, &l),
+            "a null selector matches nothing"
+        );
+        assert!(
+            selector_matches(Some(&LabelSelector::default()), &l),
+            "an empty one matches everything"
+        );
+        let by_label = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            ..Default::default()
+        };
+        assert!(selector_matches(Some(&by_label), &l));
+        assert!(!selector_matches(
+            Some(&by_label),
+            &labels(&[("app", "db")])
+        ));
+        let expr = |op: &str, values: &[&str]| LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            ..Default::default()
+        };
+        assert!(selector_matches(Some(&expr("In", &["front", "back"])), &l));
+        assert!(!selector_matches(Some(&expr("NotIn", &["front"])), &l));
+        assert!(selector_matches(Some(&expr("Exists", &[])), &l));
+        assert!(!selector_matches(Some(&expr("DoesNotExist", &[])), &l));
+        assert!(!selector_matches(Some(&expr("Bogus", &[])), &l));
+    }
+
+    #[test]
+    fn daemonset_and_mirror_pods_are_skipped_others_are_not() {
+        let owned = |kind: &str| Pod {
+            metadata: ObjectMeta {
+                owner_references: Some(vec![OwnerReference {
+                    kind: kind.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            skip_reason(&owned("DaemonSet")),
+            Some(SkipReason::DaemonSet)
+        );
+        assert_eq!(skip_reason(&owned("StatefulSet")), None);
+        assert_eq!(skip_reason(&Pod::default()), None);
+        let mut mirror = Pod::default();
+        mirror.metadata.annotations = Some(labels(&[(MIRROR_ANNOTATION, "abc")]));
+        assert_eq!(skip_reason(&mirror), Some(SkipReason::Mirror));
+    }
+
+    #[test]
+    fn the_eviction_body_uses_the_api_field_names() {
+        let body = Eviction {
+            metadata: ObjectMeta {
+                name: Some("web-0".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            delete_options: Some(DeleteOptions {
+                grace_period_seconds: Some(7),
+                ..Default::default()
+            }),
+        };
+        let v = serde_json::to_value(&body).unwrap();
+        assert_eq!(v["apiVersion"], "policy/v1");
+        assert_eq!(v["kind"], "Eviction");
+        assert_eq!(v["deleteOptions"]["gracePeriodSeconds"], 7);
     }
 }
