@@ -516,3 +516,19 @@ async fn a_missing_kubeconfig_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_kubeconfig_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("k3s.yaml");
+    std::fs::write(&kc, "clusters: [this is: not a kubeconfig").unwrap();
+    let s = KubeSettings {
+        kubeconfig: Some(kc.clone()),
+        ..KubeSettings::default()
+    };
+    let err = KubeCluster::connect(&s).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&kc.display().to_string()) && err.contains("--kubeconfig"),
+        "{err}"
+    );
+}

@@ -75,6 +75,19 @@ impl KubeSettings {
             None if in_cluster() => return Config::incluster().map_err(|e| err(e.to_string())),
             None => PathBuf::from(DEFAULT_KUBECONFIG),
         };
+        // Opened here first so the common failures get an actionable message.
+        if let Err(e) = std::fs::File::open(&path) {
+            return Err(err(match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file (is this a k3s server?)".into(),
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied: k3s writes it readable by root only; \
+                     copy it somewhere the nodewarden user can read, or start k3s with \
+                     --write-kubeconfig-mode=0644"
+                        .into()
+                }
+                _ => e.to_string(),
+            }));
+        }
         let kc = Kubeconfig::read_from(&path).map_err(|e| err(e.to_string()))?;
         Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
