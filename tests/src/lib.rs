@@ -5,6 +5,8 @@
 //! (`target/debug`); the test command builds them first (`cargo build --workspace --bins`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fakekube;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
