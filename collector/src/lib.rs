@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod power;
 pub mod series;
 pub mod server;
 pub mod store;

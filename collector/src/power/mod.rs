@@ -1,0 +1,5 @@
+//! Power-loss orchestration: the per-domain state machine (pure), the power
+//! config, the orchestrator that feeds it and carries out its actions, and
+//! the notifications.
+
+pub mod machine;
