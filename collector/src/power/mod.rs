@@ -2,4 +2,5 @@
 //! config, the orchestrator that feeds it and carries out its actions, and
 //! the notifications.
 
+pub mod config;
 pub mod machine;
