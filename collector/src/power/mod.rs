@@ -4,3 +4,5 @@
 
 pub mod config;
 pub mod machine;
+pub mod notify;
+pub mod ports;
