@@ -766,24 +766,7 @@ impl Machine {
         self.stage = 0;
         self.ups_command = PowerState::Waiting;
         self.retry_at_ms = None;
-        self.nodes = self
-            .members
-            .iter()
-            .map(|m| {
-                (
-                    m.name.clone(),
-                    NodeProgress {
-                        role: m.role,
-                        cordon: None,
-                        drain: None,
-                        draining: false,
-                        power: PowerState::Waiting,
-                        uncordoning: false,
-                        uncordoned: false,
-                    },
-                )
-            })
-            .collect();
+        self.nodes = self.fresh_nodes();
         self.stages = self.plan_stages();
         let what = if self.dry_run { "drill" } else { "shutdown" };
         let summary = self
@@ -824,6 +807,33 @@ impl Machine {
         }
         self.note(now_ms, format!("cordoning {}", cluster.join(", ")));
         out.push(Action::Cordon(cluster));
+    }
+
+    fn fresh_nodes(&self) -> BTreeMap<String, NodeProgress> {
+        self.members
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    NodeProgress {
+                        role: m.role,
+                        cordon: None,
+                        drain: None,
+                        draining: false,
+                        power: PowerState::Waiting,
+                        uncordoning: false,
+                        uncordoned: false,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The poweroff stages a sequence starting now would use.
+    pub fn preview_stages(&self) -> Vec<Stage> {
+        let mut m = self.clone();
+        m.nodes = m.fresh_nodes();
+        m.plan_stages()
     }
 
     /// Workers, then servers together, then external hosts by order; the UPS
@@ -1457,7 +1467,9 @@ impl Machine {
                 if !self.stage_done(now_ms) {
                     return false;
                 }
-                self.time_out_stage(now_ms);
+                if self.deadline_ms.is_some_and(|d| now_ms >= d) {
+                    self.time_out_stage(now_ms);
+                }
                 self.stage += 1;
                 self.start_stage(now_ms, out);
                 true
@@ -1521,6 +1533,11 @@ impl Machine {
                     (
                         "cancel_done",
                         "cancelled: every node we cordoned is uncordoned",
+                    )
+                } else if self.dry_run {
+                    (
+                        "drill_done",
+                        "drill over: every node it cordoned is uncordoned",
                     )
                 } else {
                     (

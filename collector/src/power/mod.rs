@@ -5,4 +5,5 @@
 pub mod config;
 pub mod machine;
 pub mod notify;
+pub mod orchestrator;
 pub mod ports;
