@@ -460,9 +460,12 @@ async fn a_restarted_orchestrator_resumes_without_powering_anything_off_twice() 
         let (stop, rx) = watch::channel(false);
         let h = spawn(power_config(), hub.clone(), c.clone(), agents.clone(), rx);
         until("adopted", 5, || {
-            h.domains()
-                .first()
-                .is_some_and(|d| d.machine.spec.owner == "s1" && d.machine.members.len() == 5)
+            h.domains().first().is_some_and(|d| {
+                d.machine.spec.owner == "s1"
+                        && d.machine.members.len() == 5
+                        // Roles come from the (asynchronous) Kubernetes node list.
+                        && d.machine.members.iter().any(|m| m.role == Role::Server)
+            })
         })
         .await;
         hub.ups_status("s1", ups(&["OB", "LB"]));
