@@ -7,3 +7,4 @@ pub mod machine;
 pub mod notify;
 pub mod orchestrator;
 pub mod ports;
+pub mod service;
