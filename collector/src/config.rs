@@ -39,6 +39,8 @@ pub struct CollectorConfig {
     pub log_level: String,
     pub retention: Retention,
     pub events: EventThresholds,
+    /// The power-loss sequence (`[power]`).
+    pub power: crate::power::config::PowerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -76,6 +78,7 @@ impl Default for CollectorConfig {
             log_level: "info".into(),
             retention: Retention::default(),
             events: EventThresholds::default(),
+            power: Default::default(),
         }
     }
 }
@@ -144,6 +147,10 @@ impl CollectorConfig {
                 "key `metrics_listen`: `{}` is not an address like 0.0.0.0:7151 (empty disables /metrics)",
                 self.metrics_listen
             ));
+        }
+        let power = self.power.errors();
+        if !power.is_empty() {
+            return bad(power.join("; "));
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod pki;
+pub mod power;
 pub mod series;
 pub mod server;
 pub mod store;

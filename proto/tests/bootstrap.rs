@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[test]
 fn generated_bindings_are_up_to_date() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let protos: Vec<PathBuf> = ["agent", "telemetry", "ups", "admin", "join"]
+    let protos: Vec<PathBuf> = ["agent", "telemetry", "ups", "admin", "join", "power"]
         .iter()
         .map(|n| root.join(format!("nodewarden/v1/{n}.proto")))
         .collect();

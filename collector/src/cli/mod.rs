@@ -11,6 +11,7 @@ pub mod format;
 pub mod history;
 pub mod json;
 pub mod nodes;
+pub mod power;
 pub mod readings;
 pub mod style;
 pub mod trust;
@@ -99,6 +100,34 @@ pub enum QueryCommand {
         /// UPS name from the agent's config.
         name: Option<String>,
     },
+    /// Each power domain: UPS state, phase, what is happening, this event's timeline.
+    Power,
+    /// What would happen if power failed now: order, pods to evict, blocking
+    /// PDBs, estimated time against the battery, config warnings.
+    Plan,
+    /// Rehearse the power-loss sequence on the real cluster: every poweroff
+    /// and UPS command is a dry run, reported as it happens.
+    Drill {
+        /// Really cordon the nodes (and uncordon them at the end).
+        #[arg(long)]
+        cordon: bool,
+        /// Start from a simulated on-battery UPS, so the grace and the
+        /// thresholds are rehearsed too.
+        #[arg(long)]
+        simulated_ups: bool,
+        /// Only this power domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+}
+
+impl QueryCommand {
+    fn is_power(&self) -> bool {
+        matches!(
+            self,
+            QueryCommand::Power | QueryCommand::Plan | QueryCommand::Drill { .. }
+        )
+    }
 }
 
 /// When to colour output.
@@ -239,11 +268,12 @@ fn connect_error(path: &Path, error: &(dyn std::error::Error + 'static)) -> CliE
 
 /// Connects to the collector's Admin API on a Unix socket.
 pub async fn connect(socket: &Path) -> Result<AdminClient<Channel>, CliError> {
-    Ok(AdminClient::new(channel(socket).await?).max_decoding_message_size(MAX_RESPONSE_BYTES))
+    Ok(AdminClient::new(connect_channel(socket).await?)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES))
 }
 
-/// A channel to the collector's admin socket (Admin and TrustAdmin services).
-pub async fn channel(socket: &Path) -> Result<Channel, CliError> {
+/// A channel to the collector's admin socket (Admin and Power services).
+pub async fn connect_channel(socket: &Path) -> Result<Channel, CliError> {
     let text = socket.to_str().ok_or_else(|| CliError::Connect {
         path: socket.to_path_buf(),
         reason: "the path is not valid UTF-8".to_owned(),
@@ -330,10 +360,17 @@ pub async fn run(cmd: QueryCommand, opts: QueryOptions) -> ExitCode {
     }
     let view = View::from_environment(&opts);
     let result = async {
-        let mut client = connect(&opts.socket_path()).await?;
+        let channel = connect_channel(&opts.socket_path()).await?;
         let stdout = io::stdout();
         let mut out = io::BufWriter::new(stdout.lock());
-        execute(&mut client, &cmd, &view, &mut out).await?;
+        if cmd.is_power() {
+            let mut client = nodewarden_proto::v1::power_client::PowerClient::new(channel);
+            power::execute(&mut client, &cmd, &view, &mut out).await?;
+        } else {
+            let mut client =
+                AdminClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+            execute(&mut client, &cmd, &view, &mut out).await?;
+        }
         out.flush()?;
         Ok::<(), CliError>(())
     }
@@ -503,6 +540,11 @@ pub async fn execute(
             } else {
                 out.write_all(ups::render_ups_list(&list, view.now_ms, view.style).as_bytes())?;
             }
+        }
+        QueryCommand::Power | QueryCommand::Plan | QueryCommand::Drill { .. } => {
+            return Err(CliError::Usage(
+                "power commands use the Power service (cli::power::execute)".to_owned(),
+            ));
         }
     }
     Ok(())

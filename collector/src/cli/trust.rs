@@ -56,7 +56,7 @@ fn iso(ms: i64) -> String {
 }
 
 async fn execute(cmd: TrustCommand, opts: &QueryOptions) -> Result<String, CliError> {
-    let channel = super::channel(&opts.socket_path()).await?;
+    let channel = super::connect_channel(&opts.socket_path()).await?;
     let mut client = TrustAdminClient::new(channel);
     Ok(match cmd {
         TrustCommand::Token(TokenCommand::Create {

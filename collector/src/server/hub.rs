@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nodewarden_proto::v1::{Event, NodeInfo, Sample, Severity, UpsInfo, UpsStatus};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 use super::events::{self, NodeEventState};
 use crate::config::EventThresholds;
@@ -22,11 +22,31 @@ struct LiveNode {
     ups: HashMap<String, (UpsStatus, i64)>,
 }
 
+/// What the power orchestrator hears from the hub, as it happens.
+#[derive(Debug, Clone)]
+pub enum HubEvent {
+    /// An agent stream opened.
+    Connected(String),
+    /// An agent stream closed or went silent.
+    Disconnected(String),
+    /// A UPS status pushed by the agent on `node`.
+    Ups {
+        /// The agent that reads the UPS.
+        node: String,
+        /// Its status.
+        status: UpsStatus,
+    },
+}
+
+/// Events a slow subscriber may fall behind by before it must resync.
+const EVENT_BACKLOG: usize = 1024;
+
 /// Shared by the agent link, the admin API and the watchers.
 pub struct Hub {
     nodes: Mutex<HashMap<String, LiveNode>>,
     store: Arc<Store>,
     thresholds: EventThresholds,
+    events: broadcast::Sender<HubEvent>,
 }
 
 /// What the link needs to know after registering a stream.
@@ -73,7 +93,13 @@ impl Hub {
             nodes: Mutex::new(nodes),
             store,
             thresholds,
+            events: broadcast::channel(EVENT_BACKLOG).0,
         }
+    }
+
+    /// Connections and UPS statuses from now on (the power orchestrator).
+    pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
+        self.events.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, LiveNode>> {
@@ -157,6 +183,7 @@ impl Hub {
             }
         }
         self.record_events(evs);
+        let _ = self.events.send(HubEvent::Connected(name));
         Registration {
             stream_id,
             replaced: rx,
@@ -184,6 +211,9 @@ impl Hub {
             if stream_id.is_some() {
                 live.stream_id = None;
                 live.replaced = None;
+            }
+            if live.record.online || stream_id.is_some() {
+                let _ = self.events.send(HubEvent::Disconnected(node.to_string()));
             }
             if live.record.online {
                 live.record.online = false;
@@ -267,6 +297,12 @@ impl Hub {
             live.ups
                 .insert(status.ups_name.clone(), (status.clone(), last_change));
             save = Some((status, last_change));
+        }
+        if let Some((status, _)) = &save {
+            let _ = self.events.send(HubEvent::Ups {
+                node: node.to_string(),
+                status: status.clone(),
+            });
         }
         if let Some((status, last_change)) = save
             && let Err(e) = self.store.put_ups(node, status, last_change)

@@ -56,6 +56,8 @@ const NODES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("nodes");
 const LATEST: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("latest_sample");
 const EVENTS: TableDefinition<'_, (i64, u32), &[u8]> = TableDefinition::new("events");
 const UPS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("ups");
+/// Power domain -> its persisted state machine (opaque bytes from power::).
+const POWER: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("power_state");
 
 /// How long data is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +288,7 @@ impl Store {
             txn.open_table(LATEST)?;
             txn.open_table(EVENTS)?;
             txn.open_table(UPS)?;
+            txn.open_table(POWER)?;
             let mut nodes = txn.open_table(NODES)?;
             let mut updates = Vec::new();
             for entry in nodes.iter()? {
@@ -796,6 +799,34 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Saves the state of one power domain (durably: a restart resumes from it).
+    pub fn put_power_state(&self, domain: &str, state: &[u8]) -> Result<(), StoreError> {
+        self.write(|txn, _, _| {
+            txn.open_table(POWER)?.insert(domain, state)?;
+            Ok(())
+        })
+    }
+
+    /// Every saved power domain state, by domain name.
+    pub fn power_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for entry in txn.open_table(POWER)?.iter()? {
+                let (k, v) = entry?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Forgets a power domain that is no longer configured.
+    pub fn delete_power_state(&self, domain: &str) -> Result<(), StoreError> {
+        self.write(|txn, _, _| {
+            txn.open_table(POWER)?.remove(domain)?;
+            Ok(())
+        })
     }
 
     /// Deletes raw samples older than the raw retention and rollups and

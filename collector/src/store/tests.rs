@@ -548,3 +548,28 @@ fn the_latest_sample_is_persisted_once_a_minute_per_node() {
         .expect("history");
     assert_eq!(h.points.len(), 3);
 }
+
+#[test]
+fn power_state_survives_a_reopen_and_can_be_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .put_power_state("main", b"{\"phase\":\"draining\"}")
+            .unwrap();
+        store.put_power_state("rack2", b"{}").unwrap();
+        store
+            .put_power_state("main", b"{\"phase\":\"powering_off\"}")
+            .unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.power_states().unwrap(),
+        vec![
+            ("main".to_string(), b"{\"phase\":\"powering_off\"}".to_vec()),
+            ("rack2".to_string(), b"{}".to_vec())
+        ]
+    );
+    store.delete_power_state("rack2").unwrap();
+    assert_eq!(store.power_states().unwrap().len(), 1);
+}

@@ -2763,3 +2763,648 @@ pub mod trust_admin_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetPowerRequest {}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetPowerResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub domains: ::prost::alloc::vec::Vec<PowerDomain>,
+    /// False when the power sequence is disabled in the config.
+    #[prost(bool, tag = "2")]
+    pub enabled: bool,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PowerDomain {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub ups: ::prost::alloc::string::String,
+    /// Node whose agent reads the UPS.
+    #[prost(string, tag = "3")]
+    pub owner: ::prost::alloc::string::String,
+    /// on_mains, on_battery, cordoning, draining, powering_off, ups_cycle,
+    /// awaiting_return, recovering, cancelling.
+    #[prost(string, tag = "4")]
+    pub phase: ::prost::alloc::string::String,
+    #[prost(int64, tag = "5")]
+    pub phase_since_ms: i64,
+    /// What is happening now, one line.
+    #[prost(string, tag = "6")]
+    pub now: ::prost::alloc::string::String,
+    /// Why the sequence started (empty between events).
+    #[prost(string, tag = "7")]
+    pub reason: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "8")]
+    pub ups_state: ::core::option::Option<PowerUpsState>,
+    #[prost(message, repeated, tag = "9")]
+    pub nodes: ::prost::alloc::vec::Vec<PowerNode>,
+    /// This event's timeline, oldest first.
+    #[prost(message, repeated, tag = "10")]
+    pub timeline: ::prost::alloc::vec::Vec<PowerTimelineEntry>,
+    /// When the current step gives up (0: none).
+    #[prost(int64, tag = "11")]
+    pub deadline_ms: i64,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct PowerUpsState {
+    /// A reading has arrived since the collector started.
+    #[prost(bool, tag = "1")]
+    pub known: bool,
+    #[prost(bool, tag = "2")]
+    pub communication_ok: bool,
+    #[prost(bool, tag = "3")]
+    pub on_battery: bool,
+    #[prost(bool, tag = "4")]
+    pub low_battery: bool,
+    #[prost(double, optional, tag = "5")]
+    pub battery_charge_percent: ::core::option::Option<f64>,
+    #[prost(int64, optional, tag = "6")]
+    pub battery_runtime_ms: ::core::option::Option<i64>,
+    /// When this outage began (0: on mains).
+    #[prost(int64, tag = "7")]
+    pub on_battery_since_ms: i64,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PowerNode {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// worker, server, external.
+    #[prost(string, tag = "2")]
+    pub role: ::prost::alloc::string::String,
+    #[prost(bool, tag = "3")]
+    pub connected: bool,
+    /// "", pending, cordoned, already_cordoned, failed: <why>, uncordoned.
+    #[prost(string, tag = "4")]
+    pub cordon: ::prost::alloc::string::String,
+    /// "", draining, or the drain's result.
+    #[prost(string, tag = "5")]
+    pub drain: ::prost::alloc::string::String,
+    /// "", waiting, sent, confirmed, gone, failed: <why>.
+    #[prost(string, tag = "6")]
+    pub power: ::prost::alloc::string::String,
+    /// Position among external hosts (0 for cluster nodes).
+    #[prost(uint32, tag = "7")]
+    pub external_order: u32,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PowerTimelineEntry {
+    #[prost(int64, tag = "1")]
+    pub at_ms: i64,
+    #[prost(string, tag = "2")]
+    pub text: ::prost::alloc::string::String,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PlanRequest {}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PlanResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub domains: ::prost::alloc::vec::Vec<DomainPlan>,
+    /// Config warnings (the checks the collector runs at start, as warnings).
+    #[prost(string, repeated, tag = "2")]
+    pub warnings: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DomainPlan {
+    #[prost(string, tag = "1")]
+    pub domain: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub ups: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub owner: ::prost::alloc::string::String,
+    #[prost(int64, optional, tag = "4")]
+    pub battery_runtime_ms: ::core::option::Option<i64>,
+    #[prost(message, repeated, tag = "5")]
+    pub members: ::prost::alloc::vec::Vec<PowerNode>,
+    /// Poweroff stages in order.
+    #[prost(message, repeated, tag = "6")]
+    pub stages: ::prost::alloc::vec::Vec<PlanStage>,
+    #[prost(message, repeated, tag = "7")]
+    pub drain: ::prost::alloc::vec::Vec<NodeDrainPlan>,
+    /// Why the drain plan is missing (Kubernetes API unreachable, ...).
+    #[prost(string, tag = "8")]
+    pub drain_error: ::prost::alloc::string::String,
+    #[prost(int64, tag = "9")]
+    pub drain_estimate_ms: i64,
+    /// Estimated total until the last node halts (worst case of the waits).
+    #[prost(int64, tag = "10")]
+    pub total_estimate_ms: i64,
+    #[prost(string, repeated, tag = "11")]
+    pub warnings: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PlanStage {
+    #[prost(string, tag = "1")]
+    pub label: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub nodes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The bounded wait of this stage.
+    #[prost(int64, tag = "3")]
+    pub timeout_ms: i64,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct NodeDrainPlan {
+    #[prost(string, tag = "1")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "2")]
+    pub pods: ::prost::alloc::vec::Vec<PodEvictionPlan>,
+    /// DaemonSet and mirror pods that stay.
+    #[prost(uint32, tag = "3")]
+    pub skipped: u32,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PodEvictionPlan {
+    #[prost(string, tag = "1")]
+    pub namespace: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub grace_seconds: u32,
+    /// The PodDisruptionBudget that would block the eviction now ("" none).
+    #[prost(string, tag = "4")]
+    pub blocked_by: ::prost::alloc::string::String,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DrillRequest {
+    /// Only this domain ("" all).
+    #[prost(string, tag = "1")]
+    pub domain: ::prost::alloc::string::String,
+    /// Really cordon, and uncordon at the end.
+    #[prost(bool, tag = "2")]
+    pub cordon: bool,
+    /// Start from a simulated on-battery UPS (the grace runs) instead of at once.
+    #[prost(bool, tag = "3")]
+    pub simulated_ups: bool,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DrillEvent {
+    #[prost(string, tag = "1")]
+    pub domain: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub entry: ::core::option::Option<PowerTimelineEntry>,
+    /// The drill is over; nothing follows.
+    #[prost(bool, tag = "3")]
+    pub done: bool,
+}
+/// Generated client implementations.
+pub mod power_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    #[derive(Debug, Clone)]
+    pub struct PowerClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl PowerClient<tonic::transport::Channel> {
+        /// Attempt to create a new client by connecting to a given endpoint.
+        pub async fn connect<D>(dst: D) -> Result<Self, tonic::transport::Error>
+        where
+            D: TryInto<tonic::transport::Endpoint>,
+            D::Error: Into<StdError>,
+        {
+            let conn = tonic::transport::Endpoint::new(dst)?.connect().await?;
+            Ok(Self::new(conn))
+        }
+    }
+    impl<T> PowerClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> PowerClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            PowerClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Every power domain: UPS state, phase, what is happening, the timeline.
+        pub async fn get_power(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetPowerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetPowerResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/nodewarden.v1.Power/GetPower",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("nodewarden.v1.Power", "GetPower"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// What would happen if power failed now.
+        pub async fn plan(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PlanRequest>,
+        ) -> std::result::Result<tonic::Response<super::PlanResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/nodewarden.v1.Power/Plan");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("nodewarden.v1.Power", "Plan"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Rehearse the sequence with every destructive step reported, not done;
+        /// the timeline streams as it happens and ends with done = true.
+        pub async fn drill(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DrillRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::DrillEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/nodewarden.v1.Power/Drill",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("nodewarden.v1.Power", "Drill"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod power_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with PowerServer.
+    #[async_trait]
+    pub trait Power: std::marker::Send + std::marker::Sync + 'static {
+        /// Every power domain: UPS state, phase, what is happening, the timeline.
+        async fn get_power(
+            &self,
+            request: tonic::Request<super::GetPowerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetPowerResponse>,
+            tonic::Status,
+        >;
+        /// What would happen if power failed now.
+        async fn plan(
+            &self,
+            request: tonic::Request<super::PlanRequest>,
+        ) -> std::result::Result<tonic::Response<super::PlanResponse>, tonic::Status>;
+        /// Server streaming response type for the Drill method.
+        type DrillStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::DrillEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Rehearse the sequence with every destructive step reported, not done;
+        /// the timeline streams as it happens and ends with done = true.
+        async fn drill(
+            &self,
+            request: tonic::Request<super::DrillRequest>,
+        ) -> std::result::Result<tonic::Response<Self::DrillStream>, tonic::Status>;
+    }
+    #[derive(Debug)]
+    pub struct PowerServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> PowerServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for PowerServer<T>
+    where
+        T: Power,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/nodewarden.v1.Power/GetPower" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetPowerSvc<T: Power>(pub Arc<T>);
+                    impl<T: Power> tonic::server::UnaryService<super::GetPowerRequest>
+                    for GetPowerSvc<T> {
+                        type Response = super::GetPowerResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetPowerRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Power>::get_power(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetPowerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/nodewarden.v1.Power/Plan" => {
+                    #[allow(non_camel_case_types)]
+                    struct PlanSvc<T: Power>(pub Arc<T>);
+                    impl<T: Power> tonic::server::UnaryService<super::PlanRequest>
+                    for PlanSvc<T> {
+                        type Response = super::PlanResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PlanRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Power>::plan(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PlanSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/nodewarden.v1.Power/Drill" => {
+                    #[allow(non_camel_case_types)]
+                    struct DrillSvc<T: Power>(pub Arc<T>);
+                    impl<
+                        T: Power,
+                    > tonic::server::ServerStreamingService<super::DrillRequest>
+                    for DrillSvc<T> {
+                        type Response = super::DrillEvent;
+                        type ResponseStream = T::DrillStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DrillRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Power>::drill(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DrillSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for PowerServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "nodewarden.v1.Power";
+    impl<T> tonic::server::NamedService for PowerServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}

@@ -1,0 +1,267 @@
+//! The power orchestrator against in-memory Kubernetes and agent ports, on the
+//! real hub and store:
+//! 1. time from the UPS report that crosses a threshold (OB + LB) to the
+//!    first cordon call (goal <= 1 s), over many runs;
+//! 2. the whole sequence for 5 nodes whose drains take their pods' grace
+//!    periods, printed as a timeline.
+//!
+//! `cargo bench -p nodewarden --bench power_sequence`
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nodewarden::config::EventThresholds;
+use nodewarden::power::config::PowerConfig;
+use nodewarden::power::machine::Phase;
+use nodewarden::power::orchestrator::{PowerHandle, spawn};
+use nodewarden::power::ports::{
+    AgentPort, ClusterNode, ClusterPort, CommandOutcome, DrainSummary, NodeDrainPlan,
+};
+use nodewarden::server::hub::Hub;
+use nodewarden::server::now_ms;
+use nodewarden::store::{NodeRecord, Retention, Store};
+use nodewarden_proto::v1::UpsStatus;
+
+/// Node, server?, longest pod grace period.
+const NODES: [(&str, bool, u64); 5] = [
+    ("pi5-a", true, 500),
+    ("pi5-b", true, 3000),
+    ("pi4-a", false, 2000),
+    ("pi4-b", false, 4000),
+    ("bpi-m5", false, 1000),
+];
+/// Time an agent takes from the command to its stream closing.
+const HALT: Duration = Duration::from_millis(300);
+
+struct Cluster {
+    first_cordon: Mutex<Option<Instant>>,
+}
+
+impl ClusterPort for Cluster {
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, String> {
+        Ok(NODES
+            .iter()
+            .map(|(n, server, _)| ClusterNode {
+                name: n.to_string(),
+                server: *server,
+                unschedulable: false,
+            })
+            .collect())
+    }
+    async fn cordon(&self, _: &str) -> Result<bool, String> {
+        self.first_cordon
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Instant::now);
+        Ok(false)
+    }
+    async fn drain(
+        &self,
+        node: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<DrainSummary, String> {
+        let grace = NODES.iter().find(|n| n.0 == node).map_or(0, |n| n.2);
+        let done = tokio::time::Instant::now() + Duration::from_millis(grace);
+        tokio::time::sleep_until(done.min(deadline)).await;
+        Ok(DrainSummary {
+            evicted: 3,
+            skipped: 1,
+            remaining: Vec::new(),
+        })
+    }
+    async fn uncordon_ours(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    async fn drain_plan(&self, _: &[String]) -> Result<Vec<NodeDrainPlan>, String> {
+        Ok(Vec::new())
+    }
+}
+
+struct Agents {
+    hub: std::sync::Weak<Hub>,
+}
+
+impl Agents {
+    fn go_down(&self, node: &str) {
+        if let Some(hub) = self.hub.upgrade() {
+            let node = node.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(HALT).await;
+                hub.disconnected(&node, None, "halted", now_ms());
+            });
+        }
+    }
+}
+
+impl AgentPort for Agents {
+    async fn power_off(
+        &self,
+        node: &str,
+        _: u64,
+        _: &str,
+        _: bool,
+    ) -> Result<CommandOutcome, String> {
+        self.go_down(node);
+        Ok(CommandOutcome {
+            ok: true,
+            message: "poweroff in 0s".into(),
+        })
+    }
+    async fn ups_shutdown_return(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: Duration,
+        _: Duration,
+        _: bool,
+    ) -> Result<CommandOutcome, String> {
+        Ok(CommandOutcome {
+            ok: true,
+            message: "S02R0001".into(),
+        })
+    }
+    fn connected(&self, node: &str) -> bool {
+        self.hub
+            .upgrade()
+            .and_then(|h| h.node_info(node))
+            .is_some_and(|n| n.online)
+    }
+}
+
+fn ups(tokens: &[&str]) -> UpsStatus {
+    UpsStatus {
+        ups_name: "riello".into(),
+        timestamp_ms: now_ms(),
+        communication_ok: true,
+        status: tokens.iter().map(|s| s.to_string()).collect(),
+        battery_charge_percent: Some(80.0),
+        battery_runtime_seconds: Some(900.0),
+        ..Default::default()
+    }
+}
+
+fn connect_all(hub: &Hub) {
+    for (i, (n, _, _)) in NODES.iter().enumerate() {
+        hub.connected(
+            NodeRecord {
+                name: n.to_string(),
+                ..Default::default()
+            },
+            i as u64 + 100,
+            "bench".into(),
+            now_ms(),
+        );
+    }
+}
+
+async fn wait(h: &PowerHandle, f: impl Fn(Phase) -> bool) {
+    while !h.domains().first().is_some_and(|d| f(d.machine.phase)) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn setup(dir: &std::path::Path) -> (Arc<Hub>, Arc<Cluster>, PowerHandle) {
+    let store = Arc::new(Store::open(dir, Retention::default()).unwrap());
+    let hub = Arc::new(Hub::new(store, EventThresholds::default()));
+    connect_all(&hub);
+    hub.ups_status("pi5-a", ups(&["OL"]));
+    let cluster = Arc::new(Cluster {
+        first_cordon: Mutex::new(None),
+    });
+    let agents = Arc::new(Agents {
+        hub: Arc::downgrade(&hub),
+    });
+    let config = PowerConfig {
+        collector_node: "pi5-a".into(),
+        agent_confirm_timeout: Duration::from_secs(5),
+        servers_timeout: Duration::from_secs(5),
+        mains_stable: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(stop);
+    let h = spawn(config, hub.clone(), cluster.clone(), agents, rx);
+    (hub, cluster, h)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, cluster, h) = setup(dir.path());
+    while !h.domains().first().is_some_and(|d| {
+        d.machine.spec.owner == "pi5-a"
+            && d.machine.members.len() == 5
+            && d.machine
+                .members
+                .iter()
+                .any(|m| m.role == nodewarden::power::machine::Role::Server)
+    }) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // 1. Threshold to first cordon, then cancel (mains back) and repeat.
+    let runs = 30;
+    let mut lat = Vec::new();
+    for _ in 0..runs {
+        *cluster.first_cordon.lock().unwrap() = None;
+        let t0 = Instant::now();
+        hub.ups_status("pi5-a", ups(&["OB", "LB"]));
+        loop {
+            if let Some(t) = *cluster.first_cordon.lock().unwrap() {
+                lat.push(t - t0);
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        wait(&h, |p| p == Phase::Draining).await;
+        hub.ups_status("pi5-a", ups(&["OL"]));
+        wait(&h, |p| p == Phase::OnMains).await;
+    }
+    lat.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("UPS threshold -> first cordon ({runs} runs, goal <= 1000 ms)");
+    println!(
+        "{:>10} {:>10} {:>10} {:>10}",
+        "min ms", "median ms", "p95 ms", "max ms"
+    );
+    println!(
+        "{:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+        ms(lat[0]),
+        ms(lat[runs / 2]),
+        ms(lat[runs * 95 / 100]),
+        ms(lat[runs - 1])
+    );
+    println!();
+
+    // 2. The whole sequence, 5 nodes.
+    let t0 = Instant::now();
+    hub.ups_status("pi5-a", ups(&["OB", "LB"]));
+    wait(&h, |p| p == Phase::AwaitingReturn).await;
+    let total = t0.elapsed();
+    let m = h.domains()[0].machine.clone();
+    println!(
+        "whole sequence, 5 nodes (drain = longest pod grace; halt {} ms per node)",
+        HALT.as_millis()
+    );
+    let grace: BTreeMap<&str, u64> = NODES.iter().map(|n| (n.0, n.2)).collect();
+    println!(
+        "pod grace: {}",
+        grace
+            .iter()
+            .map(|(n, g)| format!("{n} {:.1}s", *g as f64 / 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let start = m.timeline.first().map_or(0, |e| e.at_ms);
+    for e in &m.timeline {
+        println!("{:>8.3}s  {}", (e.at_ms - start) as f64 / 1000.0, e.text);
+    }
+    println!(
+        "total: {:.3} s from the low-battery report to the last poweroff sent",
+        total.as_secs_f64()
+    );
+}

@@ -1,0 +1,10 @@
+//! Power-loss orchestration: the per-domain state machine (pure), the power
+//! config, the orchestrator that feeds it and carries out its actions, and
+//! the notifications.
+
+pub mod config;
+pub mod machine;
+pub mod notify;
+pub mod orchestrator;
+pub mod ports;
+pub mod service;

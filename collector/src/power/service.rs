@@ -1,0 +1,246 @@
+//! The `Power` gRPC service on the admin socket: `nodewarden power`, `plan`
+//! and `drill` ask it.
+
+use std::pin::Pin;
+
+use nodewarden_proto::v1::power_server::Power;
+use nodewarden_proto::v1::{
+    DomainPlan as PlanMsg, DrillEvent, DrillRequest, GetPowerRequest, GetPowerResponse,
+    NodeDrainPlan as DrainMsg, PlanRequest, PlanResponse, PlanStage, PodEvictionPlan, PowerDomain,
+    PowerNode, PowerTimelineEntry, PowerUpsState,
+};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::machine::{CordonState, Machine, NodeProgress, PowerState, Role, TimelineEntry};
+use super::orchestrator::{DomainPlan, DrillOptions, DrillUpdate, PowerHandle, describe};
+
+/// Answers the CLI from the running orchestrator.
+#[derive(Debug, Clone)]
+pub struct PowerService {
+    handle: PowerHandle,
+    enabled: bool,
+}
+
+impl PowerService {
+    /// `enabled`: `[power] enabled` from the config.
+    pub fn new(handle: PowerHandle, enabled: bool) -> Self {
+        PowerService { handle, enabled }
+    }
+}
+
+fn role_str(r: Role) -> (&'static str, u32) {
+    match r {
+        Role::Worker => ("worker", 0),
+        Role::Server => ("server", 0),
+        Role::External { order } => ("external", order),
+    }
+}
+
+fn entry(e: &TimelineEntry) -> PowerTimelineEntry {
+    PowerTimelineEntry {
+        at_ms: e.at_ms,
+        text: e.text.clone(),
+    }
+}
+
+fn node_msg(name: &str, role: Role, connected: bool, p: Option<&NodeProgress>) -> PowerNode {
+    let (role, external_order) = role_str(role);
+    let mut n = PowerNode {
+        name: name.to_string(),
+        role: role.into(),
+        connected,
+        external_order,
+        ..Default::default()
+    };
+    if let Some(p) = p {
+        n.cordon = match (&p.cordon, p.uncordoned) {
+            (_, true) => "uncordoned".into(),
+            (None, _) => String::new(),
+            (Some(CordonState::Pending), _) => "pending".into(),
+            (
+                Some(CordonState::Done {
+                    was_cordoned: false,
+                }),
+                _,
+            ) => "cordoned".into(),
+            (Some(CordonState::Done { was_cordoned: true }), _) => "already_cordoned".into(),
+            (Some(CordonState::Failed(e)), _) => format!("failed: {e}"),
+        };
+        n.drain = match (&p.drain, p.draining) {
+            (_, true) => "draining".into(),
+            (Some(Ok(s)), _) => s.clone(),
+            (Some(Err(e)), _) => format!("failed: {e}"),
+            (None, _) => String::new(),
+        };
+        n.power = match &p.power {
+            PowerState::Waiting => "waiting".into(),
+            PowerState::Sent { .. } => "sent".into(),
+            PowerState::Confirmed => "confirmed".into(),
+            PowerState::Gone => "gone".into(),
+            PowerState::Failed(e) => format!("failed: {e}"),
+        };
+    }
+    n
+}
+
+/// The wire form of one domain.
+pub fn domain_msg(m: &Machine) -> PowerDomain {
+    let connected = |n: &str| m.connected.get(n).copied().unwrap_or(false);
+    let nodes = m
+        .members
+        .iter()
+        .map(|x| node_msg(&x.name, x.role, connected(&x.name), m.nodes.get(&x.name)))
+        .collect();
+    PowerDomain {
+        name: m.spec.name.clone(),
+        ups: m.spec.ups.clone(),
+        owner: m.spec.owner.clone(),
+        phase: m.phase.as_str().into(),
+        phase_since_ms: m.phase_since_ms,
+        now: describe(m),
+        reason: m.reason.clone(),
+        ups_state: Some(match &m.ups {
+            Some(u) => PowerUpsState {
+                known: true,
+                communication_ok: u.comm_ok,
+                on_battery: u.on_battery,
+                low_battery: u.low_battery,
+                battery_charge_percent: u.charge_percent,
+                battery_runtime_ms: u.runtime_ms,
+                on_battery_since_ms: m.on_battery_since_ms.unwrap_or(0),
+            },
+            None => PowerUpsState::default(),
+        }),
+        nodes,
+        timeline: m.timeline.iter().map(entry).collect(),
+        deadline_ms: m.deadline_ms.unwrap_or(0),
+    }
+}
+
+fn plan_msg(d: DomainPlan) -> PlanMsg {
+    PlanMsg {
+        domain: d.domain,
+        ups: d.ups,
+        owner: d.owner,
+        battery_runtime_ms: d.runtime_ms,
+        members: d
+            .members
+            .iter()
+            .map(|x| node_msg(&x.name, x.role, false, None))
+            .collect(),
+        stages: d
+            .stages
+            .into_iter()
+            .map(|s| PlanStage {
+                label: s.label,
+                nodes: s.nodes,
+                timeout_ms: s.timeout_ms,
+            })
+            .collect(),
+        drain: d
+            .drain
+            .into_iter()
+            .map(|n| DrainMsg {
+                node: n.node,
+                skipped: n.skipped,
+                pods: n
+                    .pods
+                    .into_iter()
+                    .map(|p| PodEvictionPlan {
+                        namespace: p.namespace,
+                        name: p.name,
+                        grace_seconds: p.grace_seconds,
+                        blocked_by: p.blocked_by.unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        drain_error: d.drain_error.unwrap_or_default(),
+        drain_estimate_ms: d.drain_estimate_ms,
+        total_estimate_ms: d.total_estimate_ms,
+        warnings: d.warnings,
+    }
+}
+
+type DrillStream = Pin<Box<dyn Stream<Item = Result<DrillEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Power for PowerService {
+    async fn get_power(
+        &self,
+        _: Request<GetPowerRequest>,
+    ) -> Result<Response<GetPowerResponse>, Status> {
+        Ok(Response::new(GetPowerResponse {
+            domains: self
+                .handle
+                .domains()
+                .iter()
+                .map(|d| domain_msg(&d.machine))
+                .collect(),
+            enabled: self.enabled,
+        }))
+    }
+
+    async fn plan(&self, _: Request<PlanRequest>) -> Result<Response<PlanResponse>, Status> {
+        let plan = self.handle.plan().await.map_err(Status::unavailable)?;
+        Ok(Response::new(PlanResponse {
+            domains: plan.domains.into_iter().map(plan_msg).collect(),
+            warnings: plan.warnings,
+        }))
+    }
+
+    type DrillStream = DrillStream;
+
+    async fn drill(
+        &self,
+        request: Request<DrillRequest>,
+    ) -> Result<Response<Self::DrillStream>, Status> {
+        let r = request.into_inner();
+        let mut rx = self
+            .handle
+            .drill(DrillOptions {
+                domain: (!r.domain.is_empty()).then_some(r.domain),
+                cordon: r.cordon,
+                simulated_ups: r.simulated_ups,
+            })
+            .await
+            .map_err(Status::unavailable)?;
+        let stream = async_stream(move |tx| async move {
+            while let Some(u) = rx.recv().await {
+                let (ev, done) = match u {
+                    DrillUpdate::Step(domain, e) => (
+                        DrillEvent {
+                            domain,
+                            entry: Some(entry(&e)),
+                            done: false,
+                        },
+                        false,
+                    ),
+                    DrillUpdate::Done => (
+                        DrillEvent {
+                            done: true,
+                            ..Default::default()
+                        },
+                        true,
+                    ),
+                };
+                if tx.send(Ok(ev)).await.is_err() || done {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task (no extra crate for generators).
+fn async_stream<F, Fut>(f: F) -> DrillStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<DrillEvent, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
