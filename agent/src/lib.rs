@@ -1,6 +1,7 @@
 //! nodewarden-agent: reads this node (sensors) and its UPS (ups), streams both
 //! to the collector over one outbound gRPC stream (link), and carries out the
-//! collector's commands (command). It listens on no port.
+//! collector's commands (command); on the UPS host it powers down by itself
+//! when the collector is gone in a power cut (standalone). It listens on no port.
 // deny, not forbid: sensors::syscall (statvfs, sysconf, the VideoCore mailbox
 // ioctl) is the one module allowed unsafe code.
 #![deny(unsafe_code)]
@@ -10,5 +11,6 @@ pub mod config;
 pub mod daemon;
 pub mod link;
 pub mod sensors;
+pub mod standalone;
 pub mod sysroot;
 pub mod ups;
