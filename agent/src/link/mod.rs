@@ -69,6 +69,24 @@ pub struct CommandLink {
     pub replies: mpsc::Receiver<Reply>,
 }
 
+/// Whether the link is up: the backoff it resets and the watchers it tells
+/// (standalone mode).
+struct Health {
+    backoff: Backoff,
+    connected: watch::Sender<bool>,
+}
+
+impl Health {
+    fn up(&mut self) {
+        self.backoff.connected();
+        self.connected.send_replace(true);
+    }
+
+    fn down(&self) {
+        self.connected.send_replace(false);
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug)]
 enum SessionEnd {
@@ -87,7 +105,10 @@ pub async fn run(
     connected: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff::new();
+    let mut health = Health {
+        backoff: Backoff::new(),
+        connected,
+    };
     let mut last_problem: Option<String> = None;
     loop {
         if *shutdown.borrow() {
@@ -99,17 +120,16 @@ pub async fn run(
             &outbox,
             &mut ups_changes,
             &mut commands,
-            &connected,
             &mut shutdown,
-            &mut backoff,
+            &mut health,
         )
         .await;
-        connected.send_replace(false);
+        health.down();
         let reason = match end {
             SessionEnd::Shutdown => return,
             SessionEnd::Lost(reason) => reason,
         };
-        let delay = backoff.next_delay();
+        let delay = health.backoff.next_delay();
         // One line per change of state, not one per retry.
         if last_problem.as_deref() != Some(reason.as_str()) {
             tracing::warn!(collector = %collector, "collector link down: {reason}; retrying with backoff");
@@ -152,9 +172,8 @@ async fn session(
     outbox: &Outbox,
     ups_changes: &mut mpsc::Receiver<UpsStatus>,
     commands: &mut CommandLink,
-    connected: &watch::Sender<bool>,
     shutdown: &mut watch::Receiver<bool>,
-    backoff: &mut Backoff,
+    health: &mut Health,
 ) -> SessionEnd {
     let channel = tokio::select! {
         c = connect(collector) => match c {
@@ -197,8 +216,7 @@ async fn session(
         Err(_) => return SessionEnd::Lost("collector did not answer hello within 10 s".into()),
     };
     lock(&outbox.buffer).restart_stream(welcome.stored_through_seq);
-    backoff.connected();
-    connected.send_replace(true);
+    health.up();
     tracing::info!(
         collector = %collector,
         collector_version = %welcome.collector_version,
