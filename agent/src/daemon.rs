@@ -204,6 +204,15 @@ async fn standalone(
 }
 
 async fn take_over(cfg: &StandaloneConfig, unit: &UpsUnit, poweroff: &PowerOff, reason: &str) {
+    // The collector ordered this node off before it went away: its sequence
+    // had reached the end, UPS command included. Sending that again would
+    // only restart the UPS's countdown.
+    if let Some(id) = poweroff.under_way() {
+        tracing::info!(
+            "{reason}, but this node's poweroff is already under way (command {id}); standalone mode has nothing to add"
+        );
+        return;
+    }
     tracing::error!(ups = %unit.config.name, "{reason}; cycling the UPS and powering this node off");
     let kind = UpsCommandKind::ShutdownReturn {
         off_delay_s: u32::try_from(cfg.off_delay.as_secs()).unwrap_or(u32::MAX),

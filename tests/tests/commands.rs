@@ -526,3 +526,41 @@ async fn standalone_stands_down_when_the_collector_returns_first() {
     );
     collector.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_adds_nothing_once_the_collector_has_ordered_the_poweroff() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    hook(d, "");
+    let sim = megatec_sim(d);
+    let collector = InProc::start(d, free_port()).await;
+    let host = agent(d, "ups-host", &collector.url(), &ups_section(d, STANDALONE));
+    connected(collector.hub(), "ups-host").await;
+    let hub = collector.hub().clone();
+    let id = hub.new_command_id();
+    let done = hub
+        .send_command("ups-host", poweroff(id, false), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(state(&done), CommandState::Done, "{}", done.message);
+
+    // The collector's node goes down before this one halts.
+    drop(hub);
+    collector.stop().await;
+    sim.set(|s| {
+        s.mains = false;
+        s.charge_percent = 25.0;
+    });
+    eventually(
+        Duration::from_secs(20),
+        "standalone mode deciding",
+        || async { host.log_text().contains("already under way").then_some(()) },
+    )
+    .await;
+    assert_eq!(hook_runs(d).len(), 1, "{:?}", hook_runs(d));
+    assert!(
+        !sent_lines(&sim).iter().any(|l| l.starts_with('S')),
+        "{:?}",
+        sent_lines(&sim)
+    );
+}

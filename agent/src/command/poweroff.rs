@@ -104,6 +104,14 @@ impl PowerOff {
         shell_words(&self.argv)
     }
 
+    /// The id of a poweroff running or done in this agent's life, if any.
+    pub fn under_way(&self) -> Option<u64> {
+        match &*lock(&self.progress) {
+            Progress::Running { id } | Progress::Issued { id, .. } => Some(*id),
+            Progress::Idle | Progress::Failed { .. } => None,
+        }
+    }
+
     /// Decides whether `id` runs the action, and if so marks it running and
     /// records the id before anything else happens.
     pub fn begin(&self, id: u64) -> Begin {
@@ -258,7 +266,9 @@ mod tests {
             ),
         );
         let p = PowerOff::new(argv, dir.path());
+        assert_eq!(p.under_way(), None);
         assert_eq!(p.begin(41), Begin::Run);
+        assert_eq!(p.under_way(), Some(41));
         // While it runs, the same or another id does not run it again.
         assert_eq!(p.begin(41), Begin::InProgress { id: 41 });
         assert_eq!(p.begin(42), Begin::InProgress { id: 41 });
