@@ -110,6 +110,7 @@ pub struct Standalone {
 }
 
 impl Standalone {
+    /// Nothing seen yet; the link counts as down from the first step.
     pub fn new(cfg: StandaloneConfig) -> Self {
         Standalone {
             cfg,

@@ -28,7 +28,9 @@ use self::ups::UpsUnit;
 /// written it to the stream.
 #[derive(Debug)]
 pub struct Reply {
+    /// The answer.
     pub result: CommandResult,
+    /// Fired once the link has written it.
     pub sent: Option<oneshot::Sender<()>>,
 }
 
@@ -60,6 +62,7 @@ fn result(id: u64, state: CommandState, message: impl Into<String>) -> CommandRe
 }
 
 impl Executor {
+    /// Executes with `poweroff`, on `ups`, answering into `replies`.
     pub fn new(poweroff: Arc<PowerOff>, ups: Vec<UpsUnit>, replies: mpsc::Sender<Reply>) -> Self {
         Executor {
             poweroff,

@@ -10,7 +10,9 @@ use crate::ups::{UpsCommandKind, UpsHandle};
 /// A UPS this agent reads: its settings and its running monitor.
 #[derive(Debug, Clone)]
 pub struct UpsUnit {
+    /// Its `[[ups]]` settings.
     pub config: UpsConfig,
+    /// Its running monitor.
     pub handle: UpsHandle,
 }
 

@@ -65,7 +65,9 @@ fn lock(buffer: &Mutex<SampleBuffer>) -> std::sync::MutexGuard<'_, SampleBuffer>
 /// wait in the channel and go out after the reconnect.
 #[derive(Debug)]
 pub struct CommandLink {
+    /// Commands received, for the executor.
     pub to_executor: mpsc::Sender<Command>,
+    /// The executor's answers, to send.
     pub replies: mpsc::Receiver<Reply>,
 }
 

@@ -61,6 +61,7 @@ impl CommandIds {
         }
     }
 
+    /// The next id.
     pub fn next(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
@@ -114,7 +115,9 @@ impl Waiters {
 /// A command on its way: its results arrive here.
 #[derive(Debug)]
 pub struct PendingCommand {
+    /// The node it went to.
     pub node: String,
+    /// Its id, for the log and a later resend.
     pub command_id: u64,
     results: mpsc::UnboundedReceiver<CommandResult>,
     accepted: Option<CommandResult>,
