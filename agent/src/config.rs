@@ -10,6 +10,8 @@ use nodewarden_proto::config_error::{ConfigError, key_location, parse_toml, read
 use nodewarden_proto::units::serde_duration;
 use serde::Deserialize;
 
+use crate::command::poweroff::{DEFAULT_POWEROFF, DEFAULT_RUN_DIR};
+use crate::standalone::StandaloneConfig;
 use crate::ups::config::UpsConfig;
 
 /// Default location of the agent's config file.
@@ -41,6 +43,29 @@ pub struct AgentConfig {
     pub log_level: String,
     /// UPSes wired to this node.
     pub ups: Vec<UpsConfig>,
+    /// How commands from the collector are carried out.
+    pub commands: CommandsConfig,
+    /// What this agent does by itself when it owns a UPS and loses the collector.
+    pub standalone: StandaloneConfig,
+}
+
+/// `[commands]` in agent.toml.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// The command line that powers this node off (no shell).
+    pub poweroff: Vec<String>,
+    /// Where the ids of poweroffs that ran are kept (tmpfs: /run).
+    pub state_dir: PathBuf,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            poweroff: DEFAULT_POWEROFF.iter().map(|s| s.to_string()).collect(),
+            state_dir: PathBuf::from(DEFAULT_RUN_DIR),
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -56,6 +81,8 @@ impl Default for AgentConfig {
             filesystem: PathBuf::from("/"),
             log_level: "info".into(),
             ups: Vec::new(),
+            commands: CommandsConfig::default(),
+            standalone: StandaloneConfig::default(),
         }
     }
 }
@@ -130,6 +157,41 @@ impl AgentConfig {
                 return bad(message);
             }
         }
+        if self.commands.poweroff.first().is_none_or(|p| p.is_empty()) {
+            return bad("[commands] key `poweroff`: give the command line that powers this node off, e.g. [\"systemctl\", \"poweroff\"]".into());
+        }
+        let sa = &self.standalone;
+        if sa.enabled == Some(true) && self.ups.is_empty() {
+            return bad("[standalone] enabled = true needs a [[ups]] on this node: standalone mode commands the UPS this agent reads".into());
+        }
+        if sa.active(!self.ups.is_empty()) {
+            if !(0.0..=100.0).contains(&sa.min_charge_percent) {
+                return bad(format!(
+                    "[standalone] key `min_charge_percent`: {} is outside 0..100",
+                    sa.min_charge_percent
+                ));
+            }
+            // The UPS is told to cut output after off_delay: the exact limits
+            // are the protocol's, checked here so a bad value shows at start,
+            // not in the middle of a power cut.
+            let (off, restore) = (sa.off_delay.as_secs(), sa.restore_delay.as_secs());
+            let off = u32::try_from(off).unwrap_or(u32::MAX);
+            let restore = u32::try_from(restore).unwrap_or(u32::MAX);
+            if let Some(ups) = self.ups.first()
+                && ups.protocol == "megatec"
+                && let Err(e) = crate::ups::megatec::protocol::encode_shutdown_return(off, restore)
+            {
+                return bad(format!(
+                    "[standalone] keys `off_delay`/`restore_delay` for megatec UPS `{}`: {e}",
+                    ups.name
+                ));
+            }
+            if off < 12 {
+                return bad(format!(
+                    "[standalone] key `off_delay`: {off} s is too short for this node to halt (at least 12s; the default is 2m)"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -174,6 +236,45 @@ mod tests {
         let err = AgentConfig::load(&path, true).unwrap_err().to_string();
         assert!(err.contains("agent.toml:2:1: key `collector`"), "{err}");
         assert!(err.contains("https://10.0.0.2:7150"), "{err}");
+    }
+
+    #[test]
+    fn standalone_needs_a_ups_and_a_usable_off_delay() {
+        let path = Path::new("a.toml");
+        let c: AgentConfig = parse_toml(path, "[standalone]\nenabled = true\n").unwrap();
+        let err = c.validate(path).unwrap_err().to_string();
+        assert!(err.contains("needs a [[ups]]"), "{err}");
+        let text = "[standalone]\noff_delay = \"20m\"\n[[ups]]\nname = \"rack\"\nprotocol = \"megatec\"\nport = \"/dev/ttyUSB0\"\n";
+        let c: AgentConfig = parse_toml(path, text).unwrap();
+        let err = c.validate(path).unwrap_err().to_string();
+        assert!(
+            err.contains("off_delay") && err.contains("12-600 s"),
+            "{err}"
+        );
+        // Without a UPS the section is inert, whatever it says.
+        let c: AgentConfig = parse_toml(path, "[standalone]\noff_delay = \"1s\"\n").unwrap();
+        c.validate(path).unwrap();
+    }
+
+    #[test]
+    fn poweroff_defaults_to_logind_and_can_be_a_hook() {
+        let path = Path::new("a.toml");
+        let c = AgentConfig::default();
+        assert_eq!(c.commands.poweroff[0], "busctl");
+        assert!(c.commands.poweroff.contains(&"PowerOff".to_string()));
+        let c: AgentConfig = parse_toml(
+            path,
+            "[commands]\npoweroff = [\"/usr/local/bin/hook\", \"now\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.commands.poweroff, ["/usr/local/bin/hook", "now"]);
+        let c: AgentConfig = parse_toml(path, "[commands]\npoweroff = []\n").unwrap();
+        assert!(
+            c.validate(path)
+                .unwrap_err()
+                .to_string()
+                .contains("poweroff")
+        );
     }
 
     #[test]

@@ -1,15 +1,21 @@
-//! The agent's main loop: sample on a timer, hand samples to the link, run
-//! until SIGTERM or Ctrl-C.
+//! The agent's main loop: sample on a timer, hand samples to the link, carry
+//! out commands, watch for standalone mode, run until SIGTERM or Ctrl-C.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nodewarden_proto::v1::{Capability, Hello, UpsStatus};
 use tokio::sync::{mpsc, watch};
 
+use crate::command::poweroff::{PowerOff, STANDALONE_ID};
+use crate::command::ups::UpsUnit;
+use crate::command::{self, Executor};
 use crate::config::AgentConfig;
-use crate::link::{self, Outbox};
+use crate::link::{self, CommandLink, Outbox};
 use crate::sensors::Sensors;
+use crate::standalone::{Standalone, StandaloneConfig, UpsView, Verdict};
 use crate::sysroot::SysRoot;
+use crate::ups::UpsCommandKind;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
@@ -33,6 +39,7 @@ pub fn hello(config: &AgentConfig, sensors: &Sensors, has_ups: bool) -> Hello {
     if has_ups {
         capabilities.push(Capability::Ups as i32);
     }
+    capabilities.push(Capability::Poweroff as i32);
     Hello {
         node_name,
         board_model: facts.board_model,
@@ -55,9 +62,16 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
     // Every UPS monitor pushes its status changes here, at once.
     let (ups_tx, ups_rx) = mpsc::channel::<UpsStatus>(32);
     let mut monitors = Vec::new();
+    let mut units = Vec::new();
     for ups in &config.ups {
         match crate::ups::spawn_monitor(ups, root.clone(), ups_tx.clone()) {
-            Ok(handle) => monitors.push(handle),
+            Ok(handle) => {
+                units.push(UpsUnit {
+                    config: ups.clone(),
+                    handle: handle.clone(),
+                });
+                monitors.push(handle);
+            }
             // The rest of the agent still runs; the error says what to fix.
             Err(e) => tracing::error!(ups = %ups.name, "cannot monitor this UPS: {e}"),
         }
@@ -85,14 +99,40 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
         identity.clone(),
         shutdown.clone(),
     ));
+    let poweroff = Arc::new(PowerOff::new(
+        config.commands.poweroff.clone(),
+        &config.commands.state_dir,
+    ));
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (reply_tx, reply_rx) = mpsc::channel(64);
+    let standalone_ups = units.first().cloned();
+    let executor = Arc::new(Executor::new(poweroff.clone(), units, reply_tx));
+    tokio::spawn(command::run(executor, cmd_rx));
+    let (connected_tx, connected_rx) = watch::channel(false);
     let link = tokio::spawn(link::run(
         config.collector.clone(),
         identity,
         hello,
         outbox.clone(),
         ups_rx,
+        CommandLink {
+            to_executor: cmd_tx,
+            replies: reply_rx,
+        },
+        connected_tx,
         shutdown.clone(),
     ));
+    if let Some(unit) = standalone_ups
+        && config.standalone.active(true)
+    {
+        tokio::spawn(standalone(
+            config.standalone.clone(),
+            unit,
+            poweroff,
+            connected_rx,
+            shutdown.clone(),
+        ));
+    }
 
     // systemd (Type=notify): ready once configured and sampling; the watchdog
     // is fed from this loop, so a wedged agent gets restarted.
@@ -127,4 +167,78 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
         unacked,
         "stopped after {seq} samples; {unacked} not acknowledged by the collector"
     );
+}
+
+/// Standalone mode's I/O: looks once a second, and when the decision says
+/// so, tells the UPS to cycle its output and powers this node off.
+async fn standalone(
+    cfg: StandaloneConfig,
+    unit: UpsUnit,
+    poweroff: Arc<PowerOff>,
+    connected: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut decision = Standalone::new(cfg.clone());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_watch: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let link_up = *connected.borrow();
+        let view = UpsView::from(&unit.handle.latest());
+        match decision.step(Instant::now(), link_up, view) {
+            Verdict::Idle => {}
+            Verdict::Watching(why) => {
+                // The first line says it is watching; the rest of the wait
+                // is not worth a journal line a second.
+                if last_watch.is_none() {
+                    tracing::warn!(ups = %unit.config.name, "standalone mode watching: {why}");
+                }
+                last_watch = Some(why);
+            }
+            Verdict::StoodDown(why) => {
+                tracing::info!(ups = %unit.config.name, "standalone mode stands down: {why}");
+                last_watch = None;
+            }
+            Verdict::Act(reason) => {
+                take_over(&cfg, &unit, &poweroff, &reason).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn take_over(cfg: &StandaloneConfig, unit: &UpsUnit, poweroff: &PowerOff, reason: &str) {
+    // The collector ordered this node off before it went away: its sequence
+    // had reached the end, UPS command included. Sending that again would
+    // only restart the UPS's countdown.
+    if let Some(id) = poweroff.under_way() {
+        tracing::info!(
+            "{reason}, but this node's poweroff is already under way (command {id}); standalone mode has nothing to add"
+        );
+        return;
+    }
+    tracing::error!(ups = %unit.config.name, "{reason}; cycling the UPS and powering this node off");
+    let kind = UpsCommandKind::ShutdownReturn {
+        off_delay_s: u32::try_from(cfg.off_delay.as_secs()).unwrap_or(u32::MAX),
+        restore_delay_s: u32::try_from(cfg.restore_delay.as_secs()).unwrap_or(u32::MAX),
+    };
+    // The UPS first: once this node halts nobody is left to tell it. A UPS
+    // that refuses still leaves this node to go down cleanly.
+    match unit.handle.command_async(kind).await {
+        Ok(m) => tracing::warn!(ups = %unit.config.name, "standalone: {m}"),
+        Err(e) => {
+            tracing::error!(ups = %unit.config.name, "standalone: the UPS did not take shutdown.return: {e}; powering off anyway")
+        }
+    }
+    match poweroff.begin(STANDALONE_ID) {
+        command::poweroff::Begin::Run => {
+            if let Err(e) = poweroff.run(STANDALONE_ID, reason).await {
+                tracing::error!("standalone: {e}");
+            }
+        }
+        other => tracing::info!("standalone: not powering off again ({other:?})"),
+    }
 }

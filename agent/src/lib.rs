@@ -1,7 +1,8 @@
 //! nodewarden-agent: reads this node (sensors) and its UPS (ups), streams both
 //! to the collector over one outbound mutual-TLS gRPC stream (link, with the
-//! identity from trust), and carries out the collector's commands (command).
-//! It listens on no port.
+//! identity from trust), and carries out the collector's commands (command);
+//! on the UPS host it powers down by itself when the collector is gone in a
+//! power cut (standalone). It listens on no port.
 // deny, not forbid: sensors::syscall (statvfs, sysconf, the VideoCore mailbox
 // ioctl) is the one module allowed unsafe code.
 #![deny(unsafe_code)]
@@ -11,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod link;
 pub mod sensors;
+pub mod standalone;
 pub mod sysroot;
 pub mod trust;
 pub mod ups;

@@ -16,15 +16,16 @@ use std::time::Duration;
 use nodewarden_proto::MAX_MESSAGE_BYTES;
 use nodewarden_proto::v1::agent_link_client::AgentLinkClient;
 use nodewarden_proto::v1::{
-    AgentMessage, CollectorMessage, Hello, UpsStatus, agent_message, collector_message,
+    AgentMessage, CollectorMessage, Command, CommandResult, CommandState, Hello, UpsStatus,
+    agent_message, collector_message,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use self::backoff::Backoff;
 use self::buffer::{Outgoing, SampleBuffer};
-use crate::command;
+use crate::command::Reply;
 use crate::trust::Identity;
 
 /// Most samples per SampleBatch message (a reconnect after hours sends many).
@@ -60,6 +61,35 @@ fn lock(buffer: &Mutex<SampleBuffer>) -> std::sync::MutexGuard<'_, SampleBuffer>
     buffer.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The link's ends of the command channel: commands go to the executor,
+/// its replies come back to be sent. Replies made while the link is down
+/// wait in the channel and go out after the reconnect.
+#[derive(Debug)]
+pub struct CommandLink {
+    /// Commands received, for the executor.
+    pub to_executor: mpsc::Sender<Command>,
+    /// The executor's answers, to send.
+    pub replies: mpsc::Receiver<Reply>,
+}
+
+/// Whether the link is up: the backoff it resets and the watchers it tells
+/// (standalone mode).
+struct Health {
+    backoff: Backoff,
+    connected: watch::Sender<bool>,
+}
+
+impl Health {
+    fn up(&mut self) {
+        self.backoff.connected();
+        self.connected.send_replace(true);
+    }
+
+    fn down(&self) {
+        self.connected.send_replace(false);
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug)]
 enum SessionEnd {
@@ -75,9 +105,14 @@ pub async fn run(
     hello: Hello,
     outbox: Outbox,
     mut ups_changes: mpsc::Receiver<UpsStatus>,
+    mut commands: CommandLink,
+    connected: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff::new();
+    let mut health = Health {
+        backoff: Backoff::new(),
+        connected,
+    };
     let mut last_problem: Option<String> = None;
     loop {
         if *shutdown.borrow() {
@@ -89,15 +124,17 @@ pub async fn run(
             &hello,
             &outbox,
             &mut ups_changes,
+            &mut commands,
             &mut shutdown,
-            &mut backoff,
+            &mut health,
         )
         .await;
+        health.down();
         let reason = match end {
             SessionEnd::Shutdown => return,
             SessionEnd::Lost(reason) => reason,
         };
-        let delay = backoff.next_delay();
+        let delay = health.backoff.next_delay();
         // One line per change of state, not one per retry.
         if last_problem.as_deref() != Some(reason.as_str()) {
             tracing::warn!(collector = %collector, "collector link down: {reason}; retrying with backoff");
@@ -129,8 +166,9 @@ async fn session(
     hello: &Hello,
     outbox: &Outbox,
     ups_changes: &mut mpsc::Receiver<UpsStatus>,
+    commands: &mut CommandLink,
     shutdown: &mut watch::Receiver<bool>,
-    backoff: &mut Backoff,
+    health: &mut Health,
 ) -> SessionEnd {
     let verdict = crate::trust::TlsVerdict::default();
     let channel = tokio::select! {
@@ -178,7 +216,7 @@ async fn session(
         Err(_) => return SessionEnd::Lost("collector did not answer hello within 10 s".into()),
     };
     lock(&outbox.buffer).restart_stream(welcome.stored_through_seq);
-    backoff.connected();
+    health.up();
     tracing::info!(
         collector = %collector,
         collector_version = %welcome.collector_version,
@@ -186,12 +224,15 @@ async fn session(
         "connected to collector"
     );
 
-    // Control messages (UPS changes, command results) go before samples.
-    let mut urgent: std::collections::VecDeque<AgentMessage> = Default::default();
-    let mut pending: Option<AgentMessage> = None;
+    // Control messages (UPS changes, command results) go before samples; a
+    // command result may carry a note to fire once it is on the stream.
+    type Sent = Option<oneshot::Sender<()>>;
+    let mut urgent: std::collections::VecDeque<(AgentMessage, Sent)> = Default::default();
+    let mut pending: Option<(AgentMessage, Sent)> = None;
     // A closed channel (no UPS configured, or every monitor gone) is ready at
     // once forever; polling it would spin this task at 100% CPU.
     let mut ups_open = true;
+    let mut replies_open = true;
     loop {
         if pending.is_none() {
             pending = urgent.pop_front().or_else(|| {
@@ -207,24 +248,41 @@ async fn session(
                             )),
                         },
                     })
+                    .map(|m| (m, None))
             });
         }
         tokio::select! {
             permit = tx.reserve(), if pending.is_some() => match (permit, pending.take()) {
-                (Ok(permit), Some(msg)) => permit.send(msg),
+                (Ok(permit), Some((msg, sent))) => {
+                    permit.send(msg);
+                    if let Some(sent) = sent {
+                        let _ = sent.send(());
+                    }
+                }
                 _ => return SessionEnd::Lost("stream closed while sending".into()),
             },
             _ = outbox.wake.notified(), if pending.is_none() => {}
             change = ups_changes.recv(), if ups_open => match change {
-                Some(status) => urgent.push_back(AgentMessage { body: Some(agent_message::Body::UpsStatus(status)) }),
+                Some(status) => urgent.push_back((AgentMessage { body: Some(agent_message::Body::UpsStatus(status)) }, None)),
                 None => ups_open = false,
+            },
+            reply = commands.replies.recv(), if replies_open => match reply {
+                Some(Reply { result, sent }) => urgent.push_back((AgentMessage { body: Some(agent_message::Body::CommandResult(result)) }, sent)),
+                None => replies_open = false,
             },
             msg = inbound.message() => match msg {
                 Ok(Some(CollectorMessage { body: Some(body) })) => match body {
                     collector_message::Body::Ack(ack) => lock(&outbox.buffer).ack(ack.acked_through_seq),
                     collector_message::Body::Command(cmd) => {
-                        let result = command::handle(&cmd);
-                        urgent.push_back(AgentMessage { body: Some(agent_message::Body::CommandResult(result)) });
+                        let id = cmd.command_id;
+                        if let Err(e) = commands.to_executor.try_send(cmd) {
+                            let why = match e {
+                                mpsc::error::TrySendError::Full(_) => "too many commands at once; try again",
+                                mpsc::error::TrySendError::Closed(_) => "this agent is stopping",
+                            };
+                            let result = CommandResult { command_id: id, state: CommandState::Failed as i32, message: why.into() };
+                            urgent.push_back((AgentMessage { body: Some(agent_message::Body::CommandResult(result)) }, None));
+                        }
                     }
                     collector_message::Body::Welcome(_) => {
                         return SessionEnd::Lost("protocol error: second Welcome".into());

@@ -3,10 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use nodewarden_proto::v1::{Event, NodeInfo, Sample, Severity, UpsInfo, UpsStatus};
-use tokio::sync::{broadcast, oneshot};
+use nodewarden_proto::v1::{
+    Command, CommandResult, Event, NodeInfo, Sample, Severity, UpsInfo, UpsStatus,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::commands::{CommandError, CommandIds, PendingCommand, Waiters};
 use super::events::{self, NodeEventState};
 use crate::config::EventThresholds;
 use crate::store::{NodeRecord, Store};
@@ -19,6 +23,8 @@ struct LiveNode {
     events: NodeEventState,
     /// Tells the current stream to close when a newer one replaces it.
     replaced: Option<oneshot::Sender<()>>,
+    /// Commands for the current stream's outbound side.
+    commands: Option<mpsc::Sender<Command>>,
     ups: HashMap<String, (UpsStatus, i64)>,
 }
 
@@ -41,12 +47,28 @@ pub enum HubEvent {
 /// Events a slow subscriber may fall behind by before it must resync.
 const EVENT_BACKLOG: usize = 1024;
 
+/// Commands a stream's outbound side holds before `send_command` refuses
+/// more (a few power commands at most are ever in flight per node).
+const COMMAND_QUEUE: usize = 16;
+
 /// Shared by the agent link, the admin API and the watchers.
 pub struct Hub {
     nodes: Mutex<HashMap<String, LiveNode>>,
     store: Arc<Store>,
     thresholds: EventThresholds,
     events: broadcast::Sender<HubEvent>,
+    waiters: Waiters,
+    ids: CommandIds,
+    /// Bumped on every connect and disconnect, for `wait_disconnected`.
+    connections: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("nodes", &self.lock().len())
+            .finish()
+    }
 }
 
 /// What the link needs to know after registering a stream.
@@ -55,6 +77,8 @@ pub struct Registration {
     pub stream_id: u64,
     /// Fires when a newer stream for the same node takes over.
     pub replaced: oneshot::Receiver<()>,
+    /// Commands to write on this stream.
+    pub commands: mpsc::Receiver<Command>,
 }
 
 impl Hub {
@@ -74,6 +98,7 @@ impl Hub {
                         peer: String::new(),
                         events: NodeEventState::default(),
                         replaced: None,
+                        commands: None,
                         ups: HashMap::new(),
                     };
                     nodes.insert(live.record.name.clone(), live);
@@ -94,6 +119,9 @@ impl Hub {
             store,
             thresholds,
             events: broadcast::channel(EVENT_BACKLOG).0,
+            waiters: Waiters::default(),
+            ids: CommandIds::new(super::now_ms()),
+            connections: watch::Sender::new(0),
         }
     }
 
@@ -128,6 +156,7 @@ impl Hub {
         now_ms: i64,
     ) -> Registration {
         let (tx, rx) = oneshot::channel();
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         // Online is decided below, so a first connection raises node_online.
         record.online = false;
         let name = record.name.clone();
@@ -146,6 +175,7 @@ impl Hub {
                     live.stream_id = Some(stream_id);
                     live.peer = peer.clone();
                     live.replaced = Some(tx);
+                    live.commands = Some(cmd_tx);
                 }
                 None => {
                     record.first_seen_ms = now_ms;
@@ -157,6 +187,7 @@ impl Hub {
                             peer: peer.clone(),
                             events: NodeEventState::default(),
                             replaced: Some(tx),
+                            commands: Some(cmd_tx),
                             ups: HashMap::new(),
                         },
                     );
@@ -184,9 +215,11 @@ impl Hub {
         }
         self.record_events(evs);
         let _ = self.events.send(HubEvent::Connected(name));
+        self.connections.send_modify(|n| *n += 1);
         Registration {
             stream_id,
             replaced: rx,
+            commands: cmd_rx,
         }
     }
 
@@ -211,6 +244,7 @@ impl Hub {
             if stream_id.is_some() {
                 live.stream_id = None;
                 live.replaced = None;
+                live.commands = None;
             }
             if live.record.online || stream_id.is_some() {
                 let _ = self.events.send(HubEvent::Disconnected(node.to_string()));
@@ -229,6 +263,104 @@ impl Hub {
             }
         }
         self.record_events(evs);
+        self.connections.send_modify(|n| *n += 1);
+    }
+
+    /// A fresh command id, unique for this collector (also across restarts).
+    pub fn new_command_id(&self) -> u64 {
+        self.ids.next()
+    }
+
+    /// True while `node` has a live stream.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.lock()
+            .get(node)
+            .is_some_and(|n| n.stream_id.is_some() && n.record.online)
+    }
+
+    /// Waits until `node` has no live stream; false if it still has one
+    /// after `timeout`. Like NUT's HOSTSYNC: a node that confirmed a
+    /// poweroff and then disconnected is going down.
+    pub async fn wait_disconnected(&self, node: &str, timeout: Duration) -> bool {
+        let mut changes = self.connections.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if !self.is_connected(node) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // The hub is going away with the collector, or time is up.
+                Ok(Err(_)) | Err(_) => return !self.is_connected(node),
+            }
+        }
+    }
+
+    /// Sends `command` on `node`'s stream and returns a handle on its
+    /// results. The command id is the caller's: resending a persisted id
+    /// after a collector restart is how a step stays idempotent (the agent
+    /// runs each id at most once).
+    pub fn start_command(
+        &self,
+        node: &str,
+        command: Command,
+    ) -> Result<PendingCommand, CommandError> {
+        let sender = self
+            .lock()
+            .get(node)
+            .filter(|n| n.stream_id.is_some())
+            .and_then(|n| n.commands.clone())
+            .ok_or_else(|| CommandError::NotConnected(node.to_string()))?;
+        let id = command.command_id;
+        // Registered before sending: an agent can answer before we return.
+        let results = self.waiters.register(node, id);
+        sender
+            .try_send(command)
+            .map_err(|e| CommandError::Refused {
+                node: node.to_string(),
+                message: match e {
+                    mpsc::error::TrySendError::Full(_) => "its command queue is full".into(),
+                    mpsc::error::TrySendError::Closed(_) => "its stream is closing".into(),
+                },
+            })?;
+        tracing::info!(node, command_id = id, "command sent");
+        Ok(PendingCommand::new(node.to_string(), id, results))
+    }
+
+    /// Sends `command` and waits for its final result (DONE, FAILED or
+    /// UNSUPPORTED; FAILED and UNSUPPORTED are answers, not errors).
+    pub async fn send_command(
+        &self,
+        node: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<CommandResult, CommandError> {
+        self.start_command(node, command)?.finished(timeout).await
+    }
+
+    /// Sends `command` and returns once the agent confirms it (ACCEPTED) or
+    /// answers finally, whichever comes first: a poweroff confirms and then
+    /// the node halts, so DONE may never come. Pair with `wait_disconnected`.
+    pub async fn send_command_confirmed(
+        &self,
+        node: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<CommandResult, CommandError> {
+        self.start_command(node, command)?.confirmed(timeout).await
+    }
+
+    /// A command result arrived on `node`'s stream.
+    pub fn command_result(&self, node: &str, result: CommandResult) {
+        if !self.waiters.deliver(node, &result) {
+            tracing::info!(
+                node,
+                command_id = result.command_id,
+                state = result.state,
+                "result of a command nobody waits for (dropped): {}",
+                result.message
+            );
+        }
     }
 
     /// A message arrived on the node's stream.

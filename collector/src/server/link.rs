@@ -166,6 +166,7 @@ impl AgentLink for LinkService {
         // and a close when a newer stream from the same node takes over.
         let out = out_tx.clone();
         let mut replaced = registration.replaced;
+        let mut commands = registration.commands;
         let mut acks = ack_rx;
         let mut shutdown = self.shutdown.clone();
         let this_node = node.clone();
@@ -190,6 +191,10 @@ impl AgentLink for LinkService {
                         if changed.is_err() { break; }
                         let seq = *acks.borrow_and_update();
                         let msg = CollectorMessage { body: Some(collector_message::Body::Ack(Ack { acked_through_seq: seq })) };
+                        if out.send(Ok(msg)).await.is_err() { break; }
+                    }
+                    Some(cmd) = commands.recv() => {
+                        let msg = CollectorMessage { body: Some(collector_message::Body::Command(cmd)) };
                         if out.send(Ok(msg)).await.is_err() { break; }
                     }
                     r = &mut replaced => {
@@ -286,6 +291,7 @@ impl AgentLink for LinkService {
                     Some(agent_message::Body::UpsStatus(status)) => hub.ups_status(&node, status),
                     Some(agent_message::Body::CommandResult(result)) => {
                         tracing::info!(node = %node, command_id = result.command_id, state = result.state, "command result: {}", result.message);
+                        hub.command_result(&node, result);
                     }
                     Some(agent_message::Body::Hello(_)) => {
                         tracing::warn!(node = %node, "closing stream: second Hello");

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod commands;
 pub mod events;
 pub mod http;
 pub mod hub;
@@ -55,11 +56,13 @@ pub enum ServeError {
     Other(String),
 }
 
-/// Addresses actually bound (ports may have been 0).
+/// Addresses actually bound (ports may have been 0), and the live hub.
 #[derive(Debug, Clone)]
 pub struct Bound {
     pub link: std::net::SocketAddr,
     pub metrics: Option<std::net::SocketAddr>,
+    /// Live node state; `Hub::send_command` reaches connected agents.
+    pub hub: Arc<hub::Hub>,
 }
 
 fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
@@ -281,6 +284,7 @@ pub async fn serve(
         let _ = ready.send(Bound {
             link: link_addr,
             metrics: metrics_addr,
+            hub: hub.clone(),
         });
     }
 
