@@ -43,8 +43,8 @@ data_dir = "$dir/data"
 commit_interval = "1s"
 TOML
 cat > "$dir/agent.toml" <<TOML
-collector = "http://127.0.0.1:$link_port"
 node_name = "$node"
+state_dir = "$dir/agent-state"
 sample_interval = "2s"
 
 [[ups]]
@@ -58,6 +58,9 @@ TOML
 pids=($! "${pids[@]}")
 for _ in $(seq 50); do [ -e "$dir/ups0.ctl" ] && break; sleep 0.1; done
 
+# k3s-style trust: init makes the CA and a join token; the agent joins with it
+# (and join writes `collector = "https://..."` into agent.toml).
+token="$("$bin/nodewarden" init --config "$dir/collector.toml" | grep '^NW1::')"
 "$bin/nodewarden" serve --config "$dir/collector.toml" > "$dir/collector.log" 2>&1 &
 pids=($! "${pids[@]}")
 for _ in $(seq 100); do [ -S "$dir/admin.sock" ] && break; sleep 0.1; done
@@ -65,6 +68,7 @@ if [ ! -S "$dir/admin.sock" ]; then
     echo "demo: the collector did not start:" >&2; cat "$dir/collector.log" >&2; exit 1
 fi
 
+"$bin/nodewarden-agent" --config "$dir/agent.toml" join "127.0.0.1:$link_port" "$token"
 "$bin/nodewarden-agent" --config "$dir/agent.toml" > "$dir/agent.log" 2>&1 &
 pids=($! "${pids[@]}")
 sleep 5

@@ -59,7 +59,7 @@ impl Policy {
         let member = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()
             .flatten()
-            .is_some_and(|u| group.mem.iter().any(|m| *m == u.name));
+            .is_some_and(|u| group.mem.contains(&u.name));
         if member {
             Permission::Operate
         } else {
