@@ -41,6 +41,8 @@ pub struct CollectorConfig {
     pub events: EventThresholds,
     /// The power-loss sequence (`[power]`).
     pub power: crate::power::config::PowerConfig,
+    /// The Kubernetes API the power sequence cordons and drains through (`[kubernetes]`).
+    pub kubernetes: crate::cluster::KubeSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -79,6 +81,7 @@ impl Default for CollectorConfig {
             retention: Retention::default(),
             events: EventThresholds::default(),
             power: Default::default(),
+            kubernetes: Default::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! config, the orchestrator that feeds it and carries out its actions, and
 //! the notifications.
 
+pub mod adapters;
 pub mod config;
 pub mod machine;
 pub mod notify;

@@ -649,8 +649,14 @@ async fn cli_power_plan_and_drill_over_the_admin_socket() {
     let (hub, _agents, h, _stop) = started(dir.path(), cluster()).await;
     let socket = dir.path().join("admin.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    // The same caller policy as the collector's admin socket: this test runs
+    // as the socket's own user, who may operate.
+    let policy = crate::server::auth::Policy::new("nodewarden-admin");
     tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(move |r| {
+                policy.stamp(r)
+            }))
             .add_service(PowerServer::new(crate::power::service::PowerService::new(
                 h.clone(),
                 true,

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 
+use crate::server::auth::{Permission, require};
 use nodewarden_proto::v1::power_server::Power;
 use nodewarden_proto::v1::{
     DomainPlan as PlanMsg, DrillEvent, DrillRequest, GetPowerRequest, GetPowerResponse,
@@ -169,8 +170,9 @@ type DrillStream = Pin<Box<dyn Stream<Item = Result<DrillEvent, Status>> + Send>
 impl Power for PowerService {
     async fn get_power(
         &self,
-        _: Request<GetPowerRequest>,
+        request: Request<GetPowerRequest>,
     ) -> Result<Response<GetPowerResponse>, Status> {
+        require(&request, Permission::Read)?;
         Ok(Response::new(GetPowerResponse {
             domains: self
                 .handle
@@ -182,7 +184,8 @@ impl Power for PowerService {
         }))
     }
 
-    async fn plan(&self, _: Request<PlanRequest>) -> Result<Response<PlanResponse>, Status> {
+    async fn plan(&self, request: Request<PlanRequest>) -> Result<Response<PlanResponse>, Status> {
+        require(&request, Permission::Read)?;
         let plan = self.handle.plan().await.map_err(Status::unavailable)?;
         Ok(Response::new(PlanResponse {
             domains: plan.domains.into_iter().map(plan_msg).collect(),
@@ -196,6 +199,9 @@ impl Power for PowerService {
         &self,
         request: Request<DrillRequest>,
     ) -> Result<Response<Self::DrillStream>, Status> {
+        // A drill sends (dry-run) commands to every agent and, with --cordon,
+        // really cordons nodes: an operator's action, not a query.
+        require(&request, Permission::Operate)?;
         let r = request.into_inner();
         let mut rx = self
             .handle

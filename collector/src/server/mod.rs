@@ -19,6 +19,7 @@ use nodewarden_proto::MAX_MESSAGE_BYTES;
 use nodewarden_proto::v1::admin_server::AdminServer;
 use nodewarden_proto::v1::agent_link_server::AgentLinkServer;
 use nodewarden_proto::v1::join_server::JoinServer;
+use nodewarden_proto::v1::power_server::PowerServer;
 use nodewarden_proto::v1::trust_admin_server::TrustAdminServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
@@ -218,6 +219,11 @@ pub async fn serve(
         authority.clone(),
         hub.clone(),
     ));
+    let power = spawn_power(&config, hub.clone(), shutdown.clone()).await;
+    let power_service = PowerServer::new(crate::power::service::PowerService::new(
+        power,
+        config.power.enabled,
+    ));
     let policy = auth::Policy::new(&config.admin_group);
     let tls_incoming = tls_accept(link_listener, tls_config, shutdown.clone());
 
@@ -240,6 +246,7 @@ pub async fn serve(
             }))
             .add_service(admin_service)
             .add_service(trust_admin_service)
+            .add_service(power_service)
             .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), async move {
                 let _ = stop.changed().await;
             }),
@@ -309,4 +316,34 @@ pub async fn serve(
     let _ = tokio::task::spawn_blocking(move || h.checkpoint()).await;
     let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())
+}
+
+/// Starts the power-loss orchestrator with the real ports. A Kubernetes API
+/// that cannot be reached is not fatal: the sequence then powers off without
+/// cordon and drain, and says why in the log and in `nodewarden plan`.
+async fn spawn_power(
+    config: &CollectorConfig,
+    hub: Arc<hub::Hub>,
+    shutdown: watch::Receiver<bool>,
+) -> crate::power::orchestrator::PowerHandle {
+    use crate::power::adapters::{HubAgents, KubePort};
+    let cluster = match crate::cluster::KubeCluster::connect(&config.kubernetes).await {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            if config.power.enabled {
+                tracing::warn!(
+                    "no Kubernetes API: the power sequence will not cordon or drain: {e}"
+                );
+            }
+            Err(e.to_string())
+        }
+    };
+    let agents = HubAgents::new(hub.clone(), config.power.agent_confirm_timeout);
+    crate::power::orchestrator::spawn(
+        config.power.clone(),
+        hub,
+        Arc::new(KubePort::new(cluster)),
+        Arc::new(agents),
+        shutdown,
+    )
 }
