@@ -186,7 +186,7 @@ pub fn render_plan(r: &PlanResponse, style: Style) -> String {
         }
         let mut ups_done = false;
         for st in &d.stages {
-            if !ups_done && st.nodes.iter().any(|n| *n == d.owner) {
+            if !ups_done && st.nodes.contains(&d.owner) {
                 let _ = writeln!(
                     s,
                     "  {step}. tell {} to cycle UPS {} (shutdown with return)",

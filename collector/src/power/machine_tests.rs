@@ -183,7 +183,7 @@ fn obey(m: &mut Machine, t: i64, actions: &[Action]) -> Vec<Action> {
 #[test]
 fn brief_outage_within_grace_does_nothing_but_record() {
     let mut m = machine();
-    let a = m.step(1 * S, Input::Ups(battery()));
+    let a = m.step(S, Input::Ups(battery()));
     assert_eq!(kinds(&a), ["on_battery"]);
     assert_eq!(m.phase, Phase::OnBattery);
     assert_eq!(m.wake_at(), Some(31 * S));
@@ -198,7 +198,7 @@ fn brief_outage_within_grace_does_nothing_but_record() {
 #[test]
 fn grace_expiry_cordons_every_cluster_node_at_once() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     assert!(cordons(&m.step(30 * S, Input::Tick)).is_empty());
     let a = m.step(31 * S, Input::Tick);
     assert_eq!(cordons(&a), ["s1", "s2", "s3", "w1", "w2"]);
@@ -226,7 +226,7 @@ fn each_threshold_starts_the_sequence_before_the_grace() {
         (runtime, "runtime"),
     ] {
         let mut m = machine();
-        m.step(1 * S, Input::Ups(battery()));
+        m.step(S, Input::Ups(battery()));
         let a = m.step(2 * S, Input::Ups(obs));
         assert_eq!(cordons(&a).len(), 5, "{why}");
         assert!(m.reason.contains(why), "{}: {why}", m.reason);
@@ -237,7 +237,7 @@ fn each_threshold_starts_the_sequence_before_the_grace() {
 fn low_charge_on_mains_does_not_start_anything() {
     let mut m = machine();
     let a = m.step(
-        1 * S,
+        S,
         Input::Ups(UpsObservation {
             charge_percent: Some(5.0),
             ..mains()
@@ -250,7 +250,7 @@ fn low_charge_on_mains_does_not_start_anything() {
 #[test]
 fn communication_lost_on_battery_starts_but_not_on_mains() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     let a = m.step(
         2 * S,
         Input::Ups(UpsObservation {
@@ -276,7 +276,7 @@ fn communication_lost_on_battery_starts_but_not_on_mains() {
 
 fn full_sequence(m: &mut Machine) -> Vec<Action> {
     let mut all = Vec::new();
-    all.extend(m.step(1 * S, Input::Ups(battery())));
+    all.extend(m.step(S, Input::Ups(battery())));
     all.extend(m.step(31 * S, Input::Tick));
     let a = cordon_all(m, 32 * S, &["w2"]);
     let drain = a
@@ -336,7 +336,7 @@ fn long_outage_powers_off_workers_then_servers_then_external_then_ups_then_colle
 #[test]
 fn servers_are_sent_together_and_not_before_workers_are_gone() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     cordon_all(&mut m, 32 * S, &[]);
     let a = drain_all(&mut m, 40 * S);
@@ -371,7 +371,7 @@ fn servers_are_sent_together_and_not_before_workers_are_gone() {
 #[test]
 fn mains_back_during_drain_cancels_and_uncordons_only_ours() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     cordon_all(&mut m, 32 * S, &["w2"]);
     assert_eq!(m.phase, Phase::Draining);
@@ -399,7 +399,7 @@ fn mains_back_during_drain_cancels_and_uncordons_only_ours() {
 #[test]
 fn a_cordon_answer_after_the_cancel_is_undone() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     m.step(
         32 * S,
@@ -423,7 +423,7 @@ fn a_cordon_answer_after_the_cancel_is_undone() {
 #[test]
 fn mains_back_after_workers_are_off_carries_on() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     cordon_all(&mut m, 32 * S, &[]);
     let a = drain_all(&mut m, 40 * S);
@@ -439,7 +439,7 @@ fn mains_back_after_workers_are_off_carries_on() {
 #[test]
 fn unreachable_api_does_not_stop_the_poweroffs() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     // No cordon answer at all: after the cordon timeout, straight to poweroff.
     let a = m.step(31 * S + CORDON_TIMEOUT_MS, Input::Tick);
@@ -452,7 +452,7 @@ fn unreachable_api_does_not_stop_the_poweroffs() {
 
     // Cordon errors: same.
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     let mut out = Vec::new();
     for n in ["w1", "w2", "s1", "s2", "s3"] {
@@ -470,7 +470,7 @@ fn unreachable_api_does_not_stop_the_poweroffs() {
 #[test]
 fn drain_is_bounded_by_remaining_runtime_and_times_out() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     // 400 s left, 150 s reserve: 250 s, capped by the 120 s drain timeout.
     m.step(31 * S, Input::Tick);
     let a = cordon_all(&mut m, 32 * S, &[]);
@@ -485,7 +485,7 @@ fn drain_is_bounded_by_remaining_runtime_and_times_out() {
         deadline_ms: 152 * S
     }));
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(
         2 * S,
         Input::Ups(UpsObservation {
@@ -588,7 +588,7 @@ fn recovery_waits_for_our_nodes_but_not_forever() {
 #[test]
 fn restart_mid_sequence_resends_the_same_command_ids() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     cordon_all(&mut m, 32 * S, &[]);
     let a = drain_all(&mut m, 40 * S);
@@ -620,7 +620,7 @@ fn restart_mid_sequence_resends_the_same_command_ids() {
 #[test]
 fn resume_reissues_pending_cordon_drain_and_ups_command() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     assert_eq!(cordons(&m.clone().resume(32 * S)).len(), 5);
     let a = cordon_all(&mut m, 32 * S, &[]);
@@ -646,7 +646,7 @@ fn command_ids_are_stable_and_distinct() {
 fn refused_poweroff_and_absent_agent_do_not_hold_the_sequence() {
     let mut m = machine();
     m.step(0, Input::AgentDisconnected("w2".into()));
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     cordon_all(&mut m, 32 * S, &[]);
     let a = drain_all(&mut m, 40 * S);
@@ -668,7 +668,7 @@ fn refused_poweroff_and_absent_agent_do_not_hold_the_sequence() {
 #[test]
 fn ups_owner_not_connected_still_powers_off_the_last_nodes() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     cordon_all(&mut m, 32 * S, &[]);
     let mut a = drain_all(&mut m, 40 * S);
@@ -773,7 +773,7 @@ fn drill_reports_instead_of_powering_off_and_cordons_only_when_asked() {
 #[test]
 fn two_outages_get_different_command_ids() {
     let mut m = machine();
-    m.step(1 * S, Input::Ups(battery()));
+    m.step(S, Input::Ups(battery()));
     m.step(31 * S, Input::Tick);
     let first = m.poweroff_id("w1");
     m.step(32 * S, Input::Ups(mains()));

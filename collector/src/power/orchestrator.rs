@@ -429,7 +429,7 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
             if let Some(status) = u.status {
                 self.on_hub(HubEvent::Ups {
                     node: u.node,
-                    status,
+                    status: Box::new(status),
                 })
                 .await;
             }
@@ -482,9 +482,10 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                 let default = self.config.domains.is_empty();
                 let mut target = None;
                 for (name, m) in &self.machines {
-                    if m.spec.owner == node && m.spec.ups == status.ups_name {
-                        target = Some(name.clone());
-                    } else if default && m.spec.owner.is_empty() {
+                    let ours = m.spec.owner == node && m.spec.ups == status.ups_name;
+                    // The default domain adopts the first UPS it hears of.
+                    let adopt = default && m.spec.owner.is_empty();
+                    if ours || adopt {
                         target = Some(name.clone());
                     }
                 }

@@ -527,14 +527,12 @@ async fn a_drill_reports_every_step_and_changes_nothing() {
     let (hub, agents, h, _stop) = started(dir.path(), c.clone()).await;
     let mut rx = h.drill(DrillOptions::default()).await.unwrap();
     let mut lines = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), rx.recv())
+    while let Some(DrillUpdate::Step(_, e)) =
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .unwrap()
-        {
-            Some(DrillUpdate::Step(_, e)) => lines.push(e.text),
-            Some(DrillUpdate::Done) | None => break,
-        }
+    {
+        lines.push(e.text);
     }
     assert!(
         c.calls().is_empty(),

@@ -39,8 +39,8 @@ pub enum HubEvent {
     Ups {
         /// The agent that reads the UPS.
         node: String,
-        /// Its status.
-        status: UpsStatus,
+        /// Its status (boxed: it is far larger than the other variants).
+        status: Box<UpsStatus>,
     },
 }
 
@@ -433,7 +433,7 @@ impl Hub {
         if let Some((status, _)) = &save {
             let _ = self.events.send(HubEvent::Ups {
                 node: node.to_string(),
-                status: status.clone(),
+                status: Box::new(status.clone()),
             });
         }
         if let Some((status, last_change)) = save
