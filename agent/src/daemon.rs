@@ -110,8 +110,10 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
     tokio::spawn(command::run(executor, cmd_rx));
     let (connected_tx, connected_rx) = watch::channel(false);
     let link = tokio::spawn(link::run(
-        config.collector.clone(),
-        identity,
+        link::CollectorPeer {
+            address: config.collector.clone(),
+            identity,
+        },
         hello,
         outbox.clone(),
         ups_rx,

@@ -97,11 +97,19 @@ enum SessionEnd {
     Lost(String),
 }
 
+/// The collector this agent joined, and the identity it proves itself with.
+#[derive(Debug, Clone)]
+pub struct CollectorPeer {
+    /// `https://host:port`.
+    pub address: String,
+    /// This node's key and certificate, and the CA it trusts.
+    pub identity: Identity,
+}
+
 /// Runs the link until `shutdown` turns true. Never returns early on errors:
 /// it reconnects forever.
 pub async fn run(
-    collector: String,
-    identity: Identity,
+    peer: CollectorPeer,
     hello: Hello,
     outbox: Outbox,
     mut ups_changes: mpsc::Receiver<UpsStatus>,
@@ -119,8 +127,7 @@ pub async fn run(
             return;
         }
         let end = session(
-            &collector,
-            &identity,
+            &peer,
             &hello,
             &outbox,
             &mut ups_changes,
@@ -137,7 +144,7 @@ pub async fn run(
         let delay = health.backoff.next_delay();
         // One line per change of state, not one per retry.
         if last_problem.as_deref() != Some(reason.as_str()) {
-            tracing::warn!(collector = %collector, "collector link down: {reason}; retrying with backoff");
+            tracing::warn!(collector = %peer.address, "collector link down: {reason}; retrying with backoff");
             last_problem = Some(reason);
         } else {
             tracing::debug!("still cannot reach the collector; next try in {delay:?}");
@@ -161,8 +168,7 @@ async fn connect(
 }
 
 async fn session(
-    collector: &str,
-    identity: &Identity,
+    peer: &CollectorPeer,
     hello: &Hello,
     outbox: &Outbox,
     ups_changes: &mut mpsc::Receiver<UpsStatus>,
@@ -172,7 +178,7 @@ async fn session(
 ) -> SessionEnd {
     let verdict = crate::trust::TlsVerdict::default();
     let channel = tokio::select! {
-        c = connect(collector, identity, verdict.clone()) => match c {
+        c = connect(&peer.address, &peer.identity, verdict.clone()) => match c {
             Ok(c) => c,
             Err(e) => return SessionEnd::Lost(e),
         },
@@ -200,7 +206,7 @@ async fn session(
                     .lock()
                     .ok()
                     .and_then(|v| v.clone())
-                    .unwrap_or_else(|| crate::trust::explain_status(&status, collector))
+                    .unwrap_or_else(|| crate::trust::explain_status(&status, &peer.address))
             ));
         }
     };
@@ -218,7 +224,7 @@ async fn session(
     lock(&outbox.buffer).restart_stream(welcome.stored_through_seq);
     health.up();
     tracing::info!(
-        collector = %collector,
+        collector = %peer.address,
         collector_version = %welcome.collector_version,
         stored_through = welcome.stored_through_seq,
         "connected to collector"
