@@ -56,12 +56,34 @@ fn in_cluster() -> bool {
         && std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").exists()
 }
 
+/// The kubeconfig systemd hands the service (`LoadCredential=kubeconfig:...`):
+/// k3s writes its kubeconfig readable by root only, and the collector runs as
+/// user nodewarden, so the package's drop-in passes it in this way.
+fn credential_kubeconfig() -> Option<PathBuf> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let path = PathBuf::from(dir).join("kubeconfig");
+    path.exists().then_some(path)
+}
+
 impl KubeSettings {
+    /// The kubeconfig file to read; `None` means the in-cluster service account.
+    fn kubeconfig_path(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.kubeconfig {
+            return Some(p.clone());
+        }
+        if let Some(p) = credential_kubeconfig() {
+            return Some(p);
+        }
+        if in_cluster() {
+            return None;
+        }
+        Some(PathBuf::from(DEFAULT_KUBECONFIG))
+    }
+
     pub(crate) fn describe_source(&self) -> String {
-        match &self.kubeconfig {
+        match self.kubeconfig_path() {
             Some(p) => p.display().to_string(),
-            None if in_cluster() => "the in-cluster service account".into(),
-            None => DEFAULT_KUBECONFIG.into(),
+            None => "the in-cluster service account".into(),
         }
     }
 
@@ -70,10 +92,8 @@ impl KubeSettings {
             source_of_config: self.describe_source(),
             message,
         };
-        let path = match &self.kubeconfig {
-            Some(p) => p.clone(),
-            None if in_cluster() => return Config::incluster().map_err(|e| err(e.to_string())),
-            None => PathBuf::from(DEFAULT_KUBECONFIG),
+        let Some(path) = self.kubeconfig_path() else {
+            return Config::incluster().map_err(|e| err(e.to_string()));
         };
         // Opened here first so the common failures get an actionable message.
         if let Err(e) = std::fs::File::open(&path) {
@@ -81,8 +101,10 @@ impl KubeSettings {
                 std::io::ErrorKind::NotFound => "no such file (is this a k3s server?)".into(),
                 std::io::ErrorKind::PermissionDenied => {
                     "permission denied: k3s writes it readable by root only; \
-                     copy it somewhere the nodewarden user can read, or start k3s with \
-                     --write-kubeconfig-mode=0644"
+                     the package passes it to the service with systemd's \
+                     LoadCredential=kubeconfig:/etc/rancher/k3s/k3s.yaml \
+                     (see docs/operator-guide.md), or set [kubernetes] kubeconfig \
+                     to a file the nodewarden user can read"
                         .into()
                 }
                 _ => e.to_string(),
