@@ -15,7 +15,7 @@ if ! command -v cc >/dev/null 2>&1; then
 fi
 
 echo "demo: building nodewarden (first time takes a few minutes)..."
-cargo build --quiet -p nodewarden -p nodewarden-agent --bins
+cargo build --quiet -p nodewarden -p nodewarden-agent -p nodewarden-tests --bins
 bin="$PWD/target/debug"
 
 link_port="${NODEWARDEN_DEMO_PORT:-7150}"
@@ -35,17 +35,55 @@ trap cleanup INT TERM EXIT
 
 node="$(hostname | tr 'A-Z_' 'a-z-')"
 
+# A stand-in Kubernetes API (the fake the tests use, tests/src/fakekube):
+# this machine as the one k3s server, with a few pods to drain.
+cat > "$dir/cluster.json" <<JSON
+{
+  "time_factor": 0.2,
+  "nodes": [{"name": "$node", "role": "server"}],
+  "pods": [
+    {"namespace": "default", "name": "web-0", "node": "$node", "owner_kind": "StatefulSet", "owner_name": "web", "labels": {"app": "web"}, "grace_seconds": 10},
+    {"namespace": "kube-system", "name": "svclb-traefik-x1", "node": "$node", "owner_kind": "DaemonSet", "owner_name": "svclb-traefik"}
+  ],
+  "pdbs": [{"namespace": "default", "name": "web", "selector": {"app": "web"}, "min_available": 0}]
+}
+JSON
+"$bin/fake-kube" --scenario "$dir/cluster.json" --kubeconfig "$dir/kubeconfig" > "$dir/fake-kube.log" 2>&1 &
+pids=($! "${pids[@]}")
+for _ in $(seq 50); do [ -s "$dir/kubeconfig" ] && break; sleep 0.1; done
+
 cat > "$dir/collector.toml" <<TOML
 listen = "127.0.0.1:$link_port"
 admin_socket = "$dir/admin.sock"
 metrics_listen = "127.0.0.1:$metrics_port"
 data_dir = "$dir/data"
 commit_interval = "1s"
+
+[kubernetes]
+kubeconfig = "$dir/kubeconfig"
+
+[power]
+# Short, so the demo shows the whole sequence within a minute of pulling the plug.
+collector_node = "$node"
+grace = "15s"
+drain_timeout = "20s"
+min_runtime = "0s"
+agent_confirm_timeout = "5s"
+halt_time = "5s"
+ups_off_delay = "30s"
+ups_restore_delay = "1m"
+mains_stable = "10s"
 TOML
+# The demo must never power this machine off: the agent's poweroff action is
+# a line in a log instead of systemd's poweroff.
 cat > "$dir/agent.toml" <<TOML
 node_name = "$node"
 state_dir = "$dir/agent-state"
 sample_interval = "2s"
+
+[commands]
+poweroff = ["/bin/sh", "-c", "echo \"\$(date +%T) poweroff (demo: not really) \$NODEWARDEN_REASON\" >> $dir/poweroff.log"]
+state_dir = "$dir/agent-run"
 
 [[ups]]
 name = "demo-ups"
@@ -88,12 +126,16 @@ nodewarden demo running (data in $dir). Try, in another terminal:
   $nw ups demo-ups
   curl -s http://127.0.0.1:$metrics_port/metrics | grep -E 'nodewarden_(cpu|ups)'
 
-Pull the plug on the simulated UPS, and put it back:
+The power-loss sequence (against a stand-in Kubernetes API; the poweroff
+action only writes $dir/poweroff.log):
 
-  $bin/nodewarden-agent ups control $dir/ups0.ctl mains off
-  $bin/nodewarden-agent ups control $dir/ups0.ctl mains on
+  $nw plan                     # what a power cut now would do
+  $nw drill                    # rehearse it: every destructive step reported
+  $bin/nodewarden-agent ups control $dir/ups0.ctl mains off   # pull the plug
+  $nw power                    # after the 15 s grace: cordon, drain, poweroff, UPS cycle
+  $bin/nodewarden-agent ups control $dir/ups0.ctl mains on    # mains back
 
-Logs: $dir/collector.log  $dir/agent.log  $dir/ups.log
+Logs: $dir/collector.log  $dir/agent.log  $dir/ups.log  $dir/fake-kube.log  $dir/poweroff.log
 Ctrl-C stops the demo.
 TEXT
 wait
