@@ -560,3 +560,36 @@ fn an_agent_config_with_http_is_refused_with_file_line_and_key() {
     assert!(e.contains("agent.toml:3:1: key `collector`"), "{e}");
     assert!(e.contains("write `https://10.0.0.2:7150`"), "{e}");
 }
+
+/// A join token admits new nodes; it does not let its holder take over the
+/// name (and so the commands and history) of a node that already joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_cannot_take_over_a_joined_nodes_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = Collector::start(d, free_port(), free_port()).await;
+    let addr = c.url();
+    let token = c.cli(&["token", "create", "--uses", "5"]);
+    let token = String::from_utf8_lossy(&token.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+
+    let first = join_with(&d.join("a.toml"), &d.join("a"), "pi-1", &addr, &token);
+    assert!(first.status.success(), "{first:?}");
+    let thief = join_with(&d.join("b.toml"), &d.join("b"), "pi-1", &addr, &token);
+    assert!(!thief.status.success(), "{thief:?}");
+    let stderr = String::from_utf8_lossy(&thief.stderr);
+    assert!(
+        stderr.contains("already holds a valid certificate")
+            && stderr.contains("nodewarden nodes remove pi-1"),
+        "{stderr}"
+    );
+    assert!(!d.join("b").join("node.pem").exists());
+
+    // The operator's way to re-join a reinstalled node: remove it, then join.
+    assert!(c.cli(&["nodes", "remove", "pi-1"]).status.success());
+    let again = join_with(&d.join("b.toml"), &d.join("b"), "pi-1", &addr, &token);
+    assert!(again.status.success(), "{again:?}");
+}

@@ -599,6 +599,17 @@ impl Authority {
         })
     }
 
+    /// A certificate of `node` that is neither revoked nor expired, if any.
+    pub fn live_cert(&self, node: &str) -> Option<IssuedCert> {
+        let now = now_ms();
+        lock(&self.state)
+            .certs
+            .certs
+            .iter()
+            .find(|c| c.node == node && !c.revoked && c.not_after_ms > now)
+            .cloned()
+    }
+
     /// Revokes every certificate of `node` and closes its live stream.
     /// Returns how many were revoked.
     pub fn remove_node(&self, node: &str) -> Result<u32, PkiError> {

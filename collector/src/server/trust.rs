@@ -57,6 +57,16 @@ impl Join for JoinService {
                 r.node_name
             )));
         }
+        // A join token lets a new node in; it must not let its holder take
+        // over a name that already has a certificate (and so its commands and
+        // history). Re-joining a node is an operator's decision: remove it first.
+        if let Some(existing) = self.auth.live_cert(&r.node_name) {
+            tracing::warn!(%peer, node = %r.node_name, serial = %existing.serial, "join refused: the name already holds a certificate");
+            return Err(Status::already_exists(format!(
+                "node `{}` already holds a valid certificate; if this is the same machine reinstalled, run `nodewarden nodes remove {}` on the collector first, then join again",
+                r.node_name, r.node_name
+            )));
+        }
         let auth = self.auth.clone();
         let credential = r.token.clone();
         let redeemed = tokio::task::spawn_blocking(move || auth.redeem(&credential))
