@@ -593,3 +593,63 @@ async fn a_token_cannot_take_over_a_joined_nodes_name() {
     let again = join_with(&d.join("b.toml"), &d.join("b"), "pi-1", &addr, &token);
     assert!(again.status.success(), "{again:?}");
 }
+
+/// Whoever may open the admin socket may read; only root, the collector's
+/// own user and the admin group may operate (remove nodes, tokens, drills).
+/// The caller is told apart by SO_PEERCRED, so this runs the real CLI as an
+/// unprivileged uid (setpriv, util-linux).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_may_query_but_not_operate() {
+    use std::os::unix::fs::PermissionsExt;
+    if !std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    {
+        panic!("this test switches to uid 65534 and must run as root (the test command does)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = Collector::start(d, free_port(), free_port()).await;
+    join(d, "pi-1", &c.url());
+    // Let uid 65534 reach the socket, as group membership would in a package.
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(c.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(nodewarden_tests::bin("nodewarden"))
+            .arg("--socket")
+            .arg(c.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let read = as_nobody(&["nodes", "--json"]);
+    assert!(read.status.success(), "{read:?}");
+    let removed = as_nobody(&["nodes", "remove", "pi-1"]);
+    assert!(!removed.status.success(), "{removed:?}");
+    let stderr = String::from_utf8_lossy(&removed.stderr);
+    assert!(
+        stderr.contains("uid 65534 may only read") && stderr.contains("Operate"),
+        "{stderr}"
+    );
+    let drill = as_nobody(&["drill"]);
+    assert!(!drill.status.success(), "{drill:?}");
+    assert!(
+        String::from_utf8_lossy(&drill.stderr).contains("may only read"),
+        "{drill:?}"
+    );
+    // pi-1 still holds its certificate: the refused removal changed nothing.
+    let token = c.cli(&["token", "create"]);
+    let token = String::from_utf8_lossy(&token.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let thief = join_with(&d.join("x.toml"), &d.join("x"), "pi-1", &c.url(), &token);
+    assert!(!thief.status.success(), "{thief:?}");
+    // Root may operate.
+    assert!(c.cli(&["nodes", "remove", "pi-1"]).status.success());
+}
