@@ -198,6 +198,8 @@ struct Shared {
     lags: Mutex<Vec<Duration>>,
     measuring: AtomicBool,
     connected: AtomicU64,
+    /// Connection attempts that failed and were tried again.
+    retries: AtomicU64,
     failed: AtomicU64,
     stop: AtomicBool,
 }
@@ -266,6 +268,21 @@ async fn connect_tls(
         .await
 }
 
+/// Connection attempts after the first before a simulated agent gives up.
+const CONNECT_ATTEMPTS: u32 = 5;
+
+/// An error with its causes, for the reason under tonic's "transport error".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// One simulated agent: its own connection, Hello, a sample a second.
 async fn agent(
     port: u16,
@@ -280,9 +297,21 @@ async fn agent(
             eprintln!("agent {name}: {what}: {e}");
         }
     };
-    let mut client = match connect_tls(port, tls).await {
-        Ok(c) => AgentLinkClient::new(c),
-        Err(e) => return fail("connect", &e),
+    // A handshake refused while the collector is busy with hundreds of
+    // others is retried, as a real agent does after a power cut.
+    let mut attempt = 0;
+    let mut client = loop {
+        match connect_tls(port, tls.clone()).await {
+            Ok(c) => break AgentLinkClient::new(c),
+            Err(e) if attempt < CONNECT_ATTEMPTS => {
+                attempt += 1;
+                if shared.retries.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("agent {name}: connect (will retry): {}", chain(&e));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return fail("connect", &chain(&e)),
+        }
     };
     let (tx, rx) = mpsc::channel::<AgentMessage>(16);
     let hello = Hello {
@@ -539,6 +568,7 @@ fn main() {
         lags: Mutex::new(Vec::new()),
         measuring: AtomicBool::new(false),
         connected: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -547,9 +577,9 @@ fn main() {
         idle_rss as f64 / 1024.0
     );
     println!(
-        "\n| agents | connected | collector CPU (cores) | collector RSS | collector peak RSS | RSS per agent above idle | load generator CPU (cores) | machine busy (cores) | ack lag p50 | ack lag p99 | within budget |"
+        "\n| agents | connected | collector CPU (cores) | collector RSS | collector peak RSS | RSS per agent above idle | load generator CPU (cores) | machine busy (cores) | ack lag p50 | ack lag p99 | connect retries | within budget |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut best = None;
     let mut running = 0u64;
     for &n in &ladder {
@@ -608,12 +638,13 @@ fn main() {
         let connected = shared.connected.load(Ordering::Relaxed);
         let ok = cores < BUDGET_CORES && hwm < BUDGET_RSS_KIB && connected == n;
         println!(
-            "| {n} | {connected} | {cores:.2} | {:.0} MiB | {:.0} MiB | {:.1} KiB | {gen_cores:.2} | {busy:.2} | {:.0?} | {:.0?} | {} |",
+            "| {n} | {connected} | {cores:.2} | {:.0} MiB | {:.0} MiB | {:.1} KiB | {gen_cores:.2} | {busy:.2} | {:.0?} | {:.0?} | {} | {} |",
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0,
             rss.saturating_sub(idle_rss) as f64 / n as f64,
             percentile(&lags, 0.5),
             percentile(&lags, 0.99),
+            shared.retries.load(Ordering::Relaxed),
             if ok { "yes" } else { "no" }
         );
         if ok {
