@@ -1,10 +1,17 @@
 //! Collector ingest: the real `nodewarden serve` process, fed by N simulated
-//! agents speaking the real AgentLink protocol (one HTTP/2 connection each,
-//! Hello, then one Pi-4-like sample per second, acks read back). For each N
-//! in a ladder it reports the collector's CPU (cores) and memory, the load
+//! agents speaking the real AgentLink protocol (one mutual-TLS HTTP/2
+//! connection each, Hello, then one Pi-4-like sample per second, acks read
+//! back). For each N in a ladder it reports the collector's CPU (cores) and
+//! memory (and memory per connection above the idle collector), the load
 //! generator's own CPU (both share this machine), and the ack lag. Then it
 //! times `nodewarden history NODE cpu_temp --since 24h` for a node with 24 h
 //! of 1 Hz data, the CLI end to end and the Admin call alone.
+//!
+//! The link is TLS only, so the bench makes the collector's PKI first (what
+//! `nodewarden init` does) and mints one node certificate per simulated
+//! agent through the collector's own CA code (`Authority::sign_node`, what a
+//! join does, minus the token round trip): the collector binds each stream
+//! to the name in its certificate, so agents cannot share one.
 //!
 //! Run: `cargo build --release -p nodewarden --bin nodewarden && cargo bench -p nodewarden --bench ingest`
 //!
@@ -20,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nodewarden::pki::{self, Authority, PkiPaths};
 use nodewarden::store::{NodeBatch, NodeRecord, Retention, Store};
 use nodewarden_proto::v1::agent_link_client::AgentLinkClient;
 use nodewarden_proto::v1::{
@@ -27,8 +35,12 @@ use nodewarden_proto::v1::{
     PressureLine, Sample, SampleBatch, Temperature, TemperatureSource, Throttling, agent_message,
     collector_message,
 };
+use rustls::ClientConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint, Uri};
 
 const DAY_S: i64 = 86_400;
 const BUDGET_CORES: f64 = 1.0;
@@ -186,21 +198,120 @@ struct Shared {
     lags: Mutex<Vec<Duration>>,
     measuring: AtomicBool,
     connected: AtomicU64,
+    /// Connection attempts that failed and were tried again.
+    retries: AtomicU64,
     failed: AtomicU64,
     stop: AtomicBool,
 }
 
+/// `nodewarden init` into `data/pki`, then one joined identity per name:
+/// a fresh P-256 key, its CSR signed by the collector's CA, and the client
+/// config an agent builds from them (our CA as the only root, h2).
+fn mint_identities(data: &Path, names: &[String]) -> Vec<Arc<ClientConfig>> {
+    let paths = PkiPaths::of_data_dir(data);
+    pki::init(&paths, &pki::default_server_names(&[]), false).expect("nodewarden init");
+    let authority = Authority::load(&paths).expect("load the CA");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(authority.ca_der().clone()).expect("CA as root");
+    let roots = Arc::new(roots);
+    let started = Instant::now();
+    let configs = names
+        .iter()
+        .map(|name| {
+            let key =
+                rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("node key");
+            let csr = rcgen::CertificateParams::default()
+                .serialize_request(&key)
+                .expect("node CSR");
+            let cert = authority
+                .sign_node(csr.der(), name)
+                .expect("sign node certificate");
+            let chain =
+                vec![CertificateDer::from_pem_slice(cert.pem.as_bytes()).expect("node pem")];
+            let key =
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("node key");
+            let mut config = ClientConfig::builder_with_provider(pki::tls::provider())
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots.clone())
+                .with_client_auth_cert(chain, key)
+                .expect("client auth");
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            Arc::new(config)
+        })
+        .collect();
+    eprintln!(
+        "minted {} node certificates in {:.1?}",
+        names.len(),
+        started.elapsed()
+    );
+    configs
+}
+
+/// One mutual-TLS HTTP/2 connection to the collector on loopback, the way
+/// the agent makes it (TLS in the connector; tonic sees plain h2).
+async fn connect_tls(
+    port: u16,
+    tls: Arc<ClientConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+}
+
+/// Connection attempts after the first before a simulated agent gives up.
+const CONNECT_ATTEMPTS: u32 = 5;
+
+/// An error with its causes, for the reason under tonic's "transport error".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// One simulated agent: its own connection, Hello, a sample a second.
-async fn agent(url: String, name: String, start_at: tokio::time::Instant, shared: Arc<Shared>) {
+async fn agent(
+    port: u16,
+    tls: Arc<ClientConfig>,
+    name: String,
+    start_at: tokio::time::Instant,
+    shared: Arc<Shared>,
+) {
     tokio::time::sleep_until(start_at).await;
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         if shared.failed.fetch_add(1, Ordering::Relaxed) < 5 {
             eprintln!("agent {name}: {what}: {e}");
         }
     };
-    let mut client = match AgentLinkClient::connect(url).await {
-        Ok(c) => c,
-        Err(e) => return fail("connect", &e),
+    // A handshake refused while the collector is busy with hundreds of
+    // others is retried, as a real agent does after a power cut.
+    let mut attempt = 0;
+    let mut client = loop {
+        match connect_tls(port, tls.clone()).await {
+            Ok(c) => break AgentLinkClient::new(c),
+            Err(e) if attempt < CONNECT_ATTEMPTS => {
+                attempt += 1;
+                if shared.retries.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("agent {name}: connect (will retry): {}", chain(&e));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return fail("connect", &chain(&e)),
+        }
     };
     let (tx, rx) = mpsc::channel::<AgentMessage>(16);
     let hello = Hello {
@@ -422,6 +533,10 @@ fn main() {
         .expect("bench dir");
     std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
     prefill(&dir.path().join("data"));
+    let names: Vec<String> = (0..ladder.iter().copied().max().unwrap_or(0))
+        .map(|i| format!("load-{i:05}"))
+        .collect();
+    let identities = mint_identities(&dir.path().join("data"), &names);
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -447,18 +562,24 @@ fn main() {
 
     let hz = clock_ticks_per_second();
     let cpid = collector.pid.to_string();
+    // What the connections add is measured from here.
+    let (idle_rss, _) = memory_kib(collector.pid);
     let shared = Arc::new(Shared {
         lags: Mutex::new(Vec::new()),
         measuring: AtomicBool::new(false),
         connected: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
-    let url = format!("http://127.0.0.1:{port}");
     println!(
-        "\n| agents | connected | collector CPU (cores) | collector RSS | collector peak RSS | load generator CPU (cores) | machine busy (cores) | ack lag p50 | ack lag p99 | within budget |"
+        "\ncollector idle, before any agent: RSS {:.1} MiB",
+        idle_rss as f64 / 1024.0
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "\n| agents | connected | collector CPU (cores) | collector RSS | collector peak RSS | RSS per agent above idle | load generator CPU (cores) | machine busy (cores) | ack lag p50 | ack lag p99 | connect retries | within budget |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut best = None;
     let mut running = 0u64;
     for &n in &ladder {
@@ -475,8 +596,9 @@ fn main() {
         for i in running..n {
             let at = t0 + Duration::from_micros(ramp_us * (i - running) / add);
             rt.spawn(agent(
-                url.clone(),
-                format!("load-{i:05}"),
+                port,
+                identities[i as usize].clone(),
+                names[i as usize].clone(),
                 at,
                 shared.clone(),
             ));
@@ -516,11 +638,13 @@ fn main() {
         let connected = shared.connected.load(Ordering::Relaxed);
         let ok = cores < BUDGET_CORES && hwm < BUDGET_RSS_KIB && connected == n;
         println!(
-            "| {n} | {connected} | {cores:.2} | {:.0} MiB | {:.0} MiB | {gen_cores:.2} | {busy:.2} | {:.0?} | {:.0?} | {} |",
+            "| {n} | {connected} | {cores:.2} | {:.0} MiB | {:.0} MiB | {:.1} KiB | {gen_cores:.2} | {busy:.2} | {:.0?} | {:.0?} | {} | {} |",
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0,
+            rss.saturating_sub(idle_rss) as f64 / n as f64,
             percentile(&lags, 0.5),
             percentile(&lags, 0.99),
+            shared.retries.load(Ordering::Relaxed),
             if ok { "yes" } else { "no" }
         );
         if ok {

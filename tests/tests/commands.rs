@@ -2,6 +2,8 @@
 //! server on a real socket) sends commands to real agent processes; the
 //! agents run a poweroff hook script and talk to a simulated Megatec UPS on a
 //! real pty. Standalone mode: the collector goes away during a power cut.
+//! The link is mutual TLS: the test dir gets a PKI (`nodewarden init`) and
+//! every agent joins with its token before it first starts.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodewarden::config::CollectorConfig;
+use nodewarden::power::config::PowerConfig;
 use nodewarden::server::hub::Hub;
 use nodewarden::server::{Bound, ServeError, serve};
 use nodewarden_agent::ups::sim::megatec::{MegatecDialect, MegatecResponder};
@@ -16,7 +19,9 @@ use nodewarden_agent::ups::sim::{SimEffect, SimHandle, SimUps};
 use nodewarden_proto::v1::{
     Command, CommandState, PowerOff, ShutdownReturn, UpsCommand, command, ups_command,
 };
-use nodewarden_tests::{Proc, bin, eventually, free_port};
+use nodewarden_tests::{
+    Collector, Proc, agent_config, agent_state_dir, bin, eventually, free_port, join,
+};
 use tokio::sync::watch;
 
 /// The real collector server, in this process, so the test can call its hub.
@@ -28,6 +33,9 @@ struct InProc {
 
 impl InProc {
     async fn start(dir: &Path, port: u16) -> InProc {
+        // The CA, the collector's certificate and a join token in
+        // `dir/data/pki`, where `serve` looks for them (kept across restarts).
+        Collector::init(dir, port, free_port());
         let config = CollectorConfig {
             listen: ([127, 0, 0, 1], port).into(),
             admin_socket: dir.join("admin.sock"),
@@ -35,6 +43,13 @@ impl InProc {
             data_dir: dir.join("data"),
             commit_interval: Duration::from_millis(100),
             offline_after: Duration::from_secs(5),
+            // These tests are the orchestrator: they send every command
+            // through the hub themselves. The collector's own power sequence
+            // would answer the simulated power cut with commands of its own.
+            power: PowerConfig {
+                enabled: false,
+                ..PowerConfig::default()
+            },
             ..CollectorConfig::default()
         };
         // After a stop, streams still winding down in this process hold the
@@ -64,7 +79,7 @@ impl InProc {
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.bound.link)
+        format!("https://{}", self.bound.link)
     }
 
     async fn stop(self) {
@@ -95,20 +110,25 @@ fn hook_runs(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Writes agent.toml for `name` (hook as poweroff, state in `dir`/run) plus
-/// `sections`, and starts the agent.
+/// Writes agent.toml for `name` (hook as poweroff, command state in
+/// `dir`/run, identity in the harness's state dir) plus `sections`, joins
+/// the collector unless `name` has joined already, and starts the agent.
 fn agent(dir: &Path, name: &str, collector: &str, sections: &str) -> Proc {
-    let config = dir.join(format!("agent-{name}.toml"));
+    let config = agent_config(dir, name);
     std::fs::write(
         &config,
         format!(
-            "collector = \"{collector}\"\nnode_name = \"{name}\"\nsample_interval = \"1s\"\n\n\
+            "collector = \"{collector}\"\nnode_name = \"{name}\"\nsample_interval = \"1s\"\nstate_dir = \"{}\"\n\n\
              [commands]\npoweroff = [\"/bin/sh\", \"{}\"]\nstate_dir = \"{}\"\n\n{sections}",
+            agent_state_dir(dir, name).display(),
             dir.join("poweroff-hook.sh").display(),
             dir.join("run").display()
         ),
     )
     .unwrap();
+    if !agent_state_dir(dir, name).join("node.pem").exists() {
+        join(dir, name, collector);
+    }
     Proc::spawn(
         std::process::Command::new(bin("nodewarden-agent"))
             .arg("--config")
