@@ -2,8 +2,10 @@
 //! run on this host: RSS, and CPU time per sample (agent) vs per scrape
 //! (node_exporter limited to thermal_zone, hwmon, meminfo, cpu, loadavg).
 //!
-//! Real processes only: the release `nodewarden` collector in a temp dir, the
-//! release `nodewarden-agent` streaming to it at a 1 s interval, and
+//! Real processes only: the release `nodewarden` collector in a temp dir (its
+//! PKI made by `nodewarden init`), the release `nodewarden-agent` enrolled with
+//! `nodewarden-agent join` and streaming to it over mutual TLS at a 1 s
+//! interval, and
 //! `/usr/bin/prometheus-node-exporter` on a free loopback port, scraped once a
 //! second by this bench over a plain TCP socket.
 //!
@@ -34,11 +36,12 @@ fn main() {
 
     let collector = start_collector(&bins.join("nodewarden"), dir);
     let socket = dir.join("admin.sock");
+    let agent_config = join_agent(&bins.join("nodewarden-agent"), dir, &collector);
     let agent = Proc::spawn(
         Command::new(bins.join("nodewarden-agent"))
             .arg("--config")
-            .arg(empty_file(dir, "agent.toml"))
-            .args(["--collector", &collector.url])
+            .arg(&agent_config)
+            .args(["--collector", &format!("https://{}", collector.addr)])
             .args(["--node-name", "bench", "--sample-interval", "1s"]),
         dir.join("agent.log"),
     );
@@ -247,10 +250,15 @@ fn release_bins() -> PathBuf {
 }
 
 struct CollectorProc {
-    _proc: Proc,
-    url: String,
+    proc: Proc,
+    /// host:port of the agent link (TLS only).
+    addr: String,
+    /// The join token `nodewarden init` printed.
+    token: String,
 }
 
+/// Writes a config, makes the PKI with `nodewarden init`, starts `serve` and
+/// waits until the agent link's port accepts connections (join needs it).
 fn start_collector(bin: &Path, dir: &Path) -> CollectorProc {
     let port = free_port();
     let config = dir.join("collector.toml");
@@ -265,14 +273,63 @@ fn start_collector(bin: &Path, dir: &Path) -> CollectorProc {
         ),
     )
     .expect("write collector config");
+    let init = Command::new(bin)
+        .arg("init")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run nodewarden init");
+    let stdout = String::from_utf8_lossy(&init.stdout).into_owned();
+    assert!(
+        init.status.success(),
+        "nodewarden init failed: {stdout}{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let token = stdout
+        .lines()
+        .find(|l| l.starts_with("NW1::"))
+        .unwrap_or_else(|| panic!("no join token in init's output:\n{stdout}"))
+        .to_string();
     let proc = Proc::spawn(
         Command::new(bin).arg("serve").arg("--config").arg(&config),
         dir.join("collector.log"),
     );
-    CollectorProc {
-        _proc: proc,
-        url: format!("http://127.0.0.1:{port}"),
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the collector never listened on {port}; log:\n{}",
+            proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
+    CollectorProc {
+        proc,
+        addr: format!("127.0.0.1:{port}"),
+        token,
+    }
+}
+
+/// Enrols node "bench" with `nodewarden-agent join`, which writes the
+/// collector's https URL and the state dir into the agent config it returns.
+fn join_agent(agent: &Path, dir: &Path, collector: &CollectorProc) -> PathBuf {
+    let config = empty_file(dir, "agent.toml");
+    let out = Command::new(agent)
+        .arg("--config")
+        .arg(&config)
+        .args(["join", &collector.addr, &collector.token])
+        .args(["--node-name", "bench", "--state-dir"])
+        .arg(dir.join("agent-state"))
+        .output()
+        .expect("run nodewarden-agent join");
+    assert!(
+        out.status.success(),
+        "nodewarden-agent join failed: {}{}\ncollector log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        collector.proc.log_text()
+    );
+    config
 }
 
 /// The collector's latest stored seq for node "bench", through the real CLI.
