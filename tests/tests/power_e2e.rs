@@ -929,3 +929,88 @@ async fn two_power_domains_only_the_one_on_battery_goes_down() {
     assert!(rig.ups("rack-b").first_shutdown_ns().unwrap() < rig.hook_at("w2"));
     assert_eq!(rig.ups("rack-a").shutdowns(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mains_back_after_the_workers_are_off_carries_on_and_cycles_the_ups() {
+    let rig = Rig::start(Setup::default()).await;
+    rig.ups("rack").mains(false);
+    eventually(SEQUENCE, "a worker powered off", || async {
+        rig.hooks()
+            .iter()
+            .any(|(n, _)| n.starts_with('w'))
+            .then_some(())
+    })
+    .await;
+    // Past the point of no return: only the UPS cycle brings the workers back.
+    rig.ups("rack").mains(true);
+    eventually(SEQUENCE, "the collector's node powered off", || async {
+        rig.hooks().iter().any(|(n, _)| n == "s2").then_some(())
+    })
+    .await;
+    assert_full_order(&rig, "rack");
+    let kinds = rig.events("main").await;
+    assert!(!kinds.iter().any(|k| k == "power_cancelled"), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_that_blocks_then_allows_lets_the_drain_finish_early() {
+    let rig = Rig::start(Setup {
+        web_min_available: 1,
+        power: &[("drain_timeout", "\"20s\"")],
+        ..Setup::default()
+    })
+    .await;
+    rig.ups("rack").mains(false);
+    wait_blocked_drain(&rig).await;
+    assert_eq!(rig.pods_on("w1"), ["svclb-w1", "web-0"]);
+    rig.fake.control(
+        "POST",
+        "/fake/pdb?namespace=default&name=web&minAvailable=0",
+    );
+    let allowed = Instant::now();
+    eventually(SEQUENCE, "the workers powered off", || async {
+        rig.hooks()
+            .iter()
+            .any(|(n, _)| n.starts_with('w'))
+            .then_some(())
+    })
+    .await;
+    // Retried every 500 ms and done: not held to the 20 s drain timeout.
+    assert!(
+        allowed.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        allowed.elapsed()
+    );
+    assert!(
+        rig.requests()
+            .iter()
+            .any(|(m, p, s)| m == "POST" && p.ends_with("/web-0/eviction") && *s == 201),
+        "web-0 never evicted"
+    );
+    assert!(!rig.pods_on("w1").contains(&"web-0".to_string()));
+    rig.wait_phase("main", "awaiting_return", SEQUENCE).await;
+    assert_full_order(&rig, "rack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_ups_while_on_battery_starts_the_sequence_at_once() {
+    let rig = Rig::start(Setup {
+        power: &[("grace", "\"10m\"")],
+        ..Setup::default()
+    })
+    .await;
+    rig.ups("rack").mains(false);
+    rig.wait_phase("main", "on_battery", Duration::from_secs(5))
+        .await;
+    rig.ups("rack").sim.set(|s| s.silent = true);
+    let d = rig.wait_phase("main", "awaiting_return", SEQUENCE).await;
+    assert!(
+        d["reason"].as_str().unwrap_or("").contains("communication"),
+        "reason: {}",
+        d["reason"]
+    );
+    assert_cordoned_by_us(&rig, &["s1", "s2", "s3", "w1", "w2"]);
+    let w = rig.hook_at("w1").max(rig.hook_at("w2"));
+    assert!(w < rig.hook_at("s3") && rig.hook_at("s3") < rig.hook_at("s1"));
+    assert!(rig.hook_at("s1") < rig.hook_at("s2"));
+}
