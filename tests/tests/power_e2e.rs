@@ -501,9 +501,22 @@ fn assert_cordoned_by_us(rig: &Rig, nodes: &[&str]) {
     }
 }
 
+/// Waits (briefly) until `node`'s poweroff hook has run.
+async fn wait_hook(rig: &Rig, node: &str) {
+    eventually(
+        Duration::from_secs(5),
+        &format!("{node}'s hook"),
+        || async { rig.hooks().iter().any(|(n, _)| n == node).then_some(()) },
+    )
+    .await;
+}
+
 /// Workers, then the servers together (s3), then the UPS host after it told
 /// the UPS to cycle, then the collector's own node; each hook exactly once.
-fn assert_full_order(rig: &Rig, ups: &str) {
+/// The last stage is sent as the domain enters `awaiting_return`: its hook
+/// may still be starting, so give it a moment.
+async fn assert_full_order(rig: &Rig, ups: &str) {
+    wait_hook(rig, "s2").await;
     let w = rig.hook_at("w1").max(rig.hook_at("w2"));
     let s3 = rig.hook_at("s3");
     let s1 = rig.hook_at("s1");
@@ -542,6 +555,7 @@ async fn long_outage_drains_then_powers_off_workers_servers_ups_host_collector_n
     rig.ups("rack").mains(false);
     let cut = now_ns();
     let d = rig.wait_phase("main", "awaiting_return", SEQUENCE).await;
+    wait_hook(&rig, "s2").await;
     eprintln!(
         "mains off to the collector's node powered off: {:?}",
         Duration::from_nanos((rig.hook_at("s2") - cut) as u64)
@@ -573,7 +587,7 @@ async fn long_outage_drains_then_powers_off_workers_servers_ups_host_collector_n
         "an eviction before every node was cordoned"
     );
 
-    assert_full_order(&rig, "rack");
+    assert_full_order(&rig, "rack").await;
     // No poweroff before the grace ran out.
     let first_hook = rig.hooks()[0].1;
     assert!(
@@ -692,9 +706,15 @@ async fn mains_back_during_the_drain_cancels_and_uncordons_ours_only() {
         rig.unschedulable("w2"),
         "the admin's cordon on w2 was lifted"
     );
-    assert_eq!(
-        rig.pods_on("w1"),
-        ["svclb-w1", "web-0"],
+    // (Once w1 is schedulable again the evicted api pod may be rescheduled onto it.)
+    assert!(
+        rig.pods_on("w1").contains(&"web-0".to_string()),
+        "web-0 left w1 despite its budget"
+    );
+    assert!(
+        !rig.requests()
+            .iter()
+            .any(|(_, p, s)| p.ends_with("/web-0/eviction") && *s == 201),
         "web-0 was evicted despite its budget"
     );
     assert_eq!(rig.hooks(), [], "a node was powered off");
@@ -720,7 +740,7 @@ async fn after_a_full_outage_the_nodes_come_back_and_only_ours_are_uncordoned() 
     .await;
     rig.ups("rack").mains(false);
     rig.wait_phase("main", "awaiting_return", SEQUENCE).await;
-    assert_full_order(&rig, "rack");
+    assert_full_order(&rig, "rack").await;
     assert!(rig.unschedulable("w2"));
     // Mains returns; the UPS powers everything up again: the agents restart
     // (their tmpfs of issued poweroffs is empty after a boot).
@@ -783,7 +803,7 @@ async fn the_ups_low_battery_flag_starts_the_sequence_before_the_grace_ends() {
         "reason: {}",
         d["reason"]
     );
-    assert_full_order(&rig, "rack");
+    assert_full_order(&rig, "rack").await;
     eprintln!(
         "low-battery flag to every node cordoned: {to_cordon:?} ({})",
         d["reason"]
@@ -841,7 +861,7 @@ async fn a_collector_killed_mid_sequence_resumes_and_no_poweroff_runs_twice() {
         log.contains("resuming an interrupted sequence"),
         "before:\n{first_log}\nafter:\n{log}"
     );
-    assert_full_order(&rig, "rack");
+    assert_full_order(&rig, "rack").await;
     assert!(
         log.matches("not running it again").count() >= 2,
         "the resent poweroffs did not reach both workers:\n{}",
@@ -855,7 +875,7 @@ async fn an_unreachable_kubernetes_api_does_not_stop_the_poweroffs() {
     rig.fake.control("POST", "/fake/reachability?mode=hang");
     rig.ups("rack").mains(false);
     rig.wait_phase("main", "awaiting_return", SEQUENCE).await;
-    assert_full_order(&rig, "rack");
+    assert_full_order(&rig, "rack").await;
     for n in SERVERS.iter().chain(WORKERS.iter()) {
         assert!(!rig.unschedulable(n), "{n} cordoned through a hung API?");
     }
@@ -897,6 +917,7 @@ async fn an_agent_that_never_confirms_is_waited_for_then_left_behind() {
         .unwrap()
         .clone();
     assert_eq!(w2["power"], "failed: timed out", "{w2}");
+    wait_hook(&rig, "s2").await;
     assert!(rig.hook_at("s1") < rig.hook_at("s2"));
     assert_eq!(rig.ups("rack").shutdowns(), [SHUTDOWN_RETURN]);
     signal(rig.pid("w2"), "KILL");
@@ -947,7 +968,7 @@ async fn mains_back_after_the_workers_are_off_carries_on_and_cycles_the_ups() {
         rig.hooks().iter().any(|(n, _)| n == "s2").then_some(())
     })
     .await;
-    assert_full_order(&rig, "rack");
+    assert_full_order(&rig, "rack").await;
     let kinds = rig.events("main").await;
     assert!(!kinds.iter().any(|k| k == "power_cancelled"), "{kinds:?}");
 }
@@ -989,7 +1010,7 @@ async fn a_budget_that_blocks_then_allows_lets_the_drain_finish_early() {
     );
     assert!(!rig.pods_on("w1").contains(&"web-0".to_string()));
     rig.wait_phase("main", "awaiting_return", SEQUENCE).await;
-    assert_full_order(&rig, "rack");
+    assert_full_order(&rig, "rack").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1012,5 +1033,6 @@ async fn losing_the_ups_while_on_battery_starts_the_sequence_at_once() {
     assert_cordoned_by_us(&rig, &["s1", "s2", "s3", "w1", "w2"]);
     let w = rig.hook_at("w1").max(rig.hook_at("w2"));
     assert!(w < rig.hook_at("s3") && rig.hook_at("s3") < rig.hook_at("s1"));
+    wait_hook(&rig, "s2").await;
     assert!(rig.hook_at("s1") < rig.hook_at("s2"));
 }
