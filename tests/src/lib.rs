@@ -162,6 +162,11 @@ impl Collector {
     /// Writes the config and runs `nodewarden init` unless the PKI exists.
     /// Returns init's stdout ("" when it already existed).
     pub fn init(dir: &Path, port: u16, metrics_port: u16) -> String {
+        Self::init_with(dir, port, metrics_port, "")
+    }
+
+    /// `init` with `extra` TOML (tables such as `[power]`) after the base keys.
+    pub fn init_with(dir: &Path, port: u16, metrics_port: u16, extra: &str) -> String {
         let mut f = std::fs::File::create(Self::config_path(dir)).unwrap();
         writeln!(
             f,
@@ -171,6 +176,7 @@ impl Collector {
             dir.join("data").display()
         )
         .unwrap();
+        writeln!(f, "{extra}").unwrap();
         if Self::pki_dir(dir).join("ca.key").exists() {
             return String::new();
         }
@@ -196,7 +202,12 @@ impl Collector {
 
     /// Starts (or restarts, keeping data and PKI) a collector in `dir`.
     pub async fn start(dir: &Path, port: u16, metrics_port: u16) -> Collector {
-        Self::init(dir, port, metrics_port);
+        Self::start_with(dir, port, metrics_port, "").await
+    }
+
+    /// `start` with `extra` TOML appended to the collector's config.
+    pub async fn start_with(dir: &Path, port: u16, metrics_port: u16, extra: &str) -> Collector {
+        Self::init_with(dir, port, metrics_port, extra);
         let log = dir.join(format!(
             "collector-{}.log",
             std::time::SystemTime::now()

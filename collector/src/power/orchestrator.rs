@@ -326,7 +326,7 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                     Ok(ev) => self.on_hub(ev).await,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!("power: missed {n} hub events; resyncing");
-                        self.resync().await;
+                        self.resync(true).await;
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
@@ -409,17 +409,23 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
         for stale in stored.keys().filter(|k| !self.machines.contains_key(*k)) {
             let _ = self.hub.store().delete_power_state(stale);
         }
-        self.resync().await;
+        // Right after a (re)start no agent has reconnected yet: "offline" here
+        // means "not heard from since", not "went down", so only connections
+        // are fed; the machine waits for the rest within each stage's bound.
+        self.resync(false).await;
     }
 
-    /// Feeds every machine what the hub knows now (start, or after lagging).
-    async fn resync(&mut self) {
+    /// Feeds every machine what the hub knows now (start, or after lagging);
+    /// `offline_too`: also report the agents not connected as disconnected.
+    async fn resync(&mut self, offline_too: bool) {
         self.refresh_members().await;
         for n in self.hub.node_infos() {
             let input = if n.online {
                 Input::AgentConnected(n.name)
-            } else {
+            } else if offline_too {
                 Input::AgentDisconnected(n.name)
+            } else {
+                continue;
             };
             for name in self.domain_names() {
                 self.feed(Key::Real(name), input.clone()).await;
@@ -718,10 +724,10 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                         .agent_confirm_timeout
                         .max(self.config.servers_timeout);
                     tokio::spawn(async move {
-                        let r = tokio::time::timeout(
-                            wait,
-                            agents.power_off(&node, command_id, &reason, dry_run),
-                        )
+                        let r = tokio::time::timeout(wait, async {
+                            until_connected(&*agents, &node).await;
+                            agents.power_off(&node, command_id, &reason, dry_run).await
+                        })
                         .await
                         .unwrap_or_else(|_| Err("no answer".into()));
                         let (ok, message) = match r {
@@ -752,12 +758,14 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                     tokio::spawn(async move {
                         let off = Duration::from_millis(off_delay_ms.max(0) as u64);
                         let restore = Duration::from_millis(restore_delay_ms.max(0) as u64);
-                        let r = tokio::time::timeout(
-                            wait,
-                            agents.ups_shutdown_return(
-                                &owner, &ups, command_id, off, restore, dry_run,
-                            ),
-                        )
+                        let r = tokio::time::timeout(wait, async {
+                            until_connected(&*agents, &owner).await;
+                            agents
+                                .ups_shutdown_return(
+                                    &owner, &ups, command_id, off, restore, dry_run,
+                                )
+                                .await
+                        })
                         .await
                         .unwrap_or_else(|_| Err("no answer".into()));
                         let (ok, message) = match r {
@@ -920,6 +928,15 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
             };
             self.feed(Key::Drill(name), input).await;
         }
+    }
+}
+
+/// Waits for `node`'s agent to be connected. A command resent after a
+/// collector restart goes out before the agents have reconnected; without
+/// this it would fail at once and the sequence would skip the node.
+async fn until_connected<A: AgentPort + ?Sized>(agents: &A, node: &str) {
+    while !agents.connected(node) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
