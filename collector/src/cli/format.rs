@@ -142,50 +142,7 @@ pub fn format_ago(then_ms: i64, now_ms: i64) -> String {
     )
 }
 
-/// A calendar instant in UTC, split into fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Utc {
-    /// Year, e.g. 2026.
-    pub year: i64,
-    /// 1-12.
-    pub month: u32,
-    /// 1-31.
-    pub day: u32,
-    /// 0-23.
-    pub hour: u32,
-    /// 0-59.
-    pub minute: u32,
-    /// 0-59.
-    pub second: u32,
-}
-
-impl Utc {
-    /// Splits unix milliseconds (days-from-civil inverse, proleptic Gregorian).
-    pub fn from_unix_ms(ms: i64) -> Self {
-        let secs = ms.div_euclid(1000);
-        let days = secs.div_euclid(86_400);
-        let sod = secs.rem_euclid(86_400);
-        // Shift the epoch to 0000-03-01 so leap days fall at the end of a
-        // 400-year era's years.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        Self {
-            year,
-            month,
-            day,
-            hour: (sod / 3600) as u32,
-            minute: ((sod % 3600) / 60) as u32,
-            second: (sod % 60) as u32,
-        }
-    }
-}
+pub use nodewarden_proto::units::Utc;
 
 /// "2026-11-23 11:23:17Z".
 pub fn format_timestamp(ms: i64) -> String {
