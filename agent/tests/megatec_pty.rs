@@ -314,6 +314,35 @@ async fn monitor_pushes_changes_within_one_poll_interval() {
     assert_eq!(fsd.status, vec!["OB", "FSD"]);
 }
 
+/// A real unit at 2400 baud needs about 200 ms to send a Q1 reply; polls
+/// must still start once per interval, not once per interval plus reply,
+/// or every status change waits that much longer.
+#[tokio::test]
+async fn slow_replies_do_not_stretch_the_poll_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = sim_with(dir.path(), MegatecDialect::default(), SimState::default());
+    sim.set(|s| s.reply_delay_ms = 300);
+    let (tx, mut rx) = mpsc::channel(16);
+    let interval = Duration::from_millis(1000);
+    let _h = spawn_monitor_with("sim", interval, sim_opener(sim.link()), tx).expect("starts");
+    let first = next_change(&mut rx, Duration::from_secs(15)).await;
+    assert!(first.communication_ok, "{}", first.communication_error);
+    let polls = |sim: &SimHandle| {
+        String::from_utf8_lossy(&sim.received())
+            .matches("Q1\r")
+            .count()
+    };
+    let before = polls(&sim);
+    tokio::time::sleep(Duration::from_millis(6050)).await;
+    let during = polls(&sim) - before;
+    // On a 1 s grid 6 or 7 polls start in 6.05 s; waiting the interval
+    // after each 300 ms reply would give at most 5.
+    assert!(
+        during >= 6,
+        "{during} polls in 6.05 s at a 1 s interval with 300 ms replies"
+    );
+}
+
 #[tokio::test]
 async fn silent_ups_is_reported_lost_at_once_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");

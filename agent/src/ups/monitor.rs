@@ -193,8 +193,12 @@ struct Poller {
 impl Poller {
     fn run(mut self, requests: std_mpsc::Receiver<Request>) {
         loop {
+            // Polls start on a fixed grid: at 2400 baud a Q1 exchange takes
+            // about 200 ms, and waiting the interval after it would stretch
+            // every period (and the worst-case latency) by that much.
+            let started = Instant::now();
             let wait = self.cycle();
-            let until = Instant::now() + wait;
+            let until = started + wait;
             loop {
                 let left = until.saturating_duration_since(Instant::now());
                 match requests.recv_timeout(left) {
