@@ -12,8 +12,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::commands::{CommandError, CommandIds, PendingCommand, Waiters};
 use super::events::{self, NodeEventState};
+use super::journal::Journal;
 use crate::config::EventThresholds;
-use crate::store::{NodeRecord, Store};
+use crate::store::{NodeRecord, Record, Store};
 
 #[derive(Debug)]
 struct LiveNode {
@@ -55,6 +56,8 @@ const COMMAND_QUEUE: usize = 16;
 pub struct Hub {
     nodes: Mutex<HashMap<String, LiveNode>>,
     store: Arc<Store>,
+    /// Node records, UPS statuses and events on their way to the store.
+    journal: Journal,
     thresholds: EventThresholds,
     events: broadcast::Sender<HubEvent>,
     waiters: Waiters,
@@ -116,6 +119,7 @@ impl Hub {
         }
         Hub {
             nodes: Mutex::new(nodes),
+            journal: Journal::start(store.clone()),
             store,
             thresholds,
             events: broadcast::channel(EVENT_BACKLOG).0,
@@ -141,10 +145,14 @@ impl Hub {
     fn record_events(&self, events: Vec<Event>) {
         for e in events {
             tracing::info!(subject = %e.subject, kind = %e.kind, "{}", e.message);
-            if let Err(err) = self.store.append_event(e) {
-                tracing::error!("cannot record event: {err}");
-            }
+            self.journal.write(Record::Event(e));
         }
+    }
+
+    /// Waits (up to `timeout`) until every node record, UPS status and
+    /// event recorded so far is on disk; false if it was not in time.
+    pub fn flush_records(&self, timeout: Duration) -> bool {
+        self.journal.flush(timeout)
     }
 
     /// Records a new stream for `record.name`, replacing any older one.
@@ -224,9 +232,7 @@ impl Hub {
     }
 
     fn persist(&self, record: &NodeRecord) {
-        if let Err(e) = self.store.put_node(record.clone()) {
-            tracing::error!(node = %record.name, "cannot save node record: {e}");
-        }
+        self.journal.write(Record::Node(record.clone()));
     }
 
     /// The stream `stream_id` of `node` ended (or went silent).
@@ -436,10 +442,12 @@ impl Hub {
                 status: Box::new(status.clone()),
             });
         }
-        if let Some((status, last_change)) = save
-            && let Err(e) = self.store.put_ups(node, status, last_change)
-        {
-            tracing::error!("cannot save UPS status: {e}");
+        if let Some((status, last_change_ms)) = save {
+            self.journal.write(Record::Ups {
+                node: node.to_string(),
+                status,
+                last_change_ms,
+            });
         }
         self.record_events(evs);
     }
@@ -494,6 +502,9 @@ impl Hub {
         let records: Vec<NodeRecord> = self.lock().values().map(|n| n.record.clone()).collect();
         for r in records {
             self.persist(&r);
+        }
+        if !self.flush_records(Duration::from_secs(5)) {
+            tracing::warn!("node records and events not all saved within 5 s");
         }
     }
 

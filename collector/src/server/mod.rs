@@ -7,6 +7,7 @@ pub mod commands;
 pub mod events;
 pub mod http;
 pub mod hub;
+mod journal;
 pub mod link;
 pub mod trust;
 pub mod writer;

@@ -134,6 +134,82 @@ pub struct NodeRecord {
     pub latest: Option<Sample>,
 }
 
+/// One small write: a node's record, a UPS's latest status or an event.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// Creates or replaces the node's record.
+    Node(NodeRecord),
+    /// Replaces the latest status of one UPS read by `node`'s agent.
+    Ups {
+        node: String,
+        status: UpsStatus,
+        last_change_ms: i64,
+    },
+    /// Appends to the events log.
+    Event(Event),
+}
+
+impl Record {
+    /// What a newer record replaces: the same node's record or the same
+    /// UPS's status. Events replace nothing.
+    pub fn replaces(&self) -> Option<(u8, &str, &str)> {
+        match self {
+            Record::Node(r) => Some((0, r.name.as_str(), "")),
+            Record::Ups { node, status, .. } => Some((1, node.as_str(), status.ups_name.as_str())),
+            Record::Event(_) => None,
+        }
+    }
+}
+
+/// A record encoded outside the write transaction.
+enum Encoded {
+    Node {
+        name: String,
+        bytes: Vec<u8>,
+    },
+    Ups {
+        node: String,
+        ups_name: String,
+        bytes: Vec<u8>,
+    },
+    Event {
+        ts: i64,
+        bytes: Vec<u8>,
+    },
+}
+
+impl Encoded {
+    fn of(record: &Record) -> Encoded {
+        match record {
+            Record::Node(r) => {
+                let info = NodeInfo::from(r.clone());
+                Encoded::Node {
+                    name: info.name.clone(),
+                    bytes: info.encode_to_vec(),
+                }
+            }
+            Record::Ups {
+                node,
+                status,
+                last_change_ms,
+            } => Encoded::Ups {
+                node: node.clone(),
+                ups_name: status.ups_name.clone(),
+                bytes: UpsInfo {
+                    node: node.clone(),
+                    status: Some(status.clone()),
+                    last_change_ms: *last_change_ms,
+                }
+                .encode_to_vec(),
+            },
+            Record::Event(e) => Encoded::Event {
+                ts: e.timestamp_ms,
+                bytes: e.encode_to_vec(),
+            },
+        }
+    }
+}
+
 impl From<NodeRecord> for NodeInfo {
     fn from(r: NodeRecord) -> NodeInfo {
         NodeInfo {
@@ -660,10 +736,40 @@ impl Store {
 
     /// Creates or replaces a node's record.
     pub fn put_node(&self, record: NodeRecord) -> Result<(), StoreError> {
-        let info = NodeInfo::from(record);
+        self.apply(&[Record::Node(record)])
+    }
+
+    /// Writes node records, UPS statuses and events in one durable
+    /// transaction, in the order given.
+    pub fn apply(&self, records: &[Record]) -> Result<(), StoreError> {
+        let encoded: Vec<Encoded> = records.iter().map(Encoded::of).collect();
         self.write(|txn, _, _| {
-            txn.open_table(NODES)?
-                .insert(info.name.as_str(), info.encode_to_vec().as_slice())?;
+            let mut nodes = txn.open_table(NODES)?;
+            let mut ups = txn.open_table(UPS)?;
+            let mut events = txn.open_table(EVENTS)?;
+            for e in &encoded {
+                match e {
+                    Encoded::Node { name, bytes } => {
+                        nodes.insert(name.as_str(), bytes.as_slice())?;
+                    }
+                    Encoded::Ups {
+                        node,
+                        ups_name,
+                        bytes,
+                    } => {
+                        ups.insert((node.as_str(), ups_name.as_str()), bytes.as_slice())?;
+                    }
+                    Encoded::Event { ts, bytes } => {
+                        // Several events in one millisecond keep their order.
+                        let next = events
+                            .range((*ts, 0)..=(*ts, u32::MAX))?
+                            .next_back()
+                            .transpose()?
+                            .map_or(0, |(k, _)| k.value().1.saturating_add(1));
+                        events.insert((*ts, next), bytes.as_slice())?;
+                    }
+                }
+            }
             Ok(())
         })
     }
@@ -705,19 +811,7 @@ impl Store {
 
     /// Appends one event to the log.
     pub fn append_event(&self, event: Event) -> Result<(), StoreError> {
-        let bytes = event.encode_to_vec();
-        let ts = event.timestamp_ms;
-        self.write(|txn, _, _| {
-            let mut events = txn.open_table(EVENTS)?;
-            // Several events in one millisecond keep their order.
-            let next = events
-                .range((ts, 0)..=(ts, u32::MAX))?
-                .next_back()
-                .transpose()?
-                .map_or(0, |(k, _)| k.value().1.saturating_add(1));
-            events.insert((ts, next), bytes.as_slice())?;
-            Ok(())
-        })
+        self.apply(&[Record::Event(event)])
     }
 
     /// The newest `limit` events (0: 1000) at or after `since_ms`, oldest
@@ -768,17 +862,11 @@ impl Store {
         status: UpsStatus,
         last_change_ms: i64,
     ) -> Result<(), StoreError> {
-        let ups_name = status.ups_name.clone();
-        let info = UpsInfo {
+        self.apply(&[Record::Ups {
             node: node.to_string(),
-            status: Some(status),
+            status,
             last_change_ms,
-        };
-        self.write(|txn, _, _| {
-            txn.open_table(UPS)?
-                .insert((node, ups_name.as_str()), info.encode_to_vec().as_slice())?;
-            Ok(())
-        })
+        }])
     }
 
     /// The latest status of every UPS, by node then UPS name.
