@@ -1065,12 +1065,19 @@ impl<T: Transport> UpsDriver for GpserDriver<T> {
                 // riello_ser's shutdown.return sends). On mains it would stay
                 // off, so ask for the restore explicitly: mains may have
                 // returned mid-sequence and the nodes still need the cycle.
+                //
+                // Which of CR's two delays is the off delay is not published
+                // (riello_ser only ever sends 0000 in the first), so both
+                // carry the longer of the two: read either way, the output
+                // is never cut before the nodes have had their off delay,
+                // and comes back. On mains a later cut costs no battery.
                 let request = if on_battery {
                     Request::Shutdown { delay_s: off }
                 } else {
+                    let both = off.max(delay_s(name, restore_delay_s)?);
                     Request::ShutdownRestore {
-                        off_delay_s: off,
-                        restore_delay_s: delay_s(name, restore_delay_s)?,
+                        off_delay_s: both,
+                        restore_delay_s: both,
                     }
                 };
                 self.send_command(name, request)

@@ -390,9 +390,11 @@ fn shutdown_return_cuts_and_restores_on_battery_and_on_mains() {
                 off_delay_seconds: 90.0,
                 restore_delay_seconds: Some(0.0)
             },
+            // CR's field order is unpublished: both fields carry the off
+            // delay, so the cut never comes early whichever is which.
             SimEffect::Shutdown {
                 off_delay_seconds: 60.0,
-                restore_delay_seconds: Some(10.0)
+                restore_delay_seconds: Some(60.0)
             },
             SimEffect::CancelShutdown,
             SimEffect::StartTest { deep: false },
