@@ -45,10 +45,10 @@ if [ -x packaging/test-debs.sh ]; then
     packaging/test-debs.sh --quick
 fi
 
-if [ "${NODEWARDEN_FUZZ_SECONDS:-0}" != 0 ]; then
-    echo "== fuzz (${NODEWARDEN_FUZZ_SECONDS}s per target)"
-    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-    fuzz/run.sh "$NODEWARDEN_FUZZ_SECONDS"
-fi
+# A short bounded run of every parser fuzz target (unoptimised build: the
+# build is what costs here). Long runs: fuzz/run.sh SECONDS.
+fuzz_seconds="${NODEWARDEN_FUZZ_SECONDS:-20}"
+echo "== fuzz (${fuzz_seconds}s per target)"
+fuzz/run.sh --quick "$fuzz_seconds"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' /tmp/nodewarden-test.log | awk '{s+=$4} END {print s+0}')
 echo "$passed passed, 0 failed"
