@@ -30,7 +30,7 @@ enum Kind {
     Tokio(tokio::time::Interval),
 }
 
-/// `TimerFd` with the raw fd `AsyncFd` asks for.
+/// `TimerFd` with the raw fd `AsyncFd` asks for; it owns the fd.
 #[derive(Debug)]
 struct Timer(TimerFd);
 
@@ -71,7 +71,13 @@ impl Ticker {
                 // Reading takes the expiration count (how many periods
                 // passed); one sample is taken however many it says.
                 match ready.try_io(|t| t.get_ref().0.wait().map_err(std::io::Error::from)) {
-                    Ok(_) => return,
+                    Ok(_) => {
+                        // Read empties a timerfd until its next expiry, which
+                        // epoll reports as a new edge: no need for the
+                        // EAGAIN read that would tell tokio so.
+                        ready.clear_ready();
+                        return;
+                    }
                     Err(_would_block) => continue,
                 }
             },
@@ -91,7 +97,7 @@ fn kernel_timer(period: Duration) -> std::io::Result<AsyncFd<Timer>> {
         Expiration::Interval(TimeSpec::from_duration(period)),
         TimerSetTimeFlags::empty(),
     )?;
-    AsyncFd::with_interest(Timer(fd), Interest::READABLE)
+    crate::sensors::syscall::watch_fd(Timer(fd), Interest::READABLE)
 }
 
 #[cfg(test)]

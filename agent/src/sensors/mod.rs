@@ -20,7 +20,7 @@ pub mod log_once;
 mod memory;
 mod pressure;
 mod reader;
-mod syscall;
+pub(crate) mod syscall;
 mod thermal;
 mod throttling;
 mod uptime;

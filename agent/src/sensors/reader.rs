@@ -64,7 +64,8 @@ impl Reader {
     }
 
     /// Reads the whole of `path` into the buffer; `keep` keeps a kernel
-    /// file open for the next read (files read every sample).
+    /// file open for the next read (files read every sample; see
+    /// [`read_all_at`] for which kernel files qualify).
     fn fill(&mut self, path: &Path, keep: bool) -> io::Result<()> {
         if let Some(file) = self.open.get(path) {
             match read_all_at(file, &mut self.buf, &mut self.filled) {
@@ -176,6 +177,12 @@ fn is_kernel_generated(file: &File) -> bool {
 }
 
 /// Reads `file` from offset 0 to its end into `buf`, growing it as needed.
+///
+/// A read that leaves room in the buffer got the whole file: a sysfs
+/// attribute is one `show()` (sysfs.rst: "the show() method should fill the
+/// entire buffer"), and the procfs files sampled (stat, meminfo, loadavg,
+/// uptime, pressure) are `single_open` seq_files, generated whole and handed
+/// out as far as the buffer goes. That saves the read that would return 0.
 fn read_all_at(file: &File, buf: &mut Vec<u8>, filled: &mut usize) -> io::Result<()> {
     *filled = 0;
     loop {
@@ -183,8 +190,12 @@ fn read_all_at(file: &File, buf: &mut Vec<u8>, filled: &mut usize) -> io::Result
             let grown = buf.len() * 2;
             buf.resize(grown, 0);
         }
+        let room = buf.len() - *filled;
         match file.read_at(&mut buf[*filled..], *filled as u64) {
-            Ok(0) => return Ok(()),
+            Ok(n) if n < room => {
+                *filled += n;
+                return Ok(());
+            }
             Ok(n) => *filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
