@@ -449,7 +449,7 @@ fn rss_by_mapping(pid: u32) -> Vec<(u64, String)> {
         }
     }
     by_name.retain(|(kib, _)| *kib > 0);
-    by_name.sort_by(|a, b| b.0.cmp(&a.0));
+    by_name.sort_by_key(|(kib, _)| std::cmp::Reverse(*kib));
     by_name
 }
 
