@@ -11,7 +11,9 @@
 //!
 //! `cargo bench -p nodewarden-agent --bench footprint`
 //! (node_exporter: `sh tests/setup/install-node-exporter.sh` first).
-//! FOOTPRINT_SECS sets the measured window (default 60).
+//! FOOTPRINT_SECS sets the measured window (default 60). FOOTPRINT_AGENT
+//! runs another agent binary (e.g. a static musl build) against the same
+//! release collector.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -31,14 +33,18 @@ fn main() {
             .unwrap_or(60),
     );
     let bins = release_bins();
+    let agent_bin = std::env::var_os("FOOTPRINT_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bins.join("nodewarden-agent"));
+    println!("agent: {}", agent_bin.display());
     let scratch = tempfile::tempdir().expect("temp dir");
     let dir = scratch.path();
 
     let collector = start_collector(&bins.join("nodewarden"), dir);
     let socket = dir.join("admin.sock");
-    let agent_config = join_agent(&bins.join("nodewarden-agent"), dir, &collector);
+    let agent_config = join_agent(&agent_bin, dir, &collector);
     let agent = Proc::spawn(
-        Command::new(bins.join("nodewarden-agent"))
+        Command::new(&agent_bin)
             .arg("--config")
             .arg(&agent_config)
             .args(["--collector", &format!("https://{}", collector.addr)])
@@ -182,6 +188,10 @@ fn main() {
         "\ntick ms = utime+stime (quantised to {:.1} ms); sched ms = /proc/pid/task/*/schedstat (ns)",
         1000.0 / ticks
     );
+    println!("\nagent resident KiB per mapping (smaps):");
+    for (kib, name) in rss_by_mapping(agent.pid()) {
+        println!("  {kib:>6}  {name}");
+    }
     println!("\nagent RSS over the window (s: KiB):");
     for (s, kib) in &agent_rss_over_time {
         println!("  {s:>4}: {kib}");
@@ -405,6 +415,42 @@ impl Usage {
             cpu_ns: schedstat_ns(pid),
         }
     }
+}
+
+/// Rss summed per mapped file (or [heap], [stack], anonymous), largest first.
+fn rss_by_mapping(pid: u32) -> Vec<(u64, String)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_name: Vec<(u64, String)> = Vec::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib: u64 = kib
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            match by_name.iter_mut().find(|(_, n)| *n == name) {
+                Some(entry) => entry.0 += kib,
+                None => by_name.push((kib, name.clone())),
+            }
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| !f.ends_with(':'))
+        {
+            // A mapping header: "start-end perms offset dev inode [path]";
+            // every other line is "Field: value".
+            name = line
+                .split_whitespace()
+                .nth(5)
+                .unwrap_or("[anonymous]")
+                .to_string();
+        }
+    }
+    by_name.retain(|(kib, _)| *kib > 0);
+    by_name.sort_by_key(|(kib, _)| std::cmp::Reverse(*kib));
+    by_name
 }
 
 fn schedstat_ns(pid: u32) -> u64 {

@@ -142,8 +142,7 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
     let watchdog_every = nodewarden_proto::sd_notify::watchdog_interval()
         .map_or(Duration::from_secs(3600), |d| d / 2);
     let mut watchdog = tokio::time::interval(watchdog_every);
-    let mut ticker = tokio::time::interval(config.sample_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = crate::ticker::Ticker::new(config.sample_interval);
     let mut shutdown_rx = shutdown;
     let mut seq = 0u64;
     loop {

@@ -14,5 +14,6 @@ pub mod link;
 pub mod sensors;
 pub mod standalone;
 pub mod sysroot;
+pub mod ticker;
 pub mod trust;
 pub mod ups;

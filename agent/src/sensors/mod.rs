@@ -6,8 +6,9 @@
 //!
 //! Cost: the set of sensor files is discovered once and again every
 //! [`REDISCOVER_EVERY`] samples or when a file vanishes (a hot-plugged NVMe
-//! drive); a sample then only opens and reads the files it knows, into one
-//! reused buffer. No process is spawned, no regex compiled.
+//! drive); a sample then only reads the files it knows, kept open between
+//! discoveries (see [`reader`]), into one reused buffer. No process is
+//! spawned, no regex compiled.
 
 mod cpu;
 mod cpu_temperature;
@@ -19,7 +20,7 @@ pub mod log_once;
 mod memory;
 mod pressure;
 mod reader;
-mod syscall;
+pub(crate) mod syscall;
 mod thermal;
 mod throttling;
 mod uptime;
@@ -207,6 +208,7 @@ impl Sensors {
 
     /// Finds the sensor files present now.
     fn discover(&mut self) {
+        self.reader.close_all();
         let (root, reader, log) = (&self.root, &mut self.reader, &self.log);
         let hwmon = hwmon::discover(root, reader, log);
         self.found = Found {

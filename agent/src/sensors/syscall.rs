@@ -1,5 +1,7 @@
 //! The three system calls the sensors need that std does not wrap: statvfs,
-//! sysconf(_SC_CLK_TCK) and the VideoCore mailbox ioctl.
+//! sysconf(_SC_CLK_TCK) and the VideoCore mailbox ioctl; and handing the
+//! sampling timerfd to tokio's epoll (see `crate::ticker`), whose
+//! registration is `unsafe` since tokio 1.54 (I/O safety).
 //!
 //! This is the agent's only unsafe code (lib.rs denies it everywhere else).
 //! Each call is a thin wrapper with its safety argument beside it; callers
@@ -12,6 +14,19 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+/// Registers `fd` with the runtime's reactor for readiness `interest`.
+/// Must be called inside the runtime.
+pub fn watch_fd<T: AsRawFd>(
+    fd: T,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: the caller passes an owner of its fd (the ticker's `TimerFd`
+    // holds an OwnedFd), so the fd stays open and the same for as long as
+    // the AsyncFd holds `fd`, and is closed only when the AsyncFd drops it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
+}
 
 /// Sizes from statvfs(2), already multiplied by the fragment size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
