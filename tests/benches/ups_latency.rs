@@ -174,8 +174,21 @@ impl Nut {
                 cfg += &format!("POLLFREQ {f}\nPOLLFREQALERT {f}\n");
             }
             fs::write(c.join("upsmon.conf"), cfg).unwrap();
-            let mut upsmon = Command::new("/lib/nut/upsmon");
-            upsmon.args(["-p", "-F"]);
+            // Debian 12's upsmon (NUT 2.8.0) keeps its PID file in /run/nut
+            // whatever NUT_PIDPATH says, and a second one refuses to start
+            // while the first lives: each gets its own /run/nut.
+            let mut upsmon = Command::new("unshare");
+            upsmon.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mkdir -p /run/nut && mount -t tmpfs tmpfs /run/nut && exec \"$0\" \"$@\"",
+                "/lib/nut/upsmon",
+                "-p",
+                "-F",
+            ]);
             procs.push(nut_command_from(
                 upsmon,
                 &c,
@@ -300,6 +313,15 @@ async fn main() {
         );
     }
     fs::write(&config, cfg).unwrap();
+    // The link is mutual TLS: join first, as a node would.
+    let joined = nodewarden_tests::join_with(
+        &config,
+        &d.join("agent-state"),
+        "ups-host",
+        &collector.url(),
+        &collector.token(),
+    );
+    assert!(joined.status.success(), "join failed: {joined:?}");
     let _agent = Proc::spawn(
         Command::new(bin("nodewarden-agent"))
             .arg("--config")
