@@ -492,8 +492,8 @@ impl Hub {
     /// Saves every node's latest sample (the registry survives restarts).
     pub fn checkpoint(&self) {
         let records: Vec<NodeRecord> = self.lock().values().map(|n| n.record.clone()).collect();
-        for r in records {
-            self.persist(&r);
+        if let Err(e) = self.store.put_nodes(&records) {
+            tracing::error!("cannot save the node registry: {e}");
         }
     }
 
