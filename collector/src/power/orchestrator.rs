@@ -259,6 +259,16 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
     /// The nodes of `domain` and their roles, from config, labels and agents.
     fn members(&self, spec: &DomainSpec) -> Vec<Member> {
         let hub_nodes = self.hub.node_infos();
+        // Looked up once per member: a map, so thousands of nodes are not
+        // thousands of scans.
+        let hub_roles: HashMap<&str, &str> = hub_nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.role.as_str()))
+            .collect();
+        let cluster_servers: Option<HashMap<&str, bool>> = self
+            .cluster_nodes
+            .as_ref()
+            .map(|c| c.iter().map(|n| (n.name.as_str(), n.server)).collect());
         let mut names: Vec<String> = match self
             .config
             .domains
@@ -284,22 +294,17 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
             .into_iter()
             .map(|name| {
                 let role = self.config.role_override(&name).unwrap_or_else(|| {
-                    match self
-                        .cluster_nodes
+                    match cluster_servers
                         .as_ref()
-                        .map(|c| c.iter().find(|n| n.name == name))
+                        .map(|c| c.get(name.as_str()).copied())
                     {
-                        Some(Some(n)) if n.server => Role::Server,
-                        Some(Some(_)) => Role::Worker,
+                        Some(Some(true)) => Role::Server,
+                        Some(Some(false)) => Role::Worker,
                         // Known cluster, not in it: a host outside Kubernetes.
                         Some(None) => Role::External {
                             order: self.config.external.len() as u32 + 1,
                         },
-                        None => match hub_nodes
-                            .iter()
-                            .find(|n| n.name == name)
-                            .map(|n| n.role.as_str())
-                        {
+                        None => match hub_roles.get(name.as_str()).copied() {
                             Some("server") => Role::Server,
                             _ => Role::Worker,
                         },
