@@ -24,7 +24,8 @@ struct LiveNode {
     /// Tells the current stream to close when a newer one replaces it.
     replaced: Option<oneshot::Sender<()>>,
     /// Commands for the current stream's outbound side.
-    commands: Option<mpsc::Sender<Command>>,
+    /// Boxed, like the stream's outbound queue: slots come in blocks of 32.
+    commands: Option<mpsc::Sender<Box<Command>>>,
     ups: HashMap<String, (UpsStatus, i64)>,
 }
 
@@ -78,7 +79,7 @@ pub struct Registration {
     /// Fires when a newer stream for the same node takes over.
     pub replaced: oneshot::Receiver<()>,
     /// Commands to write on this stream.
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: mpsc::Receiver<Box<Command>>,
 }
 
 impl Hub {
@@ -315,7 +316,7 @@ impl Hub {
         // Registered before sending: an agent can answer before we return.
         let results = self.waiters.register(node, id);
         sender
-            .try_send(command)
+            .try_send(Box::new(command))
             .map_err(|e| CommandError::Refused {
                 node: node.to_string(),
                 message: match e {
