@@ -498,6 +498,8 @@ fn start_collector(bin: &Path, dir: &Path, port: u16) -> Collector {
         .arg("ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" serve --config \"$1\"")
         .arg(bin)
         .arg(&config)
+        // What the packaged systemd unit sets (packaging/systemd/nodewarden.service).
+        .env("MALLOC_ARENA_MAX", "2")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("collector log"))
         .stderr(log)

@@ -5,7 +5,7 @@
 //! out the actions through `ClusterPort` and `AgentPort` without waiting for
 //! them (a drain runs while the next UPS reading is already decided on).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ use crate::server::now_ms;
 pub const DEFAULT_DOMAIN: &str = "main";
 /// How often the Kubernetes node list (roles) is refreshed.
 const MEMBERS_REFRESH: Duration = Duration::from_secs(30);
+/// Connection news is saved at the latest this long after it came.
+const SETTLE_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 /// A cordon or uncordon call that takes longer has failed.
 const API_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -171,6 +173,12 @@ struct Runner<C, A> {
     cluster_nodes: Option<Vec<ClusterNode>>,
     persisted: HashMap<String, Vec<u8>>,
     views: Arc<Mutex<Vec<DomainView>>>,
+    /// Machines stepped by connection news that asked for no action, saved
+    /// once the burst of hub events is handled (see [`Runner::settle`]).
+    unsaved: BTreeSet<String>,
+    /// A node not yet in any domain connected: members are recomputed once
+    /// the burst is handled, not once per new node.
+    members_stale: bool,
 }
 
 /// Starts the orchestrator for `config` and returns the handle the Admin API
@@ -209,6 +217,8 @@ pub fn spawn<C: ClusterPort, A: AgentPort>(
         cluster_nodes: None,
         persisted: HashMap::new(),
         views: views.clone(),
+        unsaved: BTreeSet::new(),
+        members_stale: false,
     };
     tokio::spawn(runner.run(events, results_rx, control_rx, shutdown));
     PowerHandle {
@@ -249,6 +259,16 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
     /// The nodes of `domain` and their roles, from config, labels and agents.
     fn members(&self, spec: &DomainSpec) -> Vec<Member> {
         let hub_nodes = self.hub.node_infos();
+        // Looked up once per member: a map, so thousands of nodes are not
+        // thousands of scans.
+        let hub_roles: HashMap<&str, &str> = hub_nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.role.as_str()))
+            .collect();
+        let cluster_servers: Option<HashMap<&str, bool>> = self
+            .cluster_nodes
+            .as_ref()
+            .map(|c| c.iter().map(|n| (n.name.as_str(), n.server)).collect());
         let mut names: Vec<String> = match self
             .config
             .domains
@@ -274,22 +294,17 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
             .into_iter()
             .map(|name| {
                 let role = self.config.role_override(&name).unwrap_or_else(|| {
-                    match self
-                        .cluster_nodes
+                    match cluster_servers
                         .as_ref()
-                        .map(|c| c.iter().find(|n| n.name == name))
+                        .map(|c| c.get(name.as_str()).copied())
                     {
-                        Some(Some(n)) if n.server => Role::Server,
-                        Some(Some(_)) => Role::Worker,
+                        Some(Some(true)) => Role::Server,
+                        Some(Some(false)) => Role::Worker,
                         // Known cluster, not in it: a host outside Kubernetes.
                         Some(None) => Role::External {
                             order: self.config.external.len() as u32 + 1,
                         },
-                        None => match hub_nodes
-                            .iter()
-                            .find(|n| n.name == name)
-                            .map(|n| n.role.as_str())
-                        {
+                        None => match hub_roles.get(name.as_str()).copied() {
                             Some("server") => Role::Server,
                             _ => Role::Worker,
                         },
@@ -310,7 +325,14 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
         self.start().await;
         let mut refresh = tokio::time::interval(MEMBERS_REFRESH);
         let (nodes_tx, mut nodes_rx) = mpsc::channel::<Result<Vec<ClusterNode>, String>>(1);
+        let mut settled = tokio::time::Instant::now();
         loop {
+            // A burst ends when the queue is empty; an endless one is settled
+            // at least once a second all the same.
+            if events.is_empty() || settled.elapsed() >= SETTLE_AT_LEAST_EVERY {
+                self.settle().await;
+                settled = tokio::time::Instant::now();
+            }
             let wake = self.wake_at();
             let sleep = async {
                 match wake {
@@ -470,8 +492,10 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                     .values()
                     .any(|m| m.members.iter().any(|x| x.name == node)) =>
             {
-                // A new node: it joins the default domain's members.
-                self.refresh_members().await;
+                // A new node: it joins the default domain's members once the
+                // burst it came in is handled (after a power cut thousands
+                // connect at once, and each refresh reads every node).
+                self.members_stale = true;
                 let connected = self.agents.connected(&node);
                 for name in self.domain_names() {
                     let input = if connected {
@@ -574,9 +598,21 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                 let Some(m) = self.machines.get_mut(name) else {
                     return;
                 };
+                let connection_news = matches!(
+                    input,
+                    Input::Members(_) | Input::AgentConnected(_) | Input::AgentDisconnected(_)
+                );
                 let a = m.step(now, input);
                 let phase = m.phase;
-                self.persist(name).await;
+                if connection_news && a.is_empty() {
+                    // Nothing to act on: saving can wait for the end of the
+                    // burst (after a restart nobody counts as connected anyway).
+                    self.unsaved.insert(name.clone());
+                } else {
+                    // Persist, then act.
+                    self.unsaved.remove(name);
+                    self.persist(name).await;
+                }
                 (a, phase)
             }
             Key::Drill(name) => {
@@ -623,6 +659,17 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
             {
                 let _ = d.progress.send(DrillUpdate::Done).await;
             }
+        }
+    }
+
+    /// Once no hub event is waiting: recompute members if new nodes came,
+    /// and save the machines that connection news changed.
+    async fn settle(&mut self) {
+        if std::mem::take(&mut self.members_stale) {
+            self.refresh_members().await;
+        }
+        for name in std::mem::take(&mut self.unsaved) {
+            self.persist(&name).await;
         }
     }
 

@@ -25,7 +25,8 @@ struct LiveNode {
     /// Tells the current stream to close when a newer one replaces it.
     replaced: Option<oneshot::Sender<()>>,
     /// Commands for the current stream's outbound side.
-    commands: Option<mpsc::Sender<Command>>,
+    /// Boxed, like the stream's outbound queue: slots come in blocks of 32.
+    commands: Option<mpsc::Sender<Box<Command>>>,
     ups: HashMap<String, (UpsStatus, i64)>,
 }
 
@@ -81,7 +82,7 @@ pub struct Registration {
     /// Fires when a newer stream for the same node takes over.
     pub replaced: oneshot::Receiver<()>,
     /// Commands to write on this stream.
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: mpsc::Receiver<Box<Command>>,
 }
 
 impl Hub {
@@ -321,7 +322,7 @@ impl Hub {
         // Registered before sending: an agent can answer before we return.
         let results = self.waiters.register(node, id);
         sender
-            .try_send(command)
+            .try_send(Box::new(command))
             .map_err(|e| CommandError::Refused {
                 node: node.to_string(),
                 message: match e {
@@ -499,12 +500,13 @@ impl Hub {
 
     /// Saves every node's latest sample (the registry survives restarts).
     pub fn checkpoint(&self) {
-        let records: Vec<NodeRecord> = self.lock().values().map(|n| n.record.clone()).collect();
-        for r in records {
-            self.persist(&r);
-        }
+        // The journal first: a record it still holds is older than these.
         if !self.flush_records(Duration::from_secs(5)) {
             tracing::warn!("node records and events not all saved within 5 s");
+        }
+        let records: Vec<NodeRecord> = self.lock().values().map(|n| n.record.clone()).collect();
+        if let Err(e) = self.store.put_nodes(&records) {
+            tracing::error!("cannot save the node registry: {e}");
         }
     }
 

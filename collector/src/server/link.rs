@@ -8,14 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use nodewarden_proto::v1::agent_link_server::AgentLink;
+use nodewarden_proto::MAX_MESSAGE_BYTES;
+use nodewarden_proto::v1::agent_link_server::{self, AgentLink};
 use nodewarden_proto::v1::{
     Ack, AgentMessage, CollectorMessage, Hello, Welcome, agent_message, collector_message,
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::codec::{BufferSettings, Codec};
+use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::server::{NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
+use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use super::hub::Hub;
 use super::now_ms;
@@ -149,15 +154,17 @@ impl AgentLink for LinkService {
             .connected(record_of(&hello, now), stream_id, peer.clone(), now);
         tracing::info!(node = %node, %peer, instance_id, stored_through, "agent connected");
 
-        let (out_tx, out_rx) = mpsc::channel::<Result<CollectorMessage, Status>>(8);
+        // Boxed: a channel allocates its slots in blocks of 32 up front, and
+        // with thousands of streams 32 pointers are cheaper than 32 messages.
+        let (out_tx, out_rx) = mpsc::channel::<Box<Result<CollectorMessage, Status>>>(8);
         let welcome = Welcome {
             stored_through_seq: stored_through,
             collector_version: env!("CARGO_PKG_VERSION").into(),
         };
         let _ = out_tx
-            .send(Ok(CollectorMessage {
+            .send(Box::new(Ok(CollectorMessage {
                 body: Some(collector_message::Body::Welcome(welcome)),
-            }))
+            })))
             .await;
         let (ack_tx, ack_rx) = watch::channel(stored_through);
         let ack_tx = Arc::new(ack_tx);
@@ -177,29 +184,29 @@ impl AgentLink for LinkService {
                     removed = removals.recv(), if removals_open => match removed {
                         Ok(name) if *name == *this_node => {
                             tracing::warn!(node = %this_node, "closing stream: node removed, certificate revoked");
-                            let _ = out.send(Err(Status::permission_denied("this node was removed (`nodewarden nodes remove`); its certificate is revoked"))).await;
+                            let _ = out.send(Box::new(Err(Status::permission_denied("this node was removed (`nodewarden nodes remove`); its certificate is revoked")))).await;
                             break;
                         }
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => removals_open = false,
                     },
                     _ = shutdown.changed() => {
-                        let _ = out.send(Err(Status::unavailable("collector shutting down"))).await;
+                        let _ = out.send(Box::new(Err(Status::unavailable("collector shutting down")))).await;
                         break;
                     }
                     changed = acks.changed() => {
                         if changed.is_err() { break; }
                         let seq = *acks.borrow_and_update();
                         let msg = CollectorMessage { body: Some(collector_message::Body::Ack(Ack { acked_through_seq: seq })) };
-                        if out.send(Ok(msg)).await.is_err() { break; }
+                        if out.send(Box::new(Ok(msg))).await.is_err() { break; }
                     }
                     Some(cmd) = commands.recv() => {
-                        let msg = CollectorMessage { body: Some(collector_message::Body::Command(cmd)) };
-                        if out.send(Ok(msg)).await.is_err() { break; }
+                        let msg = CollectorMessage { body: Some(collector_message::Body::Command(*cmd)) };
+                        if out.send(Box::new(Ok(msg))).await.is_err() { break; }
                     }
                     r = &mut replaced => {
                         if r.is_ok() {
-                            let _ = out.send(Err(Status::aborted("replaced by a newer stream from the same node"))).await;
+                            let _ = out.send(Box::new(Err(Status::aborted("replaced by a newer stream from the same node")))).await;
                         }
                         break;
                     }
@@ -304,9 +311,104 @@ impl AgentLink for LinkService {
             drop(out_tx);
         });
 
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(out_rx).map(|message| *message),
+        )))
     }
 }
+
+/// Initial size of each stream's gRPC encode and decode buffers (tonic's
+/// default is 8 KiB each). An agent's messages are about 1 KiB and the
+/// collector's acks a few bytes, so the defaults were 16 KiB of every
+/// connected agent's footprint; a buffer still grows when a message needs it.
+const CODEC_BUFFER_BYTES: usize = 1024;
+/// Encoded bytes gathered before a response is flushed (tonic's default).
+const CODEC_YIELD_BYTES: usize = 32 * 1024;
+
+fn codec_buffers() -> BufferSettings {
+    BufferSettings::new(CODEC_BUFFER_BYTES, CODEC_YIELD_BYTES)
+}
+
+/// prost, as the generated server uses, with [`CODEC_BUFFER_BYTES`] buffers.
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkCodec;
+
+impl Codec for LinkCodec {
+    type Encode = CollectorMessage;
+    type Decode = AgentMessage;
+    type Encoder = ProstEncoder<CollectorMessage>;
+    type Decoder = ProstDecoder<AgentMessage>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(codec_buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(codec_buffers())
+    }
+}
+
+/// The AgentLink gRPC service: what the generated `AgentLinkServer` does,
+/// with [`LinkCodec`] in place of its fixed 8 KiB buffers.
+#[derive(Clone)]
+pub struct AgentLinkRoute {
+    inner: Arc<LinkService>,
+}
+
+impl AgentLinkRoute {
+    /// Serves `link` on the AgentLink path.
+    pub fn new(link: LinkService) -> Self {
+        AgentLinkRoute {
+            inner: Arc::new(link),
+        }
+    }
+}
+
+impl NamedService for AgentLinkRoute {
+    const NAME: &'static str = agent_link_server::SERVICE_NAME;
+}
+
+/// One call of AgentLink/Session.
+struct SessionCall(Arc<LinkService>);
+
+impl StreamingService<AgentMessage> for SessionCall {
+    type Response = CollectorMessage;
+    type ResponseStream = OutStream;
+    type Future = BoxFuture<Response<OutStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<AgentMessage>>) -> Self::Future {
+        let link = self.0.clone();
+        Box::pin(async move { link.session(request).await })
+    }
+}
+
+impl<B> Service<http::Request<B>> for AgentLinkRoute
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != SESSION_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let call = SessionCall(self.inner.clone());
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(LinkCodec)
+                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
+            Ok(grpc.streaming(call, req).await)
+        })
+    }
+}
+
+const SESSION_PATH: &str = "/nodewarden.v1.AgentLink/Session";
 
 #[cfg(test)]
 mod tests {

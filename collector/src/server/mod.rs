@@ -16,9 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nodewarden_proto::MAX_MESSAGE_BYTES;
 use nodewarden_proto::v1::admin_server::AdminServer;
-use nodewarden_proto::v1::agent_link_server::AgentLinkServer;
 use nodewarden_proto::v1::join_server::JoinServer;
 use nodewarden_proto::v1::power_server::PowerServer;
 use nodewarden_proto::v1::trust_admin_server::TrustAdminServer;
@@ -206,14 +204,12 @@ pub async fn serve(
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let link_service = AgentLinkServer::new(link::LinkService::new(
+    let link_service = link::AgentLinkRoute::new(link::LinkService::new(
         hub.clone(),
         write_tx.clone(),
         shutdown.clone(),
         authority.clone(),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    ));
     let admin_service = AdminServer::new(admin::AdminService::new(hub.clone()));
     let join_service = JoinServer::new(trust::JoinService::new(authority.clone()));
     let trust_admin_service = TrustAdminServer::new(trust::TrustAdminService::new(

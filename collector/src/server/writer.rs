@@ -73,13 +73,19 @@ pub async fn run(
                 _ = shutdown.changed() => stopping = true,
             }
         }
+        // The samples move into the batch (no copy: at thousands of agents a
+        // commit holds tens of thousands); only what the acks need stays.
+        let mut acks = Vec::with_capacity(items.len());
         let batches: Vec<NodeBatch> = items
-            .iter()
-            .map(|i| NodeBatch {
-                node: i.node.to_string(),
-                instance_id: i.instance_id,
-                samples: i.samples.clone(),
-                gap: i.gap,
+            .into_iter()
+            .map(|i| {
+                acks.push((i.ack, i.through_seq));
+                NodeBatch {
+                    node: i.node.to_string(),
+                    instance_id: i.instance_id,
+                    samples: i.samples,
+                    gap: i.gap,
+                }
             })
             .collect();
         let batches = Arc::new(batches);
@@ -108,11 +114,12 @@ pub async fn run(
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));
         }
-        for item in &items {
-            item.ack.send_if_modified(|acked| {
-                let changed = item.through_seq > *acked;
+        drop(batches);
+        for (ack, through_seq) in acks {
+            ack.send_if_modified(|acked| {
+                let changed = through_seq > *acked;
                 if changed {
-                    *acked = item.through_seq;
+                    *acked = through_seq;
                 }
                 changed
             });

@@ -265,9 +265,11 @@ struct Names {
 /// Ids handed out inside a transaction; merged into `Names` only once it commits.
 #[derive(Default)]
 struct PendingNames {
-    nodes: Vec<(String, u32)>,
+    nodes: HashMap<String, u32>,
     metrics: Vec<(String, u32)>,
-    node_metrics: Vec<(u32, u32)>,
+    /// A set: the first commit after thousands of agents join holds tens of
+    /// thousands of new pairs, and a list made every lookup a scan.
+    node_metrics: HashSet<(u32, u32)>,
     latest_minute: Vec<(u32, i64)>,
 }
 
@@ -276,11 +278,11 @@ impl Names {
         if let Some(&id) = self.nodes.get(name) {
             return id;
         }
-        if let Some((_, id)) = pending.nodes.iter().find(|(n, _)| n == name) {
-            return *id;
+        if let Some(&id) = pending.nodes.get(name) {
+            return id;
         }
         let id = (self.nodes.len() + pending.nodes.len()) as u32;
-        pending.nodes.push((name.to_string(), id));
+        pending.nodes.insert(name.to_string(), id);
         id
     }
 
@@ -295,7 +297,7 @@ impl Names {
             id
         };
         if !self.node_metrics.contains(&(node, id)) && !pending.node_metrics.contains(&(node, id)) {
-            pending.node_metrics.push((node, id));
+            pending.node_metrics.insert((node, id));
         }
         id
     }
@@ -769,6 +771,22 @@ impl Store {
                         events.insert((*ts, next), bytes.as_slice())?;
                     }
                 }
+            }
+            Ok(())
+        })
+    }
+
+    /// Creates or replaces many nodes' records in one durable transaction:
+    /// a checkpoint of thousands of nodes is one commit, not thousands.
+    pub fn put_nodes(&self, records: &[NodeRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn, _, _| {
+            let mut nodes = txn.open_table(NODES)?;
+            for record in records {
+                let info = NodeInfo::from(record.clone());
+                nodes.insert(info.name.as_str(), info.encode_to_vec().as_slice())?;
             }
             Ok(())
         })
