@@ -500,13 +500,14 @@ impl Hub {
 
     /// Saves every node's latest sample (the registry survives restarts).
     pub fn checkpoint(&self) {
-        // The journal first: a record it still holds is older than these.
+        // Through the journal: it replaces any older record it still holds
+        // and writes them all in one transaction.
+        let records: Vec<NodeRecord> = self.lock().values().map(|n| n.record.clone()).collect();
+        for r in &records {
+            self.persist(r);
+        }
         if !self.flush_records(Duration::from_secs(5)) {
             tracing::warn!("node records and events not all saved within 5 s");
-        }
-        let records: Vec<NodeRecord> = self.lock().values().map(|n| n.record.clone()).collect();
-        if let Err(e) = self.store.put_nodes(&records) {
-            tracing::error!("cannot save the node registry: {e}");
         }
     }
 

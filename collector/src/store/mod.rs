@@ -776,22 +776,6 @@ impl Store {
         })
     }
 
-    /// Creates or replaces many nodes' records in one durable transaction:
-    /// a checkpoint of thousands of nodes is one commit, not thousands.
-    pub fn put_nodes(&self, records: &[NodeRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.write(|txn, _, _| {
-            let mut nodes = txn.open_table(NODES)?;
-            for record in records {
-                let info = NodeInfo::from(record.clone());
-                nodes.insert(info.name.as_str(), info.encode_to_vec().as_slice())?;
-            }
-            Ok(())
-        })
-    }
-
     /// Every node ever recorded, by name, each with its newest stored sample.
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let file = self.file.clone();
