@@ -5,13 +5,21 @@
 #
 #   packaging/build-debs.sh [--targets amd64,arm64,armhf] [--out dist]
 #                           [--packages agent,collector] [--profile release]
-#                           [--toolchain zig|gcc] [--version 0.1.0-1]
+#                           [--toolchain zig|gcc] [--agent-libc musl|glibc]
+#                           [--version 0.1.0-1]
 #
-# --toolchain zig (default): cargo-zigbuild links against glibc 2.31, so the
-#   packages install on Debian 11 / Raspberry Pi OS bullseye and newer.
-# --toolchain gcc: Debian 12's cross gcc (.cargo/config.toml); the binaries
-#   then need glibc 2.34+ (Debian 12 / Pi OS bookworm and newer), and the
-#   packages say so in Depends.
+# --agent-libc musl (default): the amd64 and arm64 agents are static musl
+#   binaries (Rust's self-contained musl, linked by Debian's gcc): no shared
+#   library to map, which is what keeps the agent's RSS under 4 MB, and no
+#   glibc floor. The armhf agent stays glibc: rustup has no musl std for
+#   armv7 on our mirror. --agent-libc glibc builds every agent like the
+#   collector.
+# --toolchain zig (default): cargo-zigbuild links the glibc binaries against
+#   glibc 2.31, so the packages install on Debian 11 / Raspberry Pi OS
+#   bullseye and newer.
+# --toolchain gcc: Debian 12's cross gcc (.cargo/config.toml); the glibc
+#   binaries then need glibc 2.34+ (Debian 12 / Pi OS bookworm and newer),
+#   and the packages say so in Depends.
 # --profile: a cargo profile (release, or ci-cross for fast test builds).
 # --version: the Debian version (default: the crate version with -1).
 # Prints a table of binary and package sizes at the end.
@@ -24,9 +32,10 @@ out="$repo/dist"
 packages=agent,collector
 profile=release
 toolchain=zig
+agent_libc=musl
 version=""
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -35,12 +44,14 @@ while [ $# -gt 0 ]; do
     --packages) packages="$2"; shift 2 ;;
     --profile) profile="$2"; shift 2 ;;
     --toolchain) toolchain="$2"; shift 2 ;;
+    --agent-libc) agent_libc="$2"; shift 2 ;;
     --version) version="$2"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "build-debs: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
 done
 case "$toolchain" in zig | gcc) ;; *) echo "build-debs: --toolchain is zig or gcc" >&2; exit 2 ;; esac
+case "$agent_libc" in musl | glibc) ;; *) echo "build-debs: --agent-libc is musl or glibc" >&2; exit 2 ;; esac
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
@@ -51,6 +62,17 @@ triple_of() {
     armhf) echo armv7-unknown-linux-gnueabihf ;;
     *) echo "build-debs: unknown architecture '$1' (amd64, arm64, armhf)" >&2; return 2 ;;
     esac
+}
+
+# The Rust target a package is built for on an architecture.
+package_triple_of() { # package arch
+    if [ "$1" = agent ] && [ "$agent_libc" = musl ]; then
+        case "$2" in
+        amd64) echo x86_64-unknown-linux-musl; return ;;
+        arm64) echo aarch64-unknown-linux-musl; return ;;
+        esac
+    fi
+    triple_of "$2"
 }
 
 # Runs a target binary on this machine: natively, or under qemu-user.
@@ -66,29 +88,58 @@ crate_dir_of() { case "$1" in agent) echo agent ;; collector) echo collector ;; 
 cargo_pkg_of() { case "$1" in agent) echo nodewarden-agent ;; collector) echo nodewarden ;; esac; }
 bin_of() { cargo_pkg_of "$1"; }
 
-"$here/install-build-deps.sh" "$targets" "$toolchain"
+"$here/install-build-deps.sh" "$targets" "$toolchain" "$agent_libc"
 
-cargo_args=()
-for p in ${packages//,/ }; do
-    crate_dir_of "$p" >/dev/null
-    cargo_args+=(-p "$(cargo_pkg_of "$p")")
-done
+for p in ${packages//,/ }; do crate_dir_of "$p" >/dev/null; done
 
 target_dir="$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 timings=()
 
-for arch in ${targets//,/ }; do
-    triple="$(triple_of "$arch")"
-    start=$(date +%s)
-    if [ "$toolchain" = zig ]; then
-        # ring (rustls) compiles C: zig cc builds it against the same glibc.
-        (cd "$repo" && cargo zigbuild --locked --profile "$profile" --target "$triple.2.31" "${cargo_args[@]}")
-    else
-        cc="$(case "$arch" in arm64) echo aarch64-linux-gnu-gcc ;; armhf) echo arm-linux-gnueabihf-gcc ;; *) echo cc ;; esac)"
-        env "CC_${triple//-/_}=$cc" "AR_${triple//-/_}=${cc%gcc}ar" \
+# Where a package's binary for an architecture lands.
+bin_dir_of() { echo "$target_dir/$(package_triple_of "$1" "$2")/$profile"; }
+
+# build TRIPLE ARCH CARGO-ARGS...: one cargo invocation for one target.
+build() {
+    local triple="$1" arch="$2"
+    shift 2
+    local cc
+    cc="$(case "$arch" in arm64) echo aarch64-linux-gnu-gcc ;; armhf) echo arm-linux-gnueabihf-gcc ;; *) echo gcc ;; esac)"
+    case "$triple" in
+    *-musl*)
+        # Rust's self-contained musl (its crt objects and libc.a) linked by
+        # Debian's gcc; ring's C is compiled by the same gcc. On x86_64
+        # rustc makes this a static-pie; on aarch64 a static executable.
+        local t="${triple//-/_}"
+        env "CC_$t=$cc" "AR_$t=${cc%gcc}ar" "CARGO_TARGET_${t^^}_LINKER=$cc" \
             bash -c 'cd "$0" && cargo build --locked --profile "$1" --target "$2" "${@:3}"' \
-            "$repo" "$profile" "$triple" "${cargo_args[@]}"
-    fi
+            "$repo" "$profile" "$triple" "$@"
+        ;;
+    *)
+        if [ "$toolchain" = zig ]; then
+            # ring (rustls) compiles C: zig cc builds it against the same glibc.
+            (cd "$repo" && cargo zigbuild --locked --profile "$profile" --target "$triple.2.31" "$@")
+        else
+            env "CC_${triple//-/_}=$cc" "AR_${triple//-/_}=${cc%gcc}ar" \
+                bash -c 'cd "$0" && cargo build --locked --profile "$1" --target "$2" "${@:3}"' \
+                "$repo" "$profile" "$triple" "$@"
+        fi
+        ;;
+    esac
+}
+
+for arch in ${targets//,/ }; do
+    start=$(date +%s)
+    # Packages that share a target are built in one invocation.
+    declare -A by_triple=()
+    for p in ${packages//,/ }; do
+        t="$(package_triple_of "$p" "$arch")"
+        by_triple[$t]="${by_triple[$t]:-} -p $(cargo_pkg_of "$p")"
+    done
+    for t in "${!by_triple[@]}"; do
+        # shellcheck disable=SC2086  # the -p list splits on purpose
+        build "$t" "$arch" ${by_triple[$t]}
+    done
+    unset by_triple
     timings+=("$arch: $(($(date +%s) - start))s")
 done
 
@@ -98,13 +149,12 @@ done
 gen_root="$target_dir/packaging-gen"
 rm -rf "$gen_root"
 first_arch="${targets%%,*}"
-first_bin_dir="$target_dir/$(triple_of "$first_arch")/$profile"
 runner="$(runner_of "$first_arch")"
 for p in ${packages//,/ }; do
     bin="$(bin_of "$p")"
     gen="$gen_root/$p"
     mkdir -p "$gen"
-    exe="$first_bin_dir/$bin"
+    exe="$(bin_dir_of "$p" "$first_arch")/$bin"
     declare -A comp_dest=(
         [bash]="usr/share/bash-completion/completions/$bin"
         [zsh]="usr/share/zsh/vendor-completions/_$bin"
@@ -133,9 +183,8 @@ done
 
 debs=()
 for arch in ${targets//,/ }; do
-    bin_dir="$target_dir/$(triple_of "$arch")/$profile"
     for p in ${packages//,/ }; do
-        args=(--crate "$(crate_dir_of "$p")" --arch "$arch" --bin-dir "$bin_dir"
+        args=(--crate "$(crate_dir_of "$p")" --arch "$arch" --bin-dir "$(bin_dir_of "$p" "$arch")"
             --extra-dir "$gen_root/$p" --out "$out")
         [ -n "$version" ] && args+=(--version "$version")
         debs+=("$(python3 "$here/mkdeb.py" "${args[@]}")")
@@ -149,8 +198,9 @@ printf '%-44s %-6s %12s %12s %8s\n' package arch binary deb glibc
 for deb in "${debs[@]}"; do
     name="$(dpkg-deb -f "$deb" Package)"
     arch="$(dpkg-deb -f "$deb" Architecture)"
-    bin_dir="$target_dir/$(triple_of "$arch")/$profile"
-    case "$name" in nodewarden-agent) bin=nodewarden-agent ;; *) bin=nodewarden ;; esac
+    case "$name" in nodewarden-agent) p=agent ;; *) p=collector ;; esac
+    bin="$(bin_of "$p")"
+    bin_dir="$(bin_dir_of "$p" "$arch")"
     glibc="$("$here/check-glibc.sh" --print "$bin_dir/$bin")"
     printf '%-44s %-6s %12s %12s %8s\n' "$(basename "$deb")" "$arch" \
         "$(stat -c %s "$bin_dir/$bin")" "$(stat -c %s "$deb")" "$glibc"

@@ -4,11 +4,13 @@
 # rustls later, compiles C), the target C libraries for qemu-user, dpkg-dev,
 # systemd-analyze, the rustup targets, and zig (cargo-zigbuild) for
 # glibc-2.31 builds. Idempotent; safe to run on every CI start.
-# Usage: packaging/install-build-deps.sh [amd64,arm64,armhf] [zig|gcc]
+# Usage: packaging/install-build-deps.sh [amd64,arm64,armhf] [zig|gcc] [musl|glibc]
+# (the third: the agent's libc, as in build-debs.sh --agent-libc)
 set -eu
 
 targets="${1:-amd64,arm64,armhf}"
 toolchain="${2:-zig}"
+agent_libc="${3:-musl}"
 
 need=""
 want() { # want PACKAGE [COMMAND-OR-FILE that proves it is there]
@@ -25,6 +27,7 @@ want fakeroot fakeroot
 want binutils objdump
 want systemd systemd-analyze
 want python3 python3
+if [ "$agent_libc" = musl ]; then case ",$targets," in *,amd64,*) want gcc gcc ;; esac; fi
 want file file
 case ",$targets," in *,arm64,*|*,armhf,*) want qemu-user-static ;; esac
 case ",$targets," in *,arm64,*)
@@ -50,17 +53,21 @@ if [ -n "$need" ]; then
 fi
 
 installed_targets="$(rustup target list --installed 2>/dev/null || true)"
+add_target() {
+    if ! echo "$installed_targets" | grep -qx "$1"; then
+        echo "install-build-deps: rustup target add $1" >&2
+        rustup target add "$1" >&2
+    fi
+}
 for arch in $(echo "$targets" | tr ',' ' '); do
     case "$arch" in
-        amd64) triple=x86_64-unknown-linux-gnu ;;
-        arm64) triple=aarch64-unknown-linux-gnu ;;
-        armhf) triple=armv7-unknown-linux-gnueabihf ;;
+        amd64) add_target x86_64-unknown-linux-gnu
+               if [ "$agent_libc" = musl ]; then add_target x86_64-unknown-linux-musl; fi ;;
+        arm64) add_target aarch64-unknown-linux-gnu
+               if [ "$agent_libc" = musl ]; then add_target aarch64-unknown-linux-musl; fi ;;
+        armhf) add_target armv7-unknown-linux-gnueabihf ;;
         *) echo "install-build-deps: unknown architecture '$arch' (amd64, arm64, armhf)" >&2; exit 2 ;;
     esac
-    if ! echo "$installed_targets" | grep -qx "$triple"; then
-        echo "install-build-deps: rustup target add $triple" >&2
-        rustup target add "$triple" >&2
-    fi
 done
 
 # zig links against a chosen glibc (2.31: Debian 11 / Pi OS bullseye) for

@@ -3,7 +3,8 @@
 # Builds the Debian packages and proves they work:
 #   - each .deb's control fields, conffiles, maintainer scripts, file modes;
 #   - every systemd unit passes `systemd-analyze verify` with no warning;
-#   - every binary needs glibc <= 2.31 (Debian 11 / Pi OS bullseye);
+#   - every glibc binary needs glibc <= 2.31 (Debian 11 / Pi OS bullseye);
+#     the amd64 and arm64 agents are static (musl) and need none;
 #   - the amd64 packages install into throwaway Debian 11 and 12 roots
 #     (debootstrap, chroot), the binaries run there, the nodewarden user and
 #     groups are made, an upgrade keeps an edited conffile, and purge leaves
@@ -89,11 +90,16 @@ for deb in "$dist"/*.deb; do
     check "$base: control fields match the file name" \
         test "$(dpkg-deb -f "$deb" Package)/$(dpkg-deb -f "$deb" Version)/$(dpkg-deb -f "$deb" Architecture)" = "$name/$ver/$arch"
     depends="$(dpkg-deb -f "$deb" Depends)"
-    check "$base: depends on adduser and libc6 (>= 2.x) no newer than 2.31 ($depends)" \
-        bash -c '[[ "$1" =~ adduser ]] && v="$(sed -n "s/.*libc6 (>= \([0-9.]*\)).*/\1/p" <<<"$1")" && [ -n "$v" ] && [ "$(printf "%s\n2.31\n" "$v" | sort -V | tail -n 1)" = 2.31 ]' _ "$depends"
     x="$work/x/$base"
     mkdir -p "$x"
     dpkg-deb -x "$deb" "$x"
+    if [ "$("$here/check-glibc.sh" --print "$x/usr/bin/$bin")" = static ]; then
+        check "$base: static binary, so depends on adduser and on no libc ($depends)" \
+            bash -c '[[ "$1" =~ adduser ]] && ! [[ "$1" =~ libc6|libgcc ]]' _ "$depends"
+    else
+        check "$base: depends on adduser and libc6 (>= 2.x) no newer than 2.31 ($depends)" \
+            bash -c '[[ "$1" =~ adduser ]] && v="$(sed -n "s/.*libc6 (>= \([0-9.]*\)).*/\1/p" <<<"$1")" && [ -n "$v" ] && [ "$(printf "%s\n2.31\n" "$v" | sort -V | tail -n 1)" = 2.31 ]' _ "$depends"
+    fi
     if readelf -d "$x/usr/bin/$bin" | grep -q 'NEEDED.*libgcc_s'; then
         check "$base: needs libgcc_s.so.1, so depends on libgcc-s1" grep -q libgcc-s1 <<<"$depends"
     fi
@@ -115,6 +121,18 @@ for deb in "$dist"/*.deb; do
         bash -c 'grep " ./usr/lib/systemd/system/.*\.service$" <<<"$1" | grep -q . && ! grep " ./usr/lib/systemd/system/.*\.service$" <<<"$1" | grep -v "^-rw-r--r-- "' _ "$listing"
     check "$base: no file is group- or world-writable" bash -c '! grep -E "^.{5}w|^.{8}w" <<<"$1" | grep -v "^l"' _ "$listing"
     check "$base: has a copyright file" grep -q "\./usr/share/doc/$name/copyright\$" <<<"$listing"
+done
+# The amd64 and arm64 agents are static musl binaries (their RSS; see
+# build-debs.sh --agent-libc); amd64's is a static-pie, so ASLR still moves it.
+for deb in "$dist"/nodewarden-agent_*_amd64.deb "$dist"/nodewarden-agent_*_arm64.deb; do
+    base="$(basename "$deb" .deb)"
+    b="$work/x/$base/usr/bin/nodewarden-agent"
+    check "$base: the agent is statically linked (no NEEDED, no interpreter)" \
+        bash -c '! readelf -d "$1" | grep -q NEEDED && ! readelf -l "$1" | grep -q "program interpreter"' _ "$b"
+    case "$base" in *_amd64)
+        check "$base: the static agent is position-independent (ELF type DYN: ASLR applies)" \
+            bash -c 'readelf -h "$1" | grep -q "Type: *DYN"' _ "$b" ;;
+    esac
 done
 check "six packages for three architectures, or the quick set" \
     bash -c 'n=$(ls "$1"/*.deb | wc -l); if $2; then [ "$n" = 4 ]; else [ "$n" = 6 ]; fi' _ "$dist" "$quick"
