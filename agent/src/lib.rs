@@ -11,6 +11,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod link;
+pub mod mdns;
 pub mod sensors;
 pub mod standalone;
 pub mod sysroot;
