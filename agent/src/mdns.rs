@@ -29,6 +29,9 @@ pub const MDNS_V4: SocketAddr =
 const RESEND_AFTER: Duration = Duration::from_secs(1);
 /// No answer by then: nobody on the link has the name.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(3);
+/// How long the system resolver has alone before a `.local` name is also
+/// asked for by Multicast DNS.
+const SYSTEM_HEAD_START: Duration = Duration::from_millis(500);
 /// Largest Multicast DNS message (RFC 6762 §17).
 const MAX_PACKET: usize = 9000;
 
@@ -50,22 +53,71 @@ pub fn is_local_name(host: &str) -> bool {
 /// cannot resolve, those a Multicast DNS query finds. The error names both
 /// failures.
 pub async fn lookup_host(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let system = match tokio::net::lookup_host((host, port)).await {
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            if !addrs.is_empty() {
-                return Ok(addrs);
-            }
-            "it resolves to no address".to_string()
+    let system = async move {
+        tokio::net::lookup_host((host, port))
+            .await
+            .map(|addrs| addrs.collect())
+    };
+    lookup_with(system, host, port, MDNS_V4).await
+}
+
+/// [`lookup_host`] with the system resolver's answer from `system` and the
+/// Multicast DNS query sent to `dest`.
+///
+/// The system resolver gets a head start: it nearly always answers at once,
+/// with addresses or a refusal, and then no multicast packet goes out for
+/// nothing. When it hangs instead (its DNS server gone, say the router is
+/// off in a power cut: 5 s and more), the query goes out alongside and the
+/// first to find addresses wins, well inside the connector's 5 s timeout.
+async fn lookup_with<F>(
+    system: F,
+    host: &str,
+    port: u16,
+    dest: SocketAddr,
+) -> Result<Vec<SocketAddr>, String>
+where
+    F: Future<Output = std::io::Result<Vec<SocketAddr>>>,
+{
+    let system = async move {
+        match system.await {
+            Ok(addrs) if !addrs.is_empty() => Ok(addrs),
+            Ok(_) => Err("it resolves to no address".to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        Err(e) => e.to_string(),
     };
     if !is_local_name(host) {
-        return Err(format!("cannot resolve `{host}` ({system})"));
+        return system
+            .await
+            .map_err(|e| format!("cannot resolve `{host}` ({e})"));
     }
-    resolve_local(host, port)
-        .await
-        .map_err(|mdns| format!("cannot resolve `{host}`: the system resolver: {system}; {mdns}"))
+    let both_failed = |system: &str, mdns: &str| {
+        format!("cannot resolve `{host}`: the system resolver: {system}; {mdns}")
+    };
+    tokio::pin!(system);
+    let early = tokio::time::timeout(SYSTEM_HEAD_START, &mut system).await;
+    let mdns = resolve_at(host, port, dest);
+    match early {
+        Ok(Ok(addrs)) => return Ok(addrs),
+        Ok(Err(system)) => return mdns.await.map_err(|m| both_failed(&system, &m)),
+        Err(_) => {}
+    }
+    tokio::pin!(mdns);
+    let (mut system_failed, mut mdns_failed) = (None, None);
+    loop {
+        tokio::select! {
+            r = &mut system, if system_failed.is_none() => match r {
+                Ok(addrs) => return Ok(addrs),
+                Err(e) => system_failed = Some(e),
+            },
+            r = &mut mdns, if mdns_failed.is_none() => match r {
+                Ok(addrs) => return Ok(addrs),
+                Err(e) => mdns_failed = Some(e),
+            },
+        }
+        if let (Some(system), Some(mdns)) = (&system_failed, &mdns_failed) {
+            return Err(both_failed(system, mdns));
+        }
+    }
 }
 
 /// [`lookup_host`] for code that blocks (the NUT client runs on a thread of
@@ -134,7 +186,9 @@ async fn resolve_at(host: &str, port: u16, dest: SocketAddr) -> Result<Vec<Socke
             Err(_) if Instant::now() >= deadline => break,
             Err(_) => {
                 resend_at = None;
-                send(&socket, &query, dest, host).await?;
+                // The first query went out; a failed resend is no reason to
+                // stop waiting for its answer.
+                let _ = send(&socket, &query, dest, host).await;
             }
             Ok(Ok((n, _from))) => {
                 let Some(ips) = message::parse_response(&buf[..n], id, name) else {

@@ -244,3 +244,87 @@ async fn names_the_system_resolver_knows_skip_multicast_dns() {
     assert_eq!(addrs, vec!["[::1]:3493".parse::<SocketAddr>().unwrap()]);
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_hung_system_resolver_does_not_hold_up_multicast_dns() {
+    let (dest, mut seen) =
+        responder(|_, q| vec![answer(q, "k3s-server.local", &[ip("10.0.0.2")])]).await;
+    let start = Instant::now();
+    let hung = std::future::pending::<std::io::Result<Vec<SocketAddr>>>();
+    let addrs = lookup_with(hung, "k3s-server.local", 7150, dest)
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(addrs, vec![addr("10.0.0.2:7150")]);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1000),
+        "the system resolver had its head start, then Multicast DNS answered: {took:?}"
+    );
+    assert_eq!(drain(&mut seen).len(), 1);
+}
+
+#[tokio::test]
+async fn a_system_answer_sends_no_query() {
+    let (dest, mut seen) =
+        responder(|_, q| vec![answer(q, "k3s-server.local", &[ip("10.0.0.2")])]).await;
+    let system = async { Ok(vec![addr("192.168.8.8:7150")]) };
+    let addrs = lookup_with(system, "k3s-server.local", 7150, dest)
+        .await
+        .unwrap();
+    assert_eq!(addrs, vec![addr("192.168.8.8:7150")]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(drain(&mut seen).is_empty(), "no Multicast DNS query");
+}
+
+#[tokio::test]
+async fn when_both_fail_the_error_names_both() {
+    let (dest, _seen) = responder(|_, _| Vec::new()).await;
+    let start = Instant::now();
+    let system = async { Err(std::io::Error::other("Name or service not known")) };
+    let err = lookup_with(system, "k3s-server.local", 7150, dest)
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with(
+            "cannot resolve `k3s-server.local`: the system resolver: Name or service not known; \
+             no Multicast DNS answer for `k3s-server.local` within 3 s"
+        ),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_millis(3600));
+}
+
+#[tokio::test]
+async fn a_system_resolver_failing_late_is_waited_for() {
+    let (dest, _seen) = responder(|_, _| Vec::new()).await;
+    let system = async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        Ok(Vec::new())
+    };
+    let err = lookup_with(system, "k3s-server.local", 7150, dest)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("the system resolver: it resolves to no address; no Multicast DNS answer"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn other_names_are_left_to_the_system_resolver() {
+    let (dest, mut seen) = responder(|_, _| Vec::new()).await;
+    let system = async { Err(std::io::Error::other("Name or service not known")) };
+    let err = lookup_with(system, "collector.example", 7150, dest)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "cannot resolve `collector.example` (Name or service not known)"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(drain(&mut seen).is_empty(), "no Multicast DNS query");
+}
