@@ -240,17 +240,19 @@ pub async fn connect_watched(
     let (h, p) = (host.clone(), port);
     let result = endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let (host, connector, server_name) = (h.clone(), connector.clone(), server_name.clone());
+            let (host, connector, server_name) =
+                (h.clone(), connector.clone(), server_name.clone());
             let verdict = verdict.clone();
             async move {
-                let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), p))
-                    .await
-                    .map_err(|e| {
-                        std::io::Error::other(format!(
-                            "cannot resolve `{host}` ({e}): check the name, or use the collector's IP address"
-                        ))
-                    })?
-                    .collect();
+                // A `.local` name falls back to our own Multicast DNS query:
+                // the static musl build has no nss-mdns to resolve it.
+                let addrs = crate::mdns::lookup_host(&host, p).await.map_err(|e| {
+                    std::io::Error::other(if crate::mdns::is_local_name(&host) {
+                        e
+                    } else {
+                        format!("{e}: check the name, or use the collector's IP address")
+                    })
+                })?;
                 let mut last = std::io::Error::other(format!("`{host}` resolves to no address"));
                 for addr in addrs {
                     match tokio::time::timeout(

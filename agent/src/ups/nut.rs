@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use nodewarden_proto::v1::{UpsIdentity, UpsRatings};
@@ -532,7 +532,11 @@ impl NutDriver {
             source,
         };
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name resolves to nothing");
-        for sock in addr.to_socket_addrs().map_err(connect_err)? {
+        // A `.local` upsd host falls back to our own Multicast DNS query
+        // (see crate::mdns).
+        let addrs = crate::mdns::lookup_host_blocking(&self.host, self.port)
+            .map_err(|e| connect_err(io::Error::new(io::ErrorKind::NotFound, e)))?;
+        for sock in addrs {
             match TcpStream::connect_timeout(&sock, self.timeout) {
                 Ok(stream) => {
                     stream

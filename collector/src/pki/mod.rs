@@ -179,8 +179,9 @@ fn first_cert(path: &Path, pem: &str) -> Result<Vec<CertificateDer<'static>>, Pk
     Ok(certs)
 }
 
-/// The names and addresses agents may dial: hostname, FQDN-looking names from
-/// /etc/hosts, every interface address, loopback, plus `extra`.
+/// The names and addresses agents may dial: hostname, `hostname.local`,
+/// FQDN-looking names from /etc/hosts, every interface address, loopback,
+/// plus `extra`.
 pub fn default_server_names(extra: &[String]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     let mut add = |n: String| {
@@ -193,6 +194,11 @@ pub fn default_server_names(extra: &[String]) -> Vec<String> {
     let host = host.trim().to_string();
     if !host.is_empty() {
         add(host.clone());
+        // The name avahi-daemon publishes for this host (its first label),
+        // which agents on Raspberry Pi OS boards commonly dial.
+        if let Some(label) = host.split('.').next() {
+            add(format!("{label}.local"));
+        }
         // The FQDN is what /etc/hosts maps the hostname to.
         if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
             for line in hosts.lines() {
@@ -648,4 +654,16 @@ pub fn node_identity(cert: &CertificateDer<'_>) -> Option<(String, String)> {
             .map(|node| (node.to_string(), serial.clone())),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_name_avahi_publishes_for_this_host_is_in_the_certificate() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let label = host.trim().split('.').next().unwrap().to_string();
+        let names = super::default_server_names(&[]);
+        assert!(names.contains(&format!("{label}.local")), "{names:?}");
+        assert!(names.contains(&"localhost".to_string()), "{names:?}");
+    }
 }
