@@ -30,7 +30,7 @@ RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
 --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 export RUSTFLAGS
-targets="megatec gpser nut"
+targets="megatec gpser nut mdns"
 started=$(date +%s)
 cargo build --quiet --locked --profile "$profile" --target "$host" --bins
 target_dir="${CARGO_TARGET_DIR:-target}"

@@ -11,9 +11,12 @@
 //!
 //! `cargo bench -p nodewarden-agent --bench footprint`
 //! (node_exporter: `sh tests/setup/install-node-exporter.sh` first).
-//! FOOTPRINT_SECS sets the measured window (default 60). FOOTPRINT_AGENT
-//! runs another agent binary (e.g. a static musl build) against the same
-//! release collector.
+//! The agent measured is the one the amd64 package ships: the static musl
+//! build (`cargo build --release --target x86_64-unknown-linux-musl -p
+//! nodewarden-agent`, which this bench runs). FOOTPRINT_SECS sets the
+//! measured window (default 60). FOOTPRINT_AGENT runs another agent binary
+//! (e.g. `target/release/nodewarden-agent`, the glibc build) against the
+//! same release collector.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -35,7 +38,7 @@ fn main() {
     let bins = release_bins();
     let agent_bin = std::env::var_os("FOOTPRINT_AGENT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| bins.join("nodewarden-agent"));
+        .unwrap_or_else(|| packaged_agent().unwrap_or_else(|| bins.join("nodewarden-agent")));
     println!("agent: {}", agent_bin.display());
     let scratch = tempfile::tempdir().expect("temp dir");
     let dir = scratch.path();
@@ -257,6 +260,34 @@ fn release_bins() -> PathBuf {
         assert!(status.success(), "cargo build --release failed");
     }
     dir
+}
+
+/// The agent as the amd64 package builds it (packaging/build-debs.sh: static
+/// musl, release profile), built here if it is not fresh. `None` on other
+/// hosts, where the glibc release build is measured instead.
+fn packaged_agent() -> Option<PathBuf> {
+    const TRIPLE: &str = "x86_64-unknown-linux-musl";
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--quiet", "--release", "--target", TRIPLE])
+        .args(["-p", "nodewarden-agent"])
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "cargo build --release --target {TRIPLE} failed (rustup target add {TRIPLE}; gcc)"
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Some(target.join(TRIPLE).join("release").join("nodewarden-agent"))
 }
 
 struct CollectorProc {
