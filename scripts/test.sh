@@ -40,9 +40,21 @@ if [ "$status" != 0 ]; then
     exit "$status"
 fi
 
+rm -f /tmp/nodewarden-test-packaged.log
 if [ -x packaging/test-debs.sh ]; then
     echo "== packages"
     packaging/test-debs.sh --quick
+    # The amd64 package's agent is a static musl build, not the debug glibc
+    # binary the tests above ran: the end-to-end suites again, with it.
+    packaged_agent=target/x86_64-unknown-linux-musl/release/nodewarden-agent
+    if [ "$(uname -m)" = x86_64 ] && [ -x "$packaged_agent" ]; then
+        echo "== end to end with the packaged agent ($packaged_agent)"
+        NODEWARDEN_TEST_AGENT="$PWD/$packaged_agent" cargo test -p nodewarden-tests --no-fail-fast \
+            --test power_e2e --test commands --test ups_e2e --test link --test trust 2>&1 |
+            tee /tmp/nodewarden-test-packaged.log | grep -E '^(test result|.*FAILED|.*panicked)' || true
+        status=${PIPESTATUS[0]}
+        [ "$status" = 0 ] || exit "$status"
+    fi
 fi
 
 # A short bounded run of every parser fuzz target (unoptimised build: the
@@ -51,4 +63,5 @@ fuzz_seconds="${NODEWARDEN_FUZZ_SECONDS:-20}"
 echo "== fuzz (${fuzz_seconds}s per target)"
 fuzz/run.sh --quick "$fuzz_seconds"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' /tmp/nodewarden-test.log | awk '{s+=$4} END {print s+0}')
-echo "$passed passed, 0 failed"
+again=$(grep -Eos 'test result: ok\. [0-9]+ passed' /tmp/nodewarden-test-packaged.log | awk '{s+=$4} END {print s+0}')
+echo "$passed passed, 0 failed (and $again of them again with the packaged agent)"

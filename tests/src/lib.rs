@@ -17,7 +17,15 @@ use nodewarden_proto::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Path of a workspace binary built next to this test executable.
+///
+/// `NODEWARDEN_TEST_AGENT` names another agent binary for every test that
+/// runs one (the packaged static musl build, say).
 pub fn bin(name: &str) -> PathBuf {
+    if name == "nodewarden-agent"
+        && let Some(agent) = std::env::var_os("NODEWARDEN_TEST_AGENT")
+    {
+        return PathBuf::from(agent);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> -> target/debug/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
