@@ -102,29 +102,19 @@ bin_dir_of() { echo "$target_dir/$(package_triple_of "$1" "$2")/$profile"; }
 build() {
     local triple="$1" arch="$2"
     shift 2
-    local cc
+    if [ "$toolchain" = zig ] && [[ "$triple" != *-musl* ]]; then
+        # ring (rustls) compiles C: zig cc builds it against the same glibc.
+        (cd "$repo" && cargo zigbuild --locked --profile "$profile" --target "$triple.2.31" "$@")
+        return
+    fi
+    # Debian's gcc compiles ring's C and links. For a musl target it links
+    # Rust's self-contained musl (its crt objects and libc.a): on x86_64
+    # rustc makes that a static-pie, on aarch64 a static executable.
+    local cc t="${triple//-/_}"
     cc="$(case "$arch" in arm64) echo aarch64-linux-gnu-gcc ;; armhf) echo arm-linux-gnueabihf-gcc ;; *) echo gcc ;; esac)"
-    case "$triple" in
-    *-musl*)
-        # Rust's self-contained musl (its crt objects and libc.a) linked by
-        # Debian's gcc; ring's C is compiled by the same gcc. On x86_64
-        # rustc makes this a static-pie; on aarch64 a static executable.
-        local t="${triple//-/_}"
-        env "CC_$t=$cc" "AR_$t=${cc%gcc}ar" "CARGO_TARGET_${t^^}_LINKER=$cc" \
-            bash -c 'cd "$0" && cargo build --locked --profile "$1" --target "$2" "${@:3}"' \
-            "$repo" "$profile" "$triple" "$@"
-        ;;
-    *)
-        if [ "$toolchain" = zig ]; then
-            # ring (rustls) compiles C: zig cc builds it against the same glibc.
-            (cd "$repo" && cargo zigbuild --locked --profile "$profile" --target "$triple.2.31" "$@")
-        else
-            env "CC_${triple//-/_}=$cc" "AR_${triple//-/_}=${cc%gcc}ar" \
-                bash -c 'cd "$0" && cargo build --locked --profile "$1" --target "$2" "${@:3}"' \
-                "$repo" "$profile" "$triple" "$@"
-        fi
-        ;;
-    esac
+    env "CC_$t=$cc" "AR_$t=${cc%gcc}ar" "CARGO_TARGET_${t^^}_LINKER=$cc" \
+        bash -c 'cd "$0" && cargo build --locked --profile "$1" --target "$2" "${@:3}"' \
+        "$repo" "$profile" "$triple" "$@"
 }
 
 for arch in ${targets//,/ }; do

@@ -227,7 +227,8 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 /// target/release of this workspace, with both binaries built if missing.
-fn release_bins() -> PathBuf {
+/// The workspace root and its target directory.
+fn workspace() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
@@ -235,6 +236,11 @@ fn release_bins() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
+    (root, target)
+}
+
+fn release_bins() -> PathBuf {
+    let (root, target) = workspace();
     let dir = target.join("release");
     let missing = ["nodewarden", "nodewarden-agent"]
         .iter()
@@ -270,9 +276,7 @@ fn packaged_agent() -> Option<PathBuf> {
     if !cfg!(target_arch = "x86_64") {
         return None;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()?
-        .to_path_buf();
+    let (root, target) = workspace();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
@@ -284,9 +288,6 @@ fn packaged_agent() -> Option<PathBuf> {
         status.success(),
         "cargo build --release --target {TRIPLE} failed (rustup target add {TRIPLE}; gcc)"
     );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
     Some(target.join(TRIPLE).join("release").join("nodewarden-agent"))
 }
 

@@ -91,9 +91,7 @@ where
             .await
             .map_err(|e| format!("cannot resolve `{host}` ({e})"));
     }
-    let both_failed = |system: &str, mdns: &str| {
-        format!("cannot resolve `{host}`: the system resolver: {system}; {mdns}")
-    };
+    let both_failed = |system: &str, mdns: &str| both_failed(host, system, mdns);
     tokio::pin!(system);
     let early = tokio::time::timeout(SYSTEM_HEAD_START, &mut system).await;
     let mdns = resolve_at(host, port, dest);
@@ -151,7 +149,12 @@ pub fn lookup_host_blocking(host: &str, port: u16) -> Result<Vec<SocketAddr>, St
         .join()
         .unwrap_or_else(|_| Err("the Multicast DNS query failed".to_string()))
     });
-    mdns.map_err(|mdns| format!("cannot resolve `{host}`: the system resolver: {system}; {mdns}"))
+    mdns.map_err(|mdns| both_failed(host, &system, &mdns))
+}
+
+/// The error when neither the system resolver nor Multicast DNS found `host`.
+fn both_failed(host: &str, system: &str, mdns: &str) -> String {
+    format!("cannot resolve `{host}`: the system resolver: {system}; {mdns}")
 }
 
 /// Addresses of the `.local` name `host` by a one-shot Multicast DNS query,
