@@ -583,3 +583,24 @@ fn the_real_host_gives_cpu_memory_load_uptime_and_facts() {
     assert!(!facts.kernel_version.is_empty() && !facts.hostname.is_empty());
     assert!(facts.boot_time_unix_seconds > 1_000_000_000);
 }
+
+#[test]
+fn pressure_is_read_again_only_after_the_kernels_two_second_period() {
+    let dir = copy_fixture("bpi-m5");
+    let cpu = dir.path().join("proc/pressure/cpu");
+    let mut sensors = Sensors::new(SysRoot::at(dir.path()));
+    let first = sensors.sample(1, 0).pressure.unwrap().cpu_some.unwrap();
+    std::fs::write(
+        &cpu,
+        "some avg10=42.00 avg60=1.00 avg300=1.00 total=99000000\n",
+    )
+    .unwrap();
+    // Within PSI_FREQ the kernel has not recomputed its averages: the last
+    // reading stands.
+    let again = sensors.sample(2, 0).pressure.unwrap().cpu_some.unwrap();
+    assert_eq!(again, first);
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let later = sensors.sample(3, 0).pressure.unwrap().cpu_some.unwrap();
+    assert_eq!(later.avg10_percent, 42.0);
+    assert_eq!(later.total_seconds, 99.0);
+}

@@ -1,6 +1,19 @@
-//! Load averages from /proc/loadavg.
+//! Load averages: sysinfo(2) on the real host, /proc/loadavg under a
+//! fixture root.
 
 use nodewarden_proto::v1::LoadAverage;
+
+use super::syscall;
+
+/// The kernel's load averages through sysinfo(2).
+pub fn from_kernel() -> std::io::Result<LoadAverage> {
+    let [load1, load5, load15] = syscall::load_averages()?;
+    Ok(LoadAverage {
+        load1,
+        load5,
+        load15,
+    })
+}
 
 /// Parses "0.52 0.58 0.59 1/389 12345".
 pub fn parse_loadavg(text: &str) -> Option<LoadAverage> {

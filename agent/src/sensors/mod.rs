@@ -7,7 +7,10 @@
 //! Cost: the set of sensor files is discovered once and again every
 //! [`REDISCOVER_EVERY`] samples or when a file vanishes (a hot-plugged NVMe
 //! drive); a sample then only reads the files it knows, kept open between
-//! discoveries (see [`reader`]), into one reused buffer. No process is
+//! discoveries (see [`reader`]), into one reused buffer. On the real host,
+//! load and uptime come from sysinfo(2) and CLOCK_BOOTTIME instead of
+//! /proc/loadavg and /proc/uptime: the same kernel values without making and
+//! parsing text (under a fixture root, the files are read). No process is
 //! spawned, no regex compiled.
 
 mod cpu;
@@ -40,6 +43,12 @@ use crate::sysroot::SysRoot;
 /// Samples between two discoveries of the sensor files.
 pub const REDISCOVER_EVERY: u32 = 60;
 
+/// How often the kernel recomputes the pressure averages (PSI_FREQ in
+/// kernel/sched/psi.c: 2 s), less a margin for a tick that comes early.
+/// Sampling faster than this reuses the last reading instead of reading
+/// three files for the same averages.
+const PRESSURE_REFRESH: std::time::Duration = std::time::Duration::from_millis(1900);
+
 /// Static facts about the node, for the Hello message.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeFacts {
@@ -66,8 +75,7 @@ struct Found {
 pub struct Sensors {
     root: SysRoot,
     /// Filesystem whose usage is reported, as configured ("/").
-    filesystem: PathBuf,
-    filesystem_name: String,
+    filesystem: filesystem::FilesystemReader,
     log: LogOnce,
     reader: Reader,
     found: Found,
@@ -77,6 +85,8 @@ pub struct Sensors {
     meminfo: PathBuf,
     loadavg: PathBuf,
     uptime: PathBuf,
+    /// The last pressure reading and when it was taken.
+    pressure: Option<(std::time::Instant, Pressure)>,
 }
 
 impl std::fmt::Debug for Sensors {
@@ -99,8 +109,10 @@ impl Sensors {
     pub fn with_filesystem(root: SysRoot, filesystem: impl Into<PathBuf>) -> Self {
         let filesystem = filesystem.into();
         let mut sensors = Sensors {
-            filesystem_name: filesystem.display().to_string(),
-            filesystem: root.join(&filesystem),
+            filesystem: filesystem::FilesystemReader::new(
+                root.join(&filesystem),
+                filesystem.display().to_string(),
+            ),
             log: LogOnce::new(),
             reader: Reader::new(),
             found: Found::default(),
@@ -110,6 +122,7 @@ impl Sensors {
             meminfo: root.join("/proc/meminfo"),
             loadavg: root.join("/proc/loadavg"),
             uptime: root.join("/proc/uptime"),
+            pressure: None,
             root,
         };
         sensors.discover();
@@ -165,26 +178,40 @@ impl Sensors {
             "no MemTotal/MemAvailable",
             memory::parse_meminfo,
         );
-        let load = reader.parse(
-            &self.loadavg,
-            log,
-            "expected three load averages",
-            load::parse_loadavg,
-        );
-        let uptime_seconds = reader
-            .parse(
+        let (load, uptime_seconds) = if self.root.is_host() {
+            let load = load::from_kernel()
+                .map_err(|e| log.read_failed(std::path::Path::new("sysinfo(2)"), &e))
+                .ok();
+            (load, uptime::since_boot())
+        } else {
+            let load = reader.parse(
+                &self.loadavg,
+                log,
+                "expected three load averages",
+                load::parse_loadavg,
+            );
+            let uptime = reader.parse(
                 &self.uptime,
                 log,
                 "expected seconds since boot",
                 uptime::parse_uptime,
-            )
-            .unwrap_or(0.0);
-        let pressure = self
-            .found
-            .pressure
-            .as_ref()
-            .and_then(|paths| read_pressure(paths, reader, log));
-        let root_filesystem = filesystem::read(&self.filesystem, &self.filesystem_name, log);
+            );
+            (load, uptime)
+        };
+        let uptime_seconds = uptime_seconds.unwrap_or(0.0);
+        let pressure = match &self.pressure {
+            Some((at, last)) if at.elapsed() < PRESSURE_REFRESH => Some(*last),
+            _ => {
+                let fresh = self
+                    .found
+                    .pressure
+                    .as_ref()
+                    .and_then(|paths| read_pressure(paths, reader, log));
+                self.pressure = fresh.map(|p| (std::time::Instant::now(), p));
+                fresh
+            }
+        };
+        let root_filesystem = self.filesystem.read(log);
 
         Sample {
             seq,
@@ -209,6 +236,8 @@ impl Sensors {
     /// Finds the sensor files present now.
     fn discover(&mut self) {
         self.reader.close_all();
+        self.filesystem.reopen();
+        self.pressure = None;
         let (root, reader, log) = (&self.root, &mut self.reader, &self.log);
         let hwmon = hwmon::discover(root, reader, log);
         self.found = Found {

@@ -1,7 +1,8 @@
-//! The three system calls the sensors need that std does not wrap: statvfs,
-//! sysconf(_SC_CLK_TCK) and the VideoCore mailbox ioctl; and handing the
-//! sampling timerfd to tokio's epoll (see `crate::ticker`), whose
-//! registration is `unsafe` since tokio 1.54 (I/O safety).
+//! The system calls the sensors need that std does not wrap: (f)statvfs,
+//! sysinfo (load averages), sysconf(_SC_CLK_TCK) and the VideoCore mailbox
+//! ioctl; and handing the sampling timerfd to tokio's epoll (see
+//! `crate::ticker`), whose registration is `unsafe` since tokio 1.54 (I/O
+//! safety).
 //!
 //! This is the agent's only unsafe code (lib.rs denies it everywhere else).
 //! Each call is a thin wrapper with its safety argument beside it; callers
@@ -53,6 +54,30 @@ pub fn statvfs(path: &Path) -> io::Result<FsSpace> {
     statvfs_sizes(&st)
 }
 
+/// fstatvfs(2) of an open descriptor (O_PATH is enough, since Linux 3.12).
+pub fn fstatvfs(file: &File) -> io::Result<FsSpace> {
+    let mut out = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: the fd is open for the call (borrowed from `file`) and `out`
+    // points to writable memory of the right type and size.
+    let rc = unsafe { libc::fstatvfs(file.as_raw_fd(), out.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatvfs returned 0, so it filled the struct (zeroed before).
+    let st = unsafe { out.assume_init() };
+    statvfs_sizes(&st)
+}
+
+/// Opens `path` with O_PATH: a handle for fstatvfs, needing no read
+/// permission on it.
+pub fn open_path(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+}
+
 // The fields are u64 on 64-bit targets but 32-bit on armhf (Pi 3 OS).
 #[allow(clippy::unnecessary_cast)]
 fn statvfs_sizes(st: &libc::statvfs) -> io::Result<FsSpace> {
@@ -62,6 +87,22 @@ fn statvfs_sizes(st: &libc::statvfs) -> io::Result<FsSpace> {
         free_bytes: (st.f_bfree as u64).saturating_mul(frag),
         available_bytes: (st.f_bavail as u64).saturating_mul(frag),
     })
+}
+
+/// The 1, 5 and 15 minute load averages from sysinfo(2): the kernel's own
+/// fixed-point `avenrun` values that /proc/loadavg prints rounded to two
+/// decimals, without generating and parsing that text.
+pub fn load_averages() -> io::Result<[f64; 3]> {
+    let mut out = std::mem::MaybeUninit::<libc::sysinfo>::zeroed();
+    // SAFETY: `out` points to writable memory of the type sysinfo fills.
+    let rc = unsafe { libc::sysinfo(out.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sysinfo returned 0, so it filled the struct (zeroed before).
+    let info = unsafe { out.assume_init() };
+    // linux/sysinfo.h: loads are scaled by 1 << SI_LOAD_SHIFT (16).
+    Ok(info.loads.map(|l| l as f64 / 65536.0))
 }
 
 /// USER_HZ, the unit of the /proc/stat counters (100 on every Linux ABI, but
@@ -124,6 +165,32 @@ mod tests {
         assert!(fs.available_bytes <= fs.free_bytes);
         let err = statvfs(Path::new("/no/such/dir/here")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn load_averages_are_the_ones_proc_loadavg_prints() {
+        // Both come from the same avenrun; the load can move between the
+        // two reads (every 5 s), so read around it and accept either side.
+        let text = || std::fs::read_to_string("/proc/loadavg").unwrap();
+        let proc_load = |t: &str| -> Vec<f64> {
+            t.split_whitespace()
+                .take(3)
+                .map(|w| w.parse().unwrap())
+                .collect()
+        };
+        let before = proc_load(&text());
+        let loads = load_averages().unwrap();
+        let after = proc_load(&text());
+        for i in 0..3 {
+            let rounded = (loads[i] * 100.0).round() / 100.0;
+            assert!(
+                (rounded - before[i]).abs() < 0.006 || (rounded - after[i]).abs() < 0.006,
+                "load {i}: sysinfo {} vs /proc/loadavg {} / {}",
+                loads[i],
+                before[i],
+                after[i]
+            );
+        }
     }
 
     #[test]
