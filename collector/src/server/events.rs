@@ -53,7 +53,14 @@ pub fn sample_events(
     let ts = sample.timestamp_ms;
     let mut out = Vec::new();
     if let Some(t) = &sample.throttling {
-        let word = t.get_throttled;
+        // Where only hwmon's rpi_volt alarm is readable (no mailbox access),
+        // the alarm is the under-voltage-now bit.
+        let alarm = if t.under_voltage_alarm {
+            UNDER_VOLTAGE
+        } else {
+            0
+        };
+        let word = t.get_throttled | alarm;
         let prev = state.throttle.unwrap_or(0);
         let first_sight = state.throttle.is_none();
         // Bits 1-3: capped, throttled, soft limit (now).
@@ -289,6 +296,31 @@ mod tests {
         let e = sample_events("pi", &mut st, &sample(Some(0x10000), None), &th);
         assert_eq!(kinds(&e), ["under_voltage"]);
         assert_eq!(e[0].severity, Severity::Warning as i32);
+    }
+
+    #[test]
+    fn the_hwmon_under_voltage_alarm_raises_and_clears_like_the_word() {
+        let th = EventThresholds::default();
+        let mut st = NodeEventState::default();
+        let alarm = |on: bool| Sample {
+            timestamp_ms: 1,
+            throttling: Some(Throttling {
+                source: nodewarden_proto::v1::ThrottlingSource::HwmonRpiVolt as i32,
+                get_throttled: 0,
+                under_voltage_alarm: on,
+            }),
+            ..Default::default()
+        };
+        assert!(sample_events("pi", &mut st, &alarm(false), &th).is_empty());
+        let e = sample_events("pi", &mut st, &alarm(true), &th);
+        assert_eq!(kinds(&e), ["under_voltage"]);
+        assert_eq!(e[0].severity, Severity::Critical as i32);
+        assert!(sample_events("pi", &mut st, &alarm(true), &th).is_empty());
+        assert!(sample_events("pi", &mut st, &alarm(false), &th).is_empty());
+        assert_eq!(
+            kinds(&sample_events("pi", &mut st, &alarm(true), &th)),
+            ["under_voltage"]
+        );
     }
 
     #[test]
