@@ -33,6 +33,11 @@ pub struct AgentConfig {
     /// Time between samples (1s to 1h).
     #[serde(with = "serde_duration")]
     pub sample_interval: Duration,
+    /// Longest a sample waits to be sent (1s to 15s): samples taken more
+    /// often go out together, fewer sends for the same data. Samples taken
+    /// this often or less are each sent as taken.
+    #[serde(with = "serde_duration")]
+    pub send_interval: Duration,
     /// Samples kept in memory while the collector is unreachable.
     pub buffer_samples: usize,
     /// Prefix for /proc, /sys and /dev (tests point it at fixture trees).
@@ -75,6 +80,7 @@ impl Default for AgentConfig {
             collector: DEFAULT_COLLECTOR.into(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             sample_interval: Duration::from_secs(5),
+            send_interval: Duration::from_secs(5),
             // 12 hours at the default interval, about 3 MB at most.
             buffer_samples: 8640,
             sysroot: PathBuf::from("/"),
@@ -132,6 +138,16 @@ impl AgentConfig {
             return bad(format!(
                 "key `sample_interval`: {:?} is outside 1s..1h",
                 self.sample_interval
+            ));
+        }
+        // Well inside the collector's offline_after (30 s by default), so a
+        // node that is fine never looks silent between two sends.
+        if self.send_interval < Duration::from_secs(1)
+            || self.send_interval > Duration::from_secs(15)
+        {
+            return bad(format!(
+                "key `send_interval`: {:?} is outside 1s..15s",
+                self.send_interval
             ));
         }
         if self.buffer_samples == 0 {

@@ -90,6 +90,7 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
         model = %hello.board_model,
         collector = %config.collector,
         interval = ?config.sample_interval,
+        send_interval = ?config.send_interval,
         "nodewarden-agent starting"
     );
     let outbox = Outbox::new(config.buffer_samples);
@@ -139,24 +140,32 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
     // systemd (Type=notify): ready once configured and sampling; the watchdog
     // is fed from this loop, so a wedged agent gets restarted.
     let _ = nodewarden_proto::sd_notify::notify_ready();
-    let watchdog_every = nodewarden_proto::sd_notify::watchdog_interval()
-        .map_or(Duration::from_secs(3600), |d| d / 2);
-    let mut watchdog = tokio::time::interval(watchdog_every);
+    let watchdog_every = nodewarden_proto::sd_notify::watchdog_interval();
+    let mut watchdog =
+        tokio::time::interval(watchdog_every.map_or(Duration::from_secs(3600), |d| d / 2));
     let mut ticker = crate::ticker::Ticker::new(config.sample_interval);
+    let mut pacing = link::pacing::Pacing::new(config.sample_interval, config.send_interval);
     let mut shutdown_rx = shutdown;
+    // One future for the whole loop, not a new one (and a new waiter
+    // registration) on every tick: this loop runs once a second for months.
+    let stop = shutdown_rx.changed();
+    tokio::pin!(stop);
     let mut seq = 0u64;
     loop {
         tokio::select! {
+            biased;
+            _ = &mut stop => break,
             _ = ticker.tick() => {
                 seq += 1;
                 let mut sample = sensors.sample(seq, now_ms());
                 sample.ups = ups_latest();
-                outbox.push(sample);
+                let send_now = pacing.send_now(&sample);
+                outbox.push(sample, send_now);
             }
-            _ = watchdog.tick() => {
+            // Only under a systemd watchdog: otherwise no timer at all.
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
                 let _ = nodewarden_proto::sd_notify::notify_watchdog();
             }
-            _ = shutdown_rx.changed() => break,
         }
     }
     let _ = nodewarden_proto::sd_notify::notify_stopping();

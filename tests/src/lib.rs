@@ -331,6 +331,14 @@ pub fn start_agent(
         join(dir, name, collector);
     }
     let log = dir.join(format!("agent-{name}.log"));
+    // The harness's collector calls a node offline after 5 s of silence
+    // (short, for test speed): each sample goes as taken unless the test
+    // asks for batches, so silence means a stopped or frozen agent.
+    let send_each = if extra.contains(&"--send-interval") {
+        &[][..]
+    } else {
+        &["--send-interval", "1s"][..]
+    };
     let mut cmd = Command::new(bin("nodewarden-agent"));
     cmd.arg("--config")
         .arg(agent_config(dir, name))
@@ -342,6 +350,7 @@ pub fn start_agent(
             "--sample-interval",
             interval,
         ])
+        .args(send_each)
         .args(extra);
     Proc::spawn(&mut cmd, log)
 }

@@ -111,14 +111,15 @@ fn hook_runs(dir: &Path) -> Vec<String> {
 }
 
 /// Writes agent.toml for `name` (hook as poweroff, command state in
-/// `dir`/run, identity in the harness's state dir) plus `sections`, joins
+/// `dir`/run, identity in the harness's state dir; each sample sent as
+/// taken, since this collector calls 5 s of silence offline) plus `sections`, joins
 /// the collector unless `name` has joined already, and starts the agent.
 fn agent(dir: &Path, name: &str, collector: &str, sections: &str) -> Proc {
     let config = agent_config(dir, name);
     std::fs::write(
         &config,
         format!(
-            "collector = \"{collector}\"\nnode_name = \"{name}\"\nsample_interval = \"1s\"\nstate_dir = \"{}\"\n\n\
+            "collector = \"{collector}\"\nnode_name = \"{name}\"\nsample_interval = \"1s\"\nsend_interval = \"1s\"\nstate_dir = \"{}\"\n\n\
              [commands]\npoweroff = [\"/bin/sh\", \"{}\"]\nstate_dir = \"{}\"\n\n{sections}",
             agent_state_dir(dir, name).display(),
             dir.join("poweroff-hook.sh").display(),

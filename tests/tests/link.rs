@@ -218,3 +218,148 @@ async fn connected_agent_without_a_ups_sleeps_between_samples() {
         agent.log_text()
     );
 }
+
+/// Samples taken at 1 s go to the collector five at a time (send_interval
+/// 5 s, the default), but an under-voltage does not wait for the batch.
+/// (The harness collector's 5 s offline_after may call the node offline
+/// between batches; nothing here depends on that.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_travel_in_batches_but_under_voltage_goes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Raspberry Pi 4 tree whose hwmon under-voltage alarm this test sets.
+    let board = dir.path().join("pi4");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/boards/pi4");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture)
+        .arg(&board)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let alarm = board.join(
+        "sys/devices/platform/soc/soc:firmware/raspberrypi-hwmon/hwmon/hwmon1/in0_lcrit_alarm",
+    );
+    let collector = Collector::start(dir.path(), free_port(), free_port()).await;
+    let sysroot = board.to_str().unwrap();
+    let mut agent = start_agent(
+        dir.path(),
+        "pi",
+        &collector.url(),
+        "1s",
+        &["--sysroot", sysroot, "--send-interval", "5s"],
+    );
+
+    // The first sample goes at once, then every fifth: the collector's
+    // latest seq only ever reads 1, 6, 11, ...
+    let mut seen = Vec::new();
+    let watch = std::time::Instant::now();
+    while watch.elapsed() < Duration::from_secs(12) {
+        if let Some(seq) = latest_seq(&collector, "pi").await
+            && seen.last() != Some(&seq)
+        {
+            seen.push(seq);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.len() >= 2, "too few sends seen: {seen:?}");
+    assert!(
+        seen.iter().all(|s| s % 5 == 1),
+        "latest seqs not on batch boundaries: {seen:?}\n{}",
+        agent.log_text()
+    );
+
+    // Under-voltage right after a batch went: it must not wait for the next.
+    let boundary = eventually(Duration::from_secs(10), "a batch boundary", || async {
+        latest_seq(&collector, "pi")
+            .await
+            .filter(|s| *s > *seen.last().unwrap())
+    })
+    .await;
+    std::fs::write(&alarm, "1\n").unwrap();
+    let mut a = admin(&collector.socket()).await.unwrap();
+    let arrived = eventually(Duration::from_secs(10), "the under-voltage sample", || {
+        let mut a = a.clone();
+        async move {
+            let latest = a
+                .get_node(GetNodeRequest { name: "pi".into() })
+                .await
+                .ok()?
+                .into_inner()
+                .latest?;
+            latest
+                .throttling
+                .as_ref()
+                .filter(|t| t.under_voltage_alarm)
+                .map(|_| latest.seq)
+        }
+    })
+    .await;
+    assert!(
+        arrived < boundary + 4,
+        "under-voltage sample {arrived} waited for the batch after {boundary}"
+    );
+    let events = a
+        .events(EventsRequest {
+            since_ms: 0,
+            node: "pi".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        events.events.iter().any(|e| e.kind == "under_voltage"),
+        "{:?}",
+        events.events
+    );
+    agent.stop();
+}
+
+/// A stopping agent hands over the samples it was holding for the next
+/// batch: the collector ends up with every sample the agent took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_agent_hands_over_its_held_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(dir.path(), free_port(), free_port()).await;
+    let mut agent = start_agent(
+        dir.path(),
+        "stopper",
+        &collector.url(),
+        "1s",
+        &["--send-interval", "5s"],
+    );
+    eventually(Duration::from_secs(20), "the first sample", || async {
+        latest_seq(&collector, "stopper").await
+    })
+    .await;
+    // Samples 2.. are held for the batch that would go with the sixth.
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let status = agent.stop();
+    assert!(status.success(), "{status:?}\n{}", agent.log_text());
+    let (produced, _) = parse_stop_line(&agent.log_text());
+    assert!(
+        (2..=5).contains(&produced),
+        "expected the agent to stop mid-batch, it took {produced} samples"
+    );
+    // Stored once committed (commit_interval): one point per sample taken.
+    let a = admin(&collector.socket()).await.unwrap();
+    eventually(Duration::from_secs(15), "every sample stored", || {
+        let mut a = a.clone();
+        async move {
+            let h = a
+                .history(HistoryRequest {
+                    node: "stopper".into(),
+                    metric: "uptime".into(),
+                    since_ms: 0,
+                    until_ms: 0,
+                    max_points: 0,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (h.points.len() as u64 == produced).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(latest_seq(&collector, "stopper").await, Some(produced));
+}

@@ -2,6 +2,9 @@
 //! samples are dropped and the hole is remembered as a gap, so the collector
 //! records exactly which samples were lost instead of the user guessing.
 //!
+//! Samples are held until released (see [`super::pacing`]): at a short
+//! sample interval several go out in one message.
+//!
 //! In memory only: the agent writes nothing to disk in steady state (SD cards).
 
 use std::collections::VecDeque;
@@ -18,6 +21,8 @@ pub struct SampleBuffer {
     gaps: VecDeque<(Gap, bool)>,
     /// Highest sample seq handed to the current stream.
     sent_through: u64,
+    /// Samples up to this seq may go out; later ones are held for a batch.
+    released_through: u64,
 }
 
 /// What to put on the wire next.
@@ -34,10 +39,12 @@ impl SampleBuffer {
             samples: VecDeque::with_capacity(capacity.clamp(1, 256)),
             gaps: VecDeque::new(),
             sent_through: 0,
+            released_through: 0,
         }
     }
 
-    /// Adds a sample (seq must increase); drops the oldest when full.
+    /// Adds a sample (seq must increase), held until [`Self::release`];
+    /// drops the oldest when full.
     pub fn push(&mut self, sample: Sample) {
         if self.samples.len() >= self.capacity
             && let Some(old) = self.samples.pop_front()
@@ -69,6 +76,13 @@ impl SampleBuffer {
         self.gaps.push_back((gap, false));
     }
 
+    /// Lets every buffered sample go out.
+    pub fn release(&mut self) {
+        if let Some(last) = self.samples.back() {
+            self.released_through = last.seq;
+        }
+    }
+
     /// The collector has durably stored (or written off) everything up to `seq`.
     pub fn ack(&mut self, seq: u64) {
         while self.samples.front().is_some_and(|s| s.seq <= seq) {
@@ -80,25 +94,30 @@ impl SampleBuffer {
     }
 
     /// A new stream starts and the collector said what it has: everything
-    /// after that is sent again, gaps included.
+    /// after that is sent again, gaps included, held samples too (the
+    /// backlog goes at once).
     pub fn restart_stream(&mut self, stored_through: u64) {
         self.ack(stored_through);
+        self.release();
         for (_, sent) in &mut self.gaps {
             *sent = false;
         }
         self.sent_through = stored_through;
     }
 
-    /// Next thing to send on the stream, at most `max_batch` samples.
+    /// Next thing to send on the stream, at most `max_batch` released
+    /// samples. A gap always goes at once.
     pub fn next_outgoing(&mut self, max_batch: usize) -> Option<Outgoing> {
         if let Some((gap, sent)) = self.gaps.iter_mut().find(|(_, sent)| !*sent) {
             *sent = true;
             return Some(Outgoing::Gap(gap.clone()));
         }
         let start = self.samples.partition_point(|s| s.seq <= self.sent_through);
+        let released = self.released_through;
         let batch: Vec<Sample> = self
             .samples
             .range(start..)
+            .take_while(|s| s.seq <= released)
             .take(max_batch)
             .cloned()
             .collect();
@@ -145,6 +164,7 @@ mod tests {
         for i in 1..=5 {
             b.push(sample(i));
         }
+        b.release();
         assert_eq!(seqs(b.next_outgoing(3)), [1, 2, 3]);
         assert_eq!(seqs(b.next_outgoing(3)), [4, 5]);
         assert_eq!(b.next_outgoing(3), None);
@@ -162,6 +182,7 @@ mod tests {
         for i in 1..=7 {
             b.push(sample(i));
         }
+        b.release();
         match b.next_outgoing(10) {
             Some(Outgoing::Gap(g)) => {
                 assert_eq!((g.first_seq, g.last_seq), (1, 4));
@@ -185,10 +206,40 @@ mod tests {
         b.push(sample(2)); // drops 1
         assert!(matches!(b.next_outgoing(10), Some(Outgoing::Gap(g)) if g.last_seq == 1));
         b.push(sample(3)); // drops 2 (already sent as a sample? no: not sent yet)
+        b.release();
         match b.next_outgoing(10) {
             Some(Outgoing::Gap(g)) => assert_eq!((g.first_seq, g.last_seq), (2, 2)),
             other => panic!("expected a second gap, got {other:?}"),
         }
         assert_eq!(seqs(b.next_outgoing(10)), [3]);
+    }
+
+    #[test]
+    fn held_samples_wait_for_a_release_and_go_out_together() {
+        let mut b = SampleBuffer::new(10);
+        b.push(sample(1));
+        b.push(sample(2));
+        assert_eq!(b.next_outgoing(10), None, "held until released");
+        b.release();
+        b.push(sample(3));
+        assert_eq!(
+            seqs(b.next_outgoing(10)),
+            [1, 2],
+            "3 came after the release"
+        );
+        assert_eq!(b.next_outgoing(10), None);
+        b.push(sample(4));
+        b.release();
+        assert_eq!(seqs(b.next_outgoing(10)), [3, 4]);
+    }
+
+    #[test]
+    fn a_new_stream_sends_the_held_backlog_at_once() {
+        let mut b = SampleBuffer::new(10);
+        for i in 1..=4 {
+            b.push(sample(i));
+        }
+        b.restart_stream(1);
+        assert_eq!(seqs(b.next_outgoing(10)), [2, 3, 4]);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod buffer;
+pub mod pacing;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,10 +49,17 @@ impl Outbox {
         }
     }
 
-    /// Queue a sample for the collector.
-    pub fn push(&self, sample: nodewarden_proto::v1::Sample) {
-        lock(&self.buffer).push(sample);
-        self.wake.notify_one();
+    /// Queues a sample for the collector; with `send_now` it goes at once,
+    /// with every sample held before it, else it waits for the next send
+    /// (see [`pacing`]).
+    pub fn push(&self, sample: nodewarden_proto::v1::Sample, send_now: bool) {
+        let mut buffer = lock(&self.buffer);
+        buffer.push(sample);
+        if send_now {
+            buffer.release();
+            drop(buffer);
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -244,17 +252,7 @@ async fn session(
             pending = urgent.pop_front().or_else(|| {
                 lock(&outbox.buffer)
                     .next_outgoing(MAX_BATCH)
-                    .map(|o| match o {
-                        Outgoing::Gap(g) => AgentMessage {
-                            body: Some(agent_message::Body::Gap(g)),
-                        },
-                        Outgoing::Samples(samples) => AgentMessage {
-                            body: Some(agent_message::Body::Samples(
-                                nodewarden_proto::v1::SampleBatch { samples },
-                            )),
-                        },
-                    })
-                    .map(|m| (m, None))
+                    .map(|o| (outgoing_message(o), None))
             });
         }
         tokio::select! {
@@ -298,7 +296,61 @@ async fn session(
                 Ok(None) => return SessionEnd::Lost("collector closed the stream".into()),
                 Err(status) => return SessionEnd::Lost(format!("stream error: {}", status.message())),
             },
-            _ = shutdown.changed() => return SessionEnd::Shutdown,
+            _ = shutdown.changed() => break,
         }
     }
+    hand_over(tx, pending, urgent, outbox, &mut inbound).await;
+    SessionEnd::Shutdown
+}
+
+/// How long a stopping agent waits for the collector to take its last
+/// messages. The bytes leave in microseconds; waiting for the acks would
+/// mean waiting for the collector's next commit (seconds).
+const HAND_OVER_WAIT: Duration = Duration::from_millis(300);
+
+/// On the way out: sends what is queued, held samples included, ends the
+/// stream, and reads acks until the collector closes or [`HAND_OVER_WAIT`]
+/// passes. The collector stores what reached it; samples held for the next
+/// batch would otherwise die with this process.
+async fn hand_over(
+    tx: mpsc::Sender<AgentMessage>,
+    pending: Option<(AgentMessage, Option<oneshot::Sender<()>>)>,
+    urgent: std::collections::VecDeque<(AgentMessage, Option<oneshot::Sender<()>>)>,
+    outbox: &Outbox,
+    inbound: &mut tonic::Streaming<CollectorMessage>,
+) {
+    let deadline = tokio::time::Instant::now() + HAND_OVER_WAIT;
+    lock(&outbox.buffer).release();
+    let mut queue: Vec<AgentMessage> = pending
+        .into_iter()
+        .chain(urgent)
+        .map(|(message, _)| message)
+        .collect();
+    while let Some(next) = lock(&outbox.buffer).next_outgoing(MAX_BATCH) {
+        queue.push(outgoing_message(next));
+    }
+    for message in queue {
+        if tokio::time::timeout_at(deadline, tx.send(message))
+            .await
+            .map_or(true, |sent| sent.is_err())
+        {
+            return;
+        }
+    }
+    drop(tx);
+    while let Ok(Ok(Some(message))) = tokio::time::timeout_at(deadline, inbound.message()).await {
+        if let Some(collector_message::Body::Ack(ack)) = message.body {
+            lock(&outbox.buffer).ack(ack.acked_through_seq);
+        }
+    }
+}
+
+fn outgoing_message(next: Outgoing) -> AgentMessage {
+    let body = match next {
+        Outgoing::Gap(g) => agent_message::Body::Gap(g),
+        Outgoing::Samples(samples) => {
+            agent_message::Body::Samples(nodewarden_proto::v1::SampleBatch { samples })
+        }
+    };
+    AgentMessage { body: Some(body) }
 }
