@@ -5,7 +5,9 @@
 //! Real processes only: the release `nodewarden` collector in a temp dir (its
 //! PKI made by `nodewarden init`), the release `nodewarden-agent` enrolled with
 //! `nodewarden-agent join` and streaming to it over mutual TLS at a 1 s
-//! interval, and
+//! interval with the default `send_interval` (5 s: five samples per send),
+//! a second agent beside it sending each sample as taken
+//! (`--send-interval 1s`, half a second out of phase), and
 //! `/usr/bin/prometheus-node-exporter` on a free loopback port, scraped once a
 //! second by this bench over a plain TCP socket.
 //!
@@ -45,15 +47,21 @@ fn main() {
 
     let collector = start_collector(&bins.join("nodewarden"), dir);
     let socket = dir.join("admin.sock");
-    let agent_config = join_agent(&agent_bin, dir, &collector);
-    let agent = Proc::spawn(
-        Command::new(&agent_bin)
-            .arg("--config")
-            .arg(&agent_config)
-            .args(["--collector", &format!("https://{}", collector.addr)])
-            .args(["--node-name", "bench", "--sample-interval", "1s"]),
-        dir.join("agent.log"),
-    );
+    let spawn_agent = |node: &str, extra: &[&str]| {
+        let config = join_agent(&agent_bin, dir, &collector, node);
+        Proc::spawn(
+            Command::new(&agent_bin)
+                .arg("--config")
+                .arg(&config)
+                .args(["--collector", &format!("https://{}", collector.addr)])
+                .args(["--node-name", node, "--sample-interval", "1s"])
+                .args(extra),
+            dir.join(format!("agent-{node}.log")),
+        )
+    };
+    let agent = spawn_agent("bench", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let each = spawn_agent("bench-each", &["--send-interval", "1s"]);
     let exporter = if Path::new(NODE_EXPORTER).exists() {
         let port = free_port();
         Some((
@@ -81,8 +89,11 @@ fn main() {
 
     // Let the agent connect and settle, and node_exporter open its port.
     let started = Instant::now();
-    let seq_start = loop {
-        if let Some(seq) = latest_seq(&bins.join("nodewarden"), &socket)
+    // Samples taken are counted on the agent that sends each one at once
+    // (its latest stored seq is exact); both tick once a second.
+    let each_seq_start = loop {
+        if latest_seq(&bins.join("nodewarden"), &socket, "bench").is_some()
+            && let Some(seq) = latest_seq(&bins.join("nodewarden"), &socket, "bench-each")
             && started.elapsed() >= Duration::from_secs(5)
         {
             break seq;
@@ -104,10 +115,11 @@ fn main() {
     }
 
     println!(
-        "window {} s; agent at 1 s; node_exporter scraped every 1 s; CPU = utime+stime from /proc/pid/stat\n",
+        "window {} s; agents sample every 1 s (default send_interval 5 s, and 1 s); node_exporter scraped every 1 s\n",
         window.as_secs()
     );
     let agent_start = Usage::of(agent.pid());
+    let each_start = Usage::of(each.pid());
     let exporter_start = exporter.as_ref().map(|(p, _)| Usage::of(p.pid()));
     let mut agent_rss_over_time = vec![(0u64, agent_start.rss_kib)];
     let mut scrapes = 0u64;
@@ -128,16 +140,21 @@ fn main() {
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
     }
     let agent_end = Usage::of(agent.pid());
+    let each_end = Usage::of(each.pid());
     let exporter_end = exporter.as_ref().map(|(p, _)| Usage::of(p.pid()));
-    let seq_end = latest_seq(&bins.join("nodewarden"), &socket).expect("latest seq");
+    let each_seq_end =
+        latest_seq(&bins.join("nodewarden"), &socket, "bench-each").expect("bench-each seq");
     agent_rss_over_time.push((begin.elapsed().as_secs(), agent_end.rss_kib));
-    let samples = seq_end.saturating_sub(seq_start).max(1);
+    let samples = each_seq_end.saturating_sub(each_seq_start).max(1);
 
     let ticks = clock_ticks();
     let agent_cpu_ms = (agent_end.cpu_ticks - agent_start.cpu_ticks) as f64 * 1000.0 / ticks;
     let agent_sched_ms = (agent_end.cpu_ns - agent_start.cpu_ns) as f64 / 1e6;
     // The agent is one thread, so schedstat sees all of its CPU time.
     let agent_per = agent_sched_ms / samples as f64;
+    let each_cpu_ms = (each_end.cpu_ticks - each_start.cpu_ticks) as f64 * 1000.0 / ticks;
+    let each_sched_ms = (each_end.cpu_ns - each_start.cpu_ns) as f64 / 1e6;
+    let each_per = each_sched_ms / samples as f64;
     println!(
         "{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>12}",
         "process",
@@ -164,6 +181,19 @@ fn main() {
         agent_sched_ms,
         agent_per
     );
+    println!(
+        "{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8.0} {:>9.1} {:>12.3}",
+        "  send each 1s",
+        each_end.rss_kib,
+        each_end.anon_kib,
+        each_end.file_kib,
+        each_end.hwm_kib,
+        each_end.threads,
+        format!("{samples} smp"),
+        each_cpu_ms,
+        each_sched_ms,
+        each_per
+    );
     let mut ratio = None;
     if let (Some(start), Some(end)) = (exporter_start, exporter_end) {
         let cpu_ms = (end.cpu_ticks - start.cpu_ticks) as f64 * 1000.0 / ticks;
@@ -185,7 +215,7 @@ fn main() {
             per
         );
         println!("(last scrape: {scrape_bytes} bytes)");
-        ratio = Some((agent_per / per, end.rss_kib));
+        ratio = Some((agent_per / per, each_per / per, end.rss_kib));
     }
     println!(
         "\ntick ms = utime+stime (quantised to {:.1} ms); sched ms = /proc/pid/task/*/schedstat (ns)",
@@ -206,11 +236,12 @@ fn main() {
         verdict(agent_end.rss_kib <= GOAL_RSS_KIB)
     );
     match ratio {
-        Some((r, exporter_rss)) => {
+        Some((r, each_r, exporter_rss)) => {
             println!(
                 "  agent CPU/sample / node_exporter CPU/scrape = {r:.3} <= {GOAL_CPU_RATIO}: {}",
                 verdict(r <= GOAL_CPU_RATIO)
             );
+            println!("  (sending each sample as taken, --send-interval 1s: {each_r:.3})");
             println!(
                 "  (RSS: agent {} KiB vs node_exporter {exporter_rss} KiB)",
                 agent_end.rss_kib
@@ -219,6 +250,7 @@ fn main() {
         None => println!("  CPU ratio: not measured, node_exporter missing"),
     }
     drop(agent);
+    drop(each);
     drop(collector);
 }
 
@@ -352,16 +384,16 @@ fn start_collector(bin: &Path, dir: &Path) -> CollectorProc {
     }
 }
 
-/// Enrols node "bench" with `nodewarden-agent join`, which writes the
+/// Enrols `node` with `nodewarden-agent join`, which writes the
 /// collector's https URL and the state dir into the agent config it returns.
-fn join_agent(agent: &Path, dir: &Path, collector: &CollectorProc) -> PathBuf {
-    let config = empty_file(dir, "agent.toml");
+fn join_agent(agent: &Path, dir: &Path, collector: &CollectorProc, node: &str) -> PathBuf {
+    let config = empty_file(dir, &format!("agent-{node}.toml"));
     let out = Command::new(agent)
         .arg("--config")
         .arg(&config)
         .args(["join", &collector.addr, &collector.token])
-        .args(["--node-name", "bench", "--state-dir"])
-        .arg(dir.join("agent-state"))
+        .args(["--node-name", node, "--state-dir"])
+        .arg(dir.join(format!("state-{node}")))
         .output()
         .expect("run nodewarden-agent join");
     assert!(
@@ -374,12 +406,12 @@ fn join_agent(agent: &Path, dir: &Path, collector: &CollectorProc) -> PathBuf {
     config
 }
 
-/// The collector's latest stored seq for node "bench", through the real CLI.
-fn latest_seq(nodewarden: &Path, socket: &Path) -> Option<u64> {
+/// The collector's latest stored seq for `node`, through the real CLI.
+fn latest_seq(nodewarden: &Path, socket: &Path, node: &str) -> Option<u64> {
     let out = Command::new(nodewarden)
         .arg("--socket")
         .arg(socket)
-        .args(["node", "bench", "--json"])
+        .args(["node", node, "--json"])
         .stderr(Stdio::null())
         .output()
         .ok()?;
