@@ -114,11 +114,15 @@ pub struct HubAgents {
 }
 
 impl HubAgents {
-    /// `confirm_timeout` bounds each wait for an agent's answer.
+    /// `confirm_timeout` is the sequence's own deadline for an agent's
+    /// answer (agent_confirm_timeout). Each wait here lasts a second longer,
+    /// so that deadline always decides first and the node's state reads the
+    /// same "timed out" every time; a late answer then finds the node no
+    /// longer waiting and changes nothing.
     pub fn new(hub: Arc<Hub>, confirm_timeout: Duration) -> Self {
         HubAgents {
             hub,
-            confirm_timeout,
+            confirm_timeout: confirm_timeout + Duration::from_secs(1),
         }
     }
 
