@@ -33,8 +33,13 @@ echo "== build"
 cargo build --workspace --bins --quiet
 
 echo "== tests"
-cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/nodewarden-test.log | grep -E '^(test result|running|     Running|.*FAILED|.*panicked)' || true
+# errexit off around the pipeline, and no `|| true` after it: with pipefail,
+# `|| true` would run on any failure and PIPESTATUS would then be true's 0,
+# so a failing test would pass the command.
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/nodewarden-test.log | grep -E '^(test result|running|     Running|.*FAILED|.*panicked)'
 status=${PIPESTATUS[0]}
+set -e
 if [ "$status" != 0 ]; then
     grep -E -A30 '^failures:' /tmp/nodewarden-test.log | head -200
     exit "$status"
@@ -49,11 +54,16 @@ if [ -x packaging/test-debs.sh ]; then
     packaged_agent=target/x86_64-unknown-linux-musl/release/nodewarden-agent
     if [ "$(uname -m)" = x86_64 ] && [ -x "$packaged_agent" ]; then
         echo "== end to end with the packaged agent ($packaged_agent)"
+        set +e
         NODEWARDEN_TEST_AGENT="$PWD/$packaged_agent" cargo test -p nodewarden-tests --no-fail-fast \
             --test power_e2e --test commands --test ups_e2e --test link --test trust 2>&1 |
-            tee /tmp/nodewarden-test-packaged.log | grep -E '^(test result|.*FAILED|.*panicked)' || true
+            tee /tmp/nodewarden-test-packaged.log | grep -E '^(test result|.*FAILED|.*panicked)'
         status=${PIPESTATUS[0]}
-        [ "$status" = 0 ] || exit "$status"
+        set -e
+        if [ "$status" != 0 ]; then
+            grep -E -A30 '^failures:' /tmp/nodewarden-test-packaged.log | head -200
+            exit "$status"
+        fi
     fi
 fi
 
