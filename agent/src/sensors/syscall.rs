@@ -41,29 +41,27 @@ pub struct FsSpace {
 pub fn statvfs(path: &Path) -> io::Result<FsSpace> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
-    let mut out = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
     // SAFETY: c_path is a valid NUL-terminated string for the duration of the
     // call and `out` points to writable memory of the right type and size.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), out.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it filled the whole struct (and it was
-    // zeroed before, so every byte is initialised either way).
-    let st = unsafe { out.assume_init() };
-    statvfs_sizes(&st)
+    filled_statvfs(|out| unsafe { libc::statvfs(c_path.as_ptr(), out) })
 }
 
 /// fstatvfs(2) of an open descriptor (O_PATH is enough, since Linux 3.12).
 pub fn fstatvfs(file: &File) -> io::Result<FsSpace> {
-    let mut out = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
     // SAFETY: the fd is open for the call (borrowed from `file`) and `out`
     // points to writable memory of the right type and size.
-    let rc = unsafe { libc::fstatvfs(file.as_raw_fd(), out.as_mut_ptr()) };
-    if rc != 0 {
+    filled_statvfs(|out| unsafe { libc::fstatvfs(file.as_raw_fd(), out) })
+}
+
+/// Runs a statvfs-family `call` on a zeroed struct and converts what it
+/// filled.
+fn filled_statvfs(call: impl FnOnce(*mut libc::statvfs) -> libc::c_int) -> io::Result<FsSpace> {
+    let mut out = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    if call(out.as_mut_ptr()) != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: fstatvfs returned 0, so it filled the struct (zeroed before).
+    // SAFETY: the struct was zeroed, so every byte is initialised, and the
+    // call returned 0, so it filled it.
     let st = unsafe { out.assume_init() };
     statvfs_sizes(&st)
 }
