@@ -69,7 +69,10 @@ impl Ticker {
                     return;
                 };
                 // Reading takes the expiration count (how many periods
-                // passed); one sample is taken however many it says.
+                // passed); one sample is taken however many it says. The
+                // read cannot be skipped: the kernel re-arms an interval
+                // timerfd only when it is read (timerfd_read forwards the
+                // hrtimer), so an unread one never fires again.
                 match ready.try_io(|t| t.get_ref().0.wait().map_err(std::io::Error::from)) {
                     Ok(_) => {
                         // Read empties a timerfd until its next expiry, which
