@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use nodewarden_proto::v1::{Cpu, CpuCore};
 
+use super::ascii;
 use super::log_once::LogOnce;
 use super::reader::Reader;
 use crate::sysroot::SysRoot;
@@ -67,15 +68,17 @@ pub struct StatSnapshot {
 pub fn parse_stat(text: &str, out: &mut StatSnapshot) -> bool {
     out.cores.clear();
     let mut have_all = false;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("cpu") else {
+    for line in ascii::lines(text) {
+        let Some(rest) = line.strip_prefix(b"cpu") else {
             // The cpu lines come first; the rest (intr, ctxt...) is not ours.
             if have_all {
                 break;
             }
             continue;
         };
-        let (name, counters) = rest.split_once(' ').unwrap_or((rest, ""));
+        // "cpu  100 0 ..." is the aggregate, "cpu3 50 0 ..." core 3.
+        let name_end = rest.iter().position(|b| *b == b' ').unwrap_or(rest.len());
+        let (name, counters) = rest.split_at(name_end);
         let Some(ticks) = parse_ticks(counters) else {
             return false;
         };
@@ -83,7 +86,7 @@ pub fn parse_stat(text: &str, out: &mut StatSnapshot) -> bool {
             out.all = ticks;
             have_all = true;
         } else {
-            let Ok(id) = name.parse::<u32>() else {
+            let Some(id) = ascii::unsigned(name).and_then(|n| u32::try_from(n).ok()) else {
                 return false;
             };
             out.cores.push((id, ticks));
@@ -92,12 +95,12 @@ pub fn parse_stat(text: &str, out: &mut StatSnapshot) -> bool {
     have_all
 }
 
-fn parse_ticks(counters: &str) -> Option<Ticks> {
+fn parse_ticks(counters: &[u8]) -> Option<Ticks> {
     let mut values = [0u64; 8];
     let mut n = 0;
-    for word in counters.split_ascii_whitespace() {
+    for word in ascii::words(counters) {
         if n < values.len() {
-            values[n] = word.parse().ok()?;
+            values[n] = ascii::unsigned(word)?;
         }
         n += 1;
     }

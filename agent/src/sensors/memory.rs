@@ -2,6 +2,8 @@
 
 use nodewarden_proto::v1::Memory;
 
+use super::ascii;
+
 /// Parses /proc/meminfo. `None` without MemTotal and MemAvailable: a
 /// "used" figure computed without MemAvailable would be wrong (kernels
 /// older than 3.14 lack it), so none is better than a misleading one.
@@ -9,27 +11,27 @@ pub fn parse_meminfo(text: &str) -> Option<Memory> {
     let mut m = Memory::default();
     let (mut total, mut available) = (false, false);
     let mut found = 0;
-    for line in text.lines() {
-        let Some((key, rest)) = line.split_once(':') else {
+    for line in ascii::lines(text) {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
-        let field = match key {
-            "MemTotal" => {
+        let field = match &line[..colon] {
+            b"MemTotal" => {
                 total = true;
                 &mut m.total_bytes
             }
-            "MemAvailable" => {
+            b"MemAvailable" => {
                 available = true;
                 &mut m.available_bytes
             }
-            "MemFree" => &mut m.free_bytes,
-            "Buffers" => &mut m.buffers_bytes,
-            "Cached" => &mut m.cached_bytes,
-            "SwapTotal" => &mut m.swap_total_bytes,
-            "SwapFree" => &mut m.swap_free_bytes,
+            b"MemFree" => &mut m.free_bytes,
+            b"Buffers" => &mut m.buffers_bytes,
+            b"Cached" => &mut m.cached_bytes,
+            b"SwapTotal" => &mut m.swap_total_bytes,
+            b"SwapFree" => &mut m.swap_free_bytes,
             _ => continue,
         };
-        *field = kib_value(rest)?;
+        *field = kib_value(&line[colon + 1..])?;
         found += 1;
         // SwapFree comes after every other key we want; stop reading there.
         if found == 7 {
@@ -40,11 +42,11 @@ pub fn parse_meminfo(text: &str) -> Option<Memory> {
 }
 
 /// "   3884244 kB" → bytes.
-fn kib_value(rest: &str) -> Option<u64> {
-    let mut words = rest.split_whitespace();
-    let n: u64 = words.next()?.parse().ok()?;
+fn kib_value(rest: &[u8]) -> Option<u64> {
+    let mut words = ascii::words(rest);
+    let n = ascii::unsigned(words.next()?)?;
     match words.next() {
-        Some("kB") | None => n.checked_mul(1024),
+        Some(b"kB") | None => n.checked_mul(1024),
         Some(_) => None,
     }
 }

@@ -13,6 +13,7 @@
 //! parsing text (under a fixture root, the files are read). No process is
 //! spawned, no regex compiled.
 
+mod ascii;
 mod cpu;
 mod cpu_temperature;
 mod facts;

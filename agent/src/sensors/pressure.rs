@@ -3,6 +3,8 @@
 
 use nodewarden_proto::v1::PressureLine;
 
+use super::ascii;
+
 /// The `some` and `full` lines of one pressure file. The kernel has printed
 /// a `full` line for cpu too since 5.13; the protocol has no place for it.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -15,31 +17,35 @@ pub struct PressureFile {
 /// neither line parses.
 pub fn parse_pressure(text: &str) -> Option<PressureFile> {
     let mut out = PressureFile::default();
-    for line in text.lines() {
-        let Some((kind, rest)) = line.split_once(' ') else {
+    for line in ascii::lines(text) {
+        let Some(space) = line.iter().position(|b| *b == b' ') else {
             continue;
         };
-        let slot = match kind {
-            "some" => &mut out.some,
-            "full" => &mut out.full,
+        let slot = match &line[..space] {
+            b"some" => &mut out.some,
+            b"full" => &mut out.full,
             _ => continue,
         };
-        *slot = Some(parse_line(rest)?);
+        *slot = Some(parse_line(&line[space + 1..])?);
     }
     (out.some.is_some() || out.full.is_some()).then_some(out)
 }
 
-fn parse_line(rest: &str) -> Option<PressureLine> {
+fn parse_line(rest: &[u8]) -> Option<PressureLine> {
     let mut line = PressureLine::default();
     let mut seen = 0u8;
-    for pair in rest.split_ascii_whitespace() {
-        let (key, value) = pair.split_once('=')?;
+    // "%lu.%02lu": a percent has a few digits, so its f64 is exact enough
+    // to round to the same f32 that parsing the text as f32 gives.
+    let percent = |value: &[u8]| ascii::decimal(value).map(|p| p as f32);
+    for pair in ascii::words(rest) {
+        let equals = pair.iter().position(|b| *b == b'=')?;
+        let (key, value) = (&pair[..equals], &pair[equals + 1..]);
         match key {
-            "avg10" => line.avg10_percent = value.parse().ok()?,
-            "avg60" => line.avg60_percent = value.parse().ok()?,
-            "avg300" => line.avg300_percent = value.parse().ok()?,
-            "total" => {
-                let micros: u64 = value.parse().ok()?;
+            b"avg10" => line.avg10_percent = percent(value)?,
+            b"avg60" => line.avg60_percent = percent(value)?,
+            b"avg300" => line.avg300_percent = percent(value)?,
+            b"total" => {
+                let micros = ascii::unsigned(value)?;
                 line.total_seconds = micros as f64 / 1e6;
             }
             _ => continue,

@@ -155,7 +155,9 @@ impl Reader {
     /// Reads one integer (a sysfs attribute such as `temp` or
     /// `scaling_cur_freq`).
     pub fn integer(&mut self, path: &Path, log: &LogOnce) -> Option<i64> {
-        self.parse(path, log, "expected one integer", |t| t.trim().parse().ok())
+        self.parse(path, log, "expected one integer", |t| {
+            super::ascii::signed(t.as_bytes().trim_ascii())
+        })
     }
 
     /// Reads one line of text, trimmed (a sysfs `name`, `type` or `label`);
