@@ -15,6 +15,12 @@ pub fn words(line: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|w| !w.is_empty())
 }
 
+/// `bytes` before and after the first `separator`, if there is one.
+pub fn split_once(bytes: &[u8], separator: u8) -> Option<(&[u8], &[u8])> {
+    let at = bytes.iter().position(|b| *b == separator)?;
+    Some((&bytes[..at], &bytes[at + 1..]))
+}
+
 /// A field that is all decimal digits, as u64; `None` for anything else
 /// (a sign, a letter, nothing, or a value past u64).
 pub fn unsigned(word: &[u8]) -> Option<u64> {
@@ -42,14 +48,14 @@ pub fn signed(word: &[u8]) -> Option<i64> {
 /// the digits as one integer divided once by a power of ten, which rounds
 /// exactly as `str::parse::<f64>` does for the kernel's few decimals.
 pub fn decimal(word: &[u8]) -> Option<f64> {
-    let (whole, fraction) = match word.iter().position(|b| *b == b'.') {
-        Some(at) if at + 1 < word.len() => (&word[..at], &word[at + 1..]),
-        Some(_) => return None,
+    let (whole, fraction) = match split_once(word, b'.') {
+        Some((_, b"")) => return None,
+        Some(parts) => parts,
         None => (word, &b""[..]),
     };
     // More than 15 digits could pass f64's exact integers; the kernel
     // prints far fewer, and anything else is garbage here.
-    if whole.is_empty() || whole.len() + fraction.len() > 15 {
+    if whole.len() + fraction.len() > 15 {
         return None;
     }
     let mut digits = unsigned(whole)?;

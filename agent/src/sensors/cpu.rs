@@ -77,8 +77,7 @@ pub fn parse_stat(text: &str, out: &mut StatSnapshot) -> bool {
             continue;
         };
         // "cpu  100 0 ..." is the aggregate, "cpu3 50 0 ..." core 3.
-        let name_end = rest.iter().position(|b| *b == b' ').unwrap_or(rest.len());
-        let (name, counters) = rest.split_at(name_end);
+        let (name, counters) = ascii::split_once(rest, b' ').unwrap_or((rest, b""));
         let Some(ticks) = parse_ticks(counters) else {
             return false;
         };

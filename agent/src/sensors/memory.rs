@@ -12,10 +12,10 @@ pub fn parse_meminfo(text: &str) -> Option<Memory> {
     let (mut total, mut available) = (false, false);
     let mut found = 0;
     for line in ascii::lines(text) {
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some((key, rest)) = ascii::split_once(line, b':') else {
             continue;
         };
-        let field = match &line[..colon] {
+        let field = match key {
             b"MemTotal" => {
                 total = true;
                 &mut m.total_bytes
@@ -31,7 +31,7 @@ pub fn parse_meminfo(text: &str) -> Option<Memory> {
             b"SwapFree" => &mut m.swap_free_bytes,
             _ => continue,
         };
-        *field = kib_value(&line[colon + 1..])?;
+        *field = kib_value(rest)?;
         found += 1;
         // SwapFree comes after every other key we want; stop reading there.
         if found == 7 {

@@ -18,15 +18,15 @@ pub struct PressureFile {
 pub fn parse_pressure(text: &str) -> Option<PressureFile> {
     let mut out = PressureFile::default();
     for line in ascii::lines(text) {
-        let Some(space) = line.iter().position(|b| *b == b' ') else {
+        let Some((kind, rest)) = ascii::split_once(line, b' ') else {
             continue;
         };
-        let slot = match &line[..space] {
+        let slot = match kind {
             b"some" => &mut out.some,
             b"full" => &mut out.full,
             _ => continue,
         };
-        *slot = Some(parse_line(&line[space + 1..])?);
+        *slot = Some(parse_line(rest)?);
     }
     (out.some.is_some() || out.full.is_some()).then_some(out)
 }
@@ -38,8 +38,7 @@ fn parse_line(rest: &[u8]) -> Option<PressureLine> {
     // to round to the same f32 that parsing the text as f32 gives.
     let percent = |value: &[u8]| ascii::decimal(value).map(|p| p as f32);
     for pair in ascii::words(rest) {
-        let equals = pair.iter().position(|b| *b == b'=')?;
-        let (key, value) = (&pair[..equals], &pair[equals + 1..]);
+        let (key, value) = ascii::split_once(pair, b'=')?;
         match key {
             b"avg10" => line.avg10_percent = percent(value)?,
             b"avg60" => line.avg60_percent = percent(value)?,

@@ -766,8 +766,6 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                     dry_run,
                 } => {
                     let agents = self.agents.clone();
-                    // The machine's stage deadline decides "timed out"; this
-                    // wait only ends the task, so it must never win that race.
                     let wait = self
                         .config
                         .agent_confirm_timeout
@@ -981,15 +979,15 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
     }
 }
 
-/// Waits for `node`'s agent to be connected. A command resent after a
-/// collector restart goes out before the agents have reconnected; without
-/// this it would fail at once and the sequence would skip the node.
 /// How much longer a command task waits than the machine's own deadline
 /// (HubAgents already adds a second): the machine's deadline always fires
 /// first, so a node's state reads the same every time, and a late answer
 /// arrives at a machine that has moved on and changes nothing.
 const TASK_BACKSTOP_MARGIN: Duration = Duration::from_secs(2);
 
+/// Waits for `node`'s agent to be connected. A command resent after a
+/// collector restart goes out before the agents have reconnected; without
+/// this it would fail at once and the sequence would skip the node.
 async fn until_connected<A: AgentPort + ?Sized>(agents: &A, node: &str) {
     while !agents.connected(node) {
         tokio::time::sleep(Duration::from_millis(100)).await;
