@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nodewarden_proto::config_error::{ConfigError, key_location, parse_toml, read_config};
-use nodewarden_proto::units::serde_duration;
+use nodewarden_common::config_error::{ConfigError, key_location, parse_toml, read_config};
+use nodewarden_common::units::serde_duration;
 use serde::Deserialize;
 
 use crate::command::poweroff::{DEFAULT_POWEROFF, DEFAULT_RUN_DIR};

@@ -2,7 +2,7 @@
 //! out commands, watch for standalone mode, run until SIGTERM or Ctrl-C.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nodewarden_proto::v1::{Capability, Hello, UpsStatus};
 use tokio::sync::{mpsc, watch};
@@ -17,12 +17,7 @@ use crate::standalone::{Standalone, StandaloneConfig, UpsView, Verdict};
 use crate::sysroot::SysRoot;
 use crate::ups::UpsCommandKind;
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use nodewarden_common::clock::now_ms;
 
 /// The Hello this agent sends on every connect.
 pub fn hello(config: &AgentConfig, sensors: &Sensors, has_ups: bool) -> Hello {
@@ -139,8 +134,8 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
 
     // systemd (Type=notify): ready once configured and sampling; the watchdog
     // is fed from this loop, so a wedged agent gets restarted.
-    let _ = nodewarden_proto::sd_notify::notify_ready();
-    let watchdog_every = nodewarden_proto::sd_notify::watchdog_interval();
+    let _ = nodewarden_common::sd_notify::notify_ready();
+    let watchdog_every = nodewarden_common::sd_notify::watchdog_interval();
     let mut watchdog =
         tokio::time::interval(watchdog_every.map_or(Duration::from_secs(3600), |d| d / 2));
     let mut ticker = crate::ticker::Ticker::new(config.sample_interval);
@@ -164,11 +159,11 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
             }
             // Only under a systemd watchdog: otherwise no timer at all.
             _ = watchdog.tick(), if watchdog_every.is_some() => {
-                let _ = nodewarden_proto::sd_notify::notify_watchdog();
+                let _ = nodewarden_common::sd_notify::notify_watchdog();
             }
         }
     }
-    let _ = nodewarden_proto::sd_notify::notify_stopping();
+    let _ = nodewarden_common::sd_notify::notify_stopping();
     // Give the link a moment to flush what it has.
     let _ = tokio::time::timeout(Duration::from_secs(2), link).await;
     let unacked = outbox.buffer.lock().map_or(0, |b| b.len());

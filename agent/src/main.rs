@@ -48,10 +48,10 @@ struct RunArgs {
     #[arg(long)]
     sysroot: Option<PathBuf>,
     /// Sampling interval (overrides the config), e.g. 1s.
-    #[arg(long, value_parser = nodewarden_proto::units::parse_duration)]
+    #[arg(long, value_parser = nodewarden_common::units::parse_duration)]
     sample_interval: Option<std::time::Duration>,
     /// Longest a sample waits to be sent (overrides the config), e.g. 1s.
-    #[arg(long, value_parser = nodewarden_proto::units::parse_duration)]
+    #[arg(long, value_parser = nodewarden_common::units::parse_duration)]
     send_interval: Option<std::time::Duration>,
 }
 
@@ -165,7 +165,7 @@ fn join(
     // so it is read leniently, and only for the node name and state dir.
     let text = std::fs::read_to_string(config_path).unwrap_or_default();
     let current: AgentConfig =
-        nodewarden_proto::config_error::parse_toml(config_path, &text).unwrap_or_default();
+        nodewarden_common::config_error::parse_toml(config_path, &text).unwrap_or_default();
     let node = node_name.clone().unwrap_or_else(|| {
         if current.node_name.is_empty() {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -267,7 +267,7 @@ fn main() -> ExitCode {
         Some(Command::Sample { sysroot, json }) => {
             let root = sysroot.clone().map_or_else(SysRoot::host, SysRoot::at);
             let mut sensors = Sensors::new(root);
-            let sample = sensors.sample(1, daemon::now_ms());
+            let sample = sensors.sample(1, nodewarden_common::clock::now_ms());
             if *json {
                 match serde_json::to_string_pretty(&sample) {
                     Ok(s) => println!("{s}"),
@@ -321,7 +321,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            nodewarden_proto::signal::wait_for_stop().await;
+            nodewarden_common::signal::wait_for_stop().await;
             tracing::info!("stopping");
             let _ = stop_tx.send(true);
         });

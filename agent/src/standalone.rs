@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use nodewarden_proto::units::{format_duration, serde_duration};
+use nodewarden_common::units::{format_duration, serde_duration};
 use nodewarden_proto::v1::UpsStatus;
 use serde::Deserialize;
 

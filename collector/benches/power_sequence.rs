@@ -21,8 +21,8 @@ use nodewarden::power::ports::{
     AgentPort, ClusterNode, ClusterPort, CommandOutcome, DrainSummary, NodeDrainPlan,
 };
 use nodewarden::server::hub::Hub;
-use nodewarden::server::now_ms;
 use nodewarden::store::{NodeRecord, Retention, Store};
+use nodewarden_common::clock::now_ms;
 use nodewarden_proto::v1::UpsStatus;
 
 /// Node, server?, longest pod grace period.

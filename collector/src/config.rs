@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nodewarden_proto::config_error::{ConfigError, parse_toml, read_config};
-use nodewarden_proto::units::serde_duration;
+use nodewarden_common::config_error::{ConfigError, parse_toml, read_config};
+use nodewarden_common::units::serde_duration;
 use serde::Deserialize;
 
 /// Default location of the collector's config file.

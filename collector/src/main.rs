@@ -300,7 +300,7 @@ fn serve(config: CollectorConfig) -> ExitCode {
     runtime.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            nodewarden_proto::signal::wait_for_stop().await;
+            nodewarden_common::signal::wait_for_stop().await;
             let _ = stop_tx.send(true);
         });
         match nodewarden::server::serve(config, stop_rx, None).await {

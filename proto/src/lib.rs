@@ -13,12 +13,8 @@ pub mod v1 {
     include!("generated/nodewarden.v1.rs");
 }
 
-pub mod config_error;
 pub mod join_token;
-pub mod sd_notify;
-pub mod signal;
 pub mod throttle;
-pub mod units;
 
 /// Largest message either side accepts on the agent link (a full reconnect
 /// batch fits well within it).

@@ -152,7 +152,7 @@ impl PowerOff {
                 .create(true)
                 .append(true)
                 .open(&self.state_file)?;
-            writeln!(f, "{id} {}", crate::daemon::now_ms())
+            writeln!(f, "{id} {}", nodewarden_common::clock::now_ms())
         };
         if let Err(e) = write() {
             // The poweroff still happens; only a restarted agent would not

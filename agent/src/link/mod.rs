@@ -7,7 +7,6 @@
 //! acks as it commits. The agent keeps everything unacked and resends what
 //! the collector does not have.
 
-pub mod backoff;
 pub mod buffer;
 pub mod pacing;
 
@@ -24,10 +23,10 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use self::backoff::Backoff;
 use self::buffer::{Outgoing, SampleBuffer};
 use crate::command::Reply;
 use crate::trust::Identity;
+use nodewarden_common::backoff::Backoff;
 
 /// Most samples per SampleBatch message (a reconnect after hours sends many).
 const MAX_BATCH: usize = 500;

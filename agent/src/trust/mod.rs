@@ -480,7 +480,7 @@ pub async fn renew_forever(
     loop {
         let wait = match identity.info() {
             Some(info) => {
-                let now = crate::daemon::now_ms();
+                let now = nodewarden_common::clock::now_ms();
                 Duration::from_millis((info.renew_at_ms() - now).max(0) as u64)
             }
             None => return,

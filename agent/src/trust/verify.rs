@@ -115,7 +115,7 @@ fn human_duration(secs: i64) -> String {
 }
 
 fn utc(secs: u64) -> String {
-    let t = nodewarden_proto::units::Utc::from_unix_ms(secs as i64 * 1000);
+    let t = nodewarden_common::units::Utc::from_unix_ms(secs as i64 * 1000);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
         t.year, t.month, t.day, t.hour, t.minute, t.second

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nodewarden_proto::units::serde_duration;
+use nodewarden_common::units::serde_duration;
 use serde::Deserialize;
 
 use crate::ups::megatec::BatteryTuning;

@@ -4,8 +4,9 @@
 
 use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use nodewarden_common::backoff::Backoff;
 use nodewarden_proto::v1::{UpsIdentity, UpsRatings, UpsStatus};
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,32 +17,6 @@ use crate::ups::model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
 
 /// Opens (or reopens) the driver; called at start and after every failure.
 pub type Opener = Box<dyn FnMut() -> Result<Box<dyn UpsDriver>, UpsError> + Send>;
-
-/// Reconnect delays: 500 ms doubling to 15 s, back to the start after a good
-/// poll. Bounded so a replugged UPS is back within seconds, never a busy loop.
-#[derive(Debug, Clone)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(15);
-
-    fn new() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn step(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
 
 enum Reply {
     Blocking(std_mpsc::Sender<Result<String, UpsError>>),
@@ -158,7 +133,10 @@ pub fn spawn_monitor_with(
         pushed: None,
         latest: latest.clone(),
         changes,
-        backoff: Backoff::new(),
+        // Reconnect delays: 500 ms doubling to 15 s, back to the start after
+        // a good poll. Bounded so a replugged UPS is back within seconds,
+        // never a busy loop.
+        backoff: Backoff::exact(Duration::from_millis(500), Duration::from_secs(15)),
     };
     std::thread::Builder::new()
         .name(format!("ups-{name}"))
@@ -171,12 +149,7 @@ pub fn spawn_monitor_with(
     })
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use nodewarden_common::clock::now_ms;
 
 struct Poller {
     interval: Duration,
@@ -216,10 +189,10 @@ impl Poller {
         let fresh = self.driver.is_none();
         if fresh && let Err(e) = self.connect() {
             self.lost(&e);
-            return self.backoff.step();
+            return self.backoff.next_delay();
         }
         let Some(driver) = self.driver.as_mut() else {
-            return self.backoff.step();
+            return self.backoff.next_delay();
         };
         match driver.poll() {
             Ok(reading) => {
@@ -233,7 +206,7 @@ impl Poller {
             Err(e) => {
                 self.driver = None;
                 self.lost(&e);
-                self.backoff.step()
+                self.backoff.next_delay()
             }
         }
     }
@@ -356,21 +329,5 @@ impl Poller {
                 Err(e)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_bound_and_resets() {
-        let mut b = Backoff::new();
-        let steps: Vec<Duration> = (0..8).map(|_| b.step()).collect();
-        assert_eq!(steps[0], Duration::from_millis(500));
-        assert_eq!(steps[1], Duration::from_secs(1));
-        assert_eq!(steps[7], Duration::from_secs(15));
-        b.reset();
-        assert_eq!(b.step(), Duration::from_millis(500));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nodewarden_proto::units::format_duration;
+use nodewarden_common::units::format_duration;
 
 /// The unit of a history series, as the Admin API names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +142,7 @@ pub fn format_ago(then_ms: i64, now_ms: i64) -> String {
     )
 }
 
-pub use nodewarden_proto::units::Utc;
+pub use nodewarden_common::units::Utc;
 
 /// "2026-11-23 11:23:17Z".
 pub fn format_timestamp(ms: i64) -> String {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use nodewarden_proto::units::format_duration;
+use nodewarden_common::units::format_duration;
 use nodewarden_proto::v1::{HistoryPoint, HistoryResponse};
 
 use super::chart::{ChartSpec, render_chart};

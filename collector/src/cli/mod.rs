@@ -23,9 +23,9 @@ mod tests;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use nodewarden_proto::units::parse_duration;
+use nodewarden_common::units::parse_duration;
 use nodewarden_proto::v1::admin_client::AdminClient;
 use nodewarden_proto::v1::{
     EventsRequest, GetNodeRequest, HistoryRequest, ListNodesRequest, ListUpsRequest,
@@ -334,11 +334,7 @@ pub fn terminal_width(columns: Option<&str>) -> usize {
         .unwrap_or(80)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use nodewarden_common::clock::now_ms;
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

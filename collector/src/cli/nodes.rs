@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use nodewarden_common::units::format_duration;
 use nodewarden_proto::throttle;
-use nodewarden_proto::units::format_duration;
 use nodewarden_proto::v1::{NodeInfo, PressureLine, Sample, TemperatureSource, Throttling};
 
 use super::format::{format_ago, format_bytes, format_bytes_of, format_hertz, format_timestamp};

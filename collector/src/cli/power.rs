@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::time::Duration;
 
-use nodewarden_proto::units::format_duration;
+use nodewarden_common::units::format_duration;
 use nodewarden_proto::v1::power_client::PowerClient;
 use nodewarden_proto::v1::{
     DrillRequest, GetPowerRequest, GetPowerResponse, PlanRequest, PlanResponse, PowerDomain,

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use nodewarden_proto::units::format_duration;
+use nodewarden_common::units::format_duration;
 use nodewarden_proto::v1::{UpsInfo, UpsStatus};
 
 use super::format::{format_ago, format_timestamp};

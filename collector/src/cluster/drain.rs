@@ -92,7 +92,7 @@ pub struct DrainReport {
     /// Eviction failed for another reason until the deadline.
     pub failed: Vec<FailedPod>,
     /// How long it took.
-    #[serde(with = "nodewarden_proto::units::serde_duration")]
+    #[serde(with = "nodewarden_common::units::serde_duration")]
     pub elapsed: Duration,
 }
 

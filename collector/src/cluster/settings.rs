@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
-use nodewarden_proto::units::serde_duration;
+use nodewarden_common::units::serde_duration;
 use serde::{Deserialize, Serialize};
 
 use super::ClusterError;

@@ -138,9 +138,7 @@ pub struct NodeCert {
     pub not_after_ms: i64,
 }
 
-fn now_ms() -> i64 {
-    crate::server::now_ms()
-}
+use nodewarden_common::clock::now_ms;
 
 fn offset(ms: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)

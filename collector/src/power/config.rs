@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use nodewarden_proto::units::{format_duration, serde_duration};
+use nodewarden_common::units::{format_duration, serde_duration};
 use serde::Deserialize;
 
 use super::machine::{Role, Settings};
@@ -306,7 +306,7 @@ pub fn domain_name(d: &DomainConfig) -> String {
 mod tests {
     use std::path::Path;
 
-    use nodewarden_proto::config_error::parse_toml;
+    use nodewarden_common::config_error::parse_toml;
 
     use super::*;
     use crate::config::CollectorConfig;

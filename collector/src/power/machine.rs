@@ -433,7 +433,7 @@ pub fn command_id(domain: &str, event_id: i64, node: &str, what: &str) -> u64 {
 }
 
 fn fmt_ms(ms: i64) -> String {
-    nodewarden_proto::units::format_duration(std::time::Duration::from_millis(ms.max(0) as u64))
+    nodewarden_common::units::format_duration(std::time::Duration::from_millis(ms.max(0) as u64))
 }
 
 impl Machine {

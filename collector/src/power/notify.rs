@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use nodewarden_common::backoff::Backoff;
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -139,7 +140,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let mut delay = BACKOFF_START;
+    let mut backoff = Backoff::with(BACKOFF_START, BACKOFF_MAX, Duration::ZERO);
     for i in 1..=config.attempts.max(1) {
         match tokio::time::timeout(config.timeout, attempt()).await {
             Ok(Ok(())) => return,
@@ -147,8 +148,7 @@ where
             Err(_) => tracing::warn!(event = %event.event, "{what} attempt {i} timed out"),
         }
         if i < config.attempts {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(BACKOFF_MAX);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
     tracing::error!(

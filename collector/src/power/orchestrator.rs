@@ -20,7 +20,7 @@ use super::machine::{
 use super::notify::{Notification, Notifier};
 use super::ports::{AgentPort, ClusterNode, ClusterPort, NodeDrainPlan};
 use crate::server::hub::{Hub, HubEvent};
-use crate::server::now_ms;
+use nodewarden_common::clock::now_ms;
 
 /// Name of the domain when `[[power.domain]]` is not configured.
 pub const DEFAULT_DOMAIN: &str = "main";
@@ -1060,8 +1060,8 @@ async fn finish_plan<C: ClusterPort>(
         {
             warnings.push(format!(
                 "runtime left {} is less than the estimated sequence {}",
-                nodewarden_proto::units::format_duration(Duration::from_millis(r.max(0) as u64)),
-                nodewarden_proto::units::format_duration(Duration::from_millis(
+                nodewarden_common::units::format_duration(Duration::from_millis(r.max(0) as u64)),
+                nodewarden_common::units::format_duration(Duration::from_millis(
                     total_estimate_ms as u64
                 ))
             ));

@@ -10,7 +10,7 @@ use nodewarden_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::hub::Hub;
-use super::now_ms;
+use nodewarden_common::clock::now_ms;
 
 pub struct AdminService {
     hub: Arc<Hub>,

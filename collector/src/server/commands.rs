@@ -24,7 +24,7 @@ pub enum CommandError {
     /// agent had at least confirmed it.
     #[error(
         "no answer from {node} within {}{}",
-        nodewarden_proto::units::format_duration(*.after),
+        nodewarden_common::units::format_duration(*.after),
         if *.accepted { " (it had accepted the command)" } else { "" }
     )]
     Timeout {

@@ -468,7 +468,7 @@ impl Hub {
             .map(|(a, b)| {
                 format!(
                     " covering {}",
-                    nodewarden_proto::units::format_duration(std::time::Duration::from_millis(
+                    nodewarden_common::units::format_duration(std::time::Duration::from_millis(
                         (b - a).max(0) as u64
                     ))
                 )

@@ -23,10 +23,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use super::hub::Hub;
-use super::now_ms;
 use super::writer::WriteItem;
 use crate::pki::{Authority, tls};
 use crate::store::NodeRecord;
+use nodewarden_common::clock::now_ms;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 

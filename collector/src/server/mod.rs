@@ -14,7 +14,7 @@ pub mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nodewarden_proto::v1::admin_server::AdminServer;
 use nodewarden_proto::v1::join_server::JoinServer;
@@ -28,12 +28,7 @@ use crate::config::CollectorConfig;
 use crate::pki::{Authority, PkiError, PkiPaths};
 use crate::store::{Retention, Store};
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use nodewarden_common::clock::now_ms;
 
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -266,7 +261,7 @@ pub async fn serve(
             }
             n += 1;
             // The systemd watchdog (a no-op outside systemd).
-            let _ = nodewarden_proto::sd_notify::notify_watchdog();
+            let _ = nodewarden_common::sd_notify::notify_watchdog();
             house_hub.mark_silent(now_ms(), offline_after);
             if n.is_multiple_of(60) {
                 let h = house_hub.clone();
@@ -292,11 +287,11 @@ pub async fn serve(
         });
     }
 
-    let _ = nodewarden_proto::sd_notify::notify_ready();
+    let _ = nodewarden_common::sd_notify::notify_ready();
 
     let _ = shutdown.changed().await;
     tracing::info!("shutting down");
-    let _ = nodewarden_proto::sd_notify::notify_stopping();
+    let _ = nodewarden_common::sd_notify::notify_stopping();
     // Streams were told to end; an agent that does not hang up is not waited for.
     if tokio::time::timeout(Duration::from_secs(5), link_server)
         .await

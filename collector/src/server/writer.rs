@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nodewarden_common::backoff::Backoff;
 use nodewarden_proto::v1::Sample;
 use tokio::sync::{mpsc, watch};
 
@@ -89,7 +90,7 @@ pub async fn run(
             })
             .collect();
         let batches = Arc::new(batches);
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = Backoff::exact(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             let store = store.clone();
             let b = batches.clone();
@@ -111,8 +112,7 @@ pub async fn run(
                 }
                 Err(e) => tracing::error!("store writer task failed: {e}"),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
         drop(batches);
         for (ack, through_seq) in acks {

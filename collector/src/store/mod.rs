@@ -15,7 +15,7 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nodewarden_proto::v1::{Event, NodeInfo, Sample, UpsInfo, UpsStatus};
 use prost::Message;
@@ -953,8 +953,4 @@ fn open_db(file: &Path) -> Result<Database, StoreError> {
         .map_err(|e| StoreError::from_engine(e, "open", file))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use nodewarden_common::clock::now_ms;

@@ -153,7 +153,7 @@ pub fn rfc3339(t: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0) as i64;
-    let t = nodewarden_proto::units::Utc::from_unix_ms(secs * 1000);
+    let t = nodewarden_common::units::Utc::from_unix_ms(secs * 1000);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
         t.year, t.month, t.day, t.hour, t.minute, t.second
