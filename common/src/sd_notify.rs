@@ -9,7 +9,7 @@
 //!
 //! Typical use in a daemon:
 //! ```no_run
-//! use nodewarden_proto::sd_notify;
+//! use nodewarden_common::sd_notify;
 //! // ... config loaded, sockets bound ...
 //! sd_notify::notify_ready()?;
 //! if let Some(every) = sd_notify::watchdog_interval() {
