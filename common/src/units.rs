@@ -43,7 +43,7 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// serde helper: `#[serde(with = "nodewarden_proto::units::serde_duration")]`.
+/// serde helper: `#[serde(with = "nodewarden_common::units::serde_duration")]`.
 pub mod serde_duration {
     use std::time::Duration;
 
