@@ -10,3 +10,4 @@ pub mod config_error;
 pub mod sd_notify;
 pub mod signal;
 pub mod units;
+pub mod ups;
