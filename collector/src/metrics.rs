@@ -208,7 +208,20 @@ fn node_metrics(e: &mut Exposition, node: &NodeInfo) {
     }
 }
 
+/// One node's latest sample, family by family in exposition order.
 fn sample_metrics(e: &mut Exposition, n: &str, s: &Sample) {
+    temperature_metrics(e, n, s);
+    cpu_metrics(e, n, s);
+    load_metrics(e, n, s);
+    memory_metrics(e, n, s);
+    pressure_metrics(e, n, s);
+    filesystem_metrics(e, n, s);
+    clock_metrics(e, n, s);
+    throttling_metrics(e, n, s);
+}
+
+/// Temperatures: thermal zones, hwmon sensors with their labels and chip names, and the CPU's.
+fn temperature_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     let mut chips_named: Vec<(&str, &str)> = Vec::new();
     for t in &s.temperatures {
         let celsius = f64::from(t.millicelsius) / 1000.0;
@@ -261,7 +274,10 @@ fn sample_metrics(e: &mut Exposition, n: &str, s: &Sample) {
             c,
         );
     }
+}
 
+/// CPU usage, per-core mode seconds and frequency, and the Pi's measured ARM clock.
+fn cpu_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     if let Some(cpu) = &s.cpu {
         e.gauge(
             "nodewarden_cpu_usage_ratio",
@@ -311,7 +327,10 @@ fn sample_metrics(e: &mut Exposition, n: &str, s: &Sample) {
             );
         }
     }
+}
 
+/// Load averages.
+fn load_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     if let Some(load) = &s.load {
         e.gauge("node_load1", "1m load average.", &[("node", n)], load.load1);
         e.gauge("node_load5", "5m load average.", &[("node", n)], load.load5);
@@ -322,7 +341,10 @@ fn sample_metrics(e: &mut Exposition, n: &str, s: &Sample) {
             load.load15,
         );
     }
+}
 
+/// Memory, named as node_exporter's meminfo collector names it.
+fn memory_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     if let Some(m) = &s.memory {
         let mem: [(&'static str, &'static str, u64); 7] = [
             (
@@ -365,7 +387,10 @@ fn sample_metrics(e: &mut Exposition, n: &str, s: &Sample) {
             e.gauge(name, help, &[("node", n)], bytes as f64);
         }
     }
+}
 
+/// Pressure stall information (PSI) counters.
+fn pressure_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     if let Some(p) = &s.pressure {
         let lines = [
             (
@@ -400,7 +425,10 @@ fn sample_metrics(e: &mut Exposition, n: &str, s: &Sample) {
             }
         }
     }
+}
 
+/// The root filesystem's size and free space.
+fn filesystem_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     if let Some(fs) = &s.root_filesystem {
         let labels = [("node", n), ("mountpoint", fs.mountpoint.as_str())];
         e.gauge(
@@ -422,7 +450,10 @@ fn sample_metrics(e: &mut Exposition, n: &str, s: &Sample) {
             fs.free_bytes as f64,
         );
     }
+}
 
+/// When the sample was taken, and when the node booted.
+fn clock_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     if s.timestamp_ms > 0 {
         let taken = s.timestamp_ms as f64 / 1000.0;
         e.gauge(
@@ -443,7 +474,10 @@ fn sample_metrics(e: &mut Exposition, n: &str, s: &Sample) {
             );
         }
     }
+}
 
+/// The Raspberry Pi firmware's throttle flags, now and since boot.
+fn throttling_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     if let Some(t) = &s.throttling {
         let word = t.get_throttled;
         for flag in meaningful_flags(t) {
@@ -465,6 +499,7 @@ fn sample_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     }
 }
 
+/// One UPS: whether it can be read, and when it can, everything it reports.
 fn ups_metrics(e: &mut Exposition, info: &UpsInfo, s: &UpsStatus, agent_online: bool) {
     let (node, ups) = (info.node.as_str(), s.ups_name.as_str());
     let labels = [("node", node), ("ups", ups)];
@@ -488,6 +523,14 @@ fn ups_metrics(e: &mut Exposition, info: &UpsInfo, s: &UpsStatus, agent_online: 
     if !current {
         return;
     }
+    ups_status_metrics(e, node, s);
+    ups_reading_metrics(e, node, s);
+    ups_info_metric(e, node, s);
+}
+
+/// One series per NUT status word, the common ones always (0 when not active).
+fn ups_status_metrics(e: &mut Exposition, node: &str, s: &UpsStatus) {
+    let ups = s.ups_name.as_str();
     let mut tokens: Vec<&str> = COMMON_UPS_STATUS.to_vec();
     for t in &s.status {
         if !tokens.contains(&t.as_str()) {
@@ -502,6 +545,12 @@ fn ups_metrics(e: &mut Exposition, info: &UpsInfo, s: &UpsStatus, agent_online: 
             bool_value(s.status.iter().any(|t| t == token)),
         );
     }
+}
+
+/// Battery, load and line readings, and which of them nodewarden estimated.
+fn ups_reading_metrics(e: &mut Exposition, node: &str, s: &UpsStatus) {
+    let ups = s.ups_name.as_str();
+    let labels = [("node", node), ("ups", ups)];
     let readings: [(&'static str, &'static str, Option<f64>); 8] = [
         (
             "nodewarden_ups_battery_charge_ratio",
@@ -571,6 +620,11 @@ fn ups_metrics(e: &mut Exposition, info: &UpsInfo, s: &UpsStatus, agent_online: 
             );
         }
     }
+}
+
+/// The UPS's identity as labels.
+fn ups_info_metric(e: &mut Exposition, node: &str, s: &UpsStatus) {
+    let ups = s.ups_name.as_str();
     if let Some(id) = &s.identity {
         e.gauge(
             "nodewarden_ups_info",

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use nodewarden_common::units::format_duration;
+use nodewarden_common::ups::UpsFlags;
 use nodewarden_proto::v1::{UpsInfo, UpsStatus};
 
 use super::format::{format_ago, format_timestamp};
@@ -16,10 +17,10 @@ pub fn status_level(status: &UpsStatus) -> Level {
     if !status.communication_ok {
         return Level::Critical;
     }
-    let has = |t: &str| status.status.iter().any(|s| s == t);
-    if ["OB", "LB", "OVER", "FSD", "OFF"].into_iter().any(has) {
+    let flags = UpsFlags::from_tokens(&status.status);
+    if flags.alarming() {
         Level::Critical
-    } else if ["RB", "BYPASS", "CAL"].into_iter().any(has) {
+    } else if flags.notable() {
         Level::Warning
     } else {
         Level::Normal
