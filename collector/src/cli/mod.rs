@@ -392,44 +392,11 @@ pub async fn execute(
     match cmd {
         QueryCommand::Nodes {
             action: Some(trust::NodesAction::Remove { .. }),
-        } => {
-            return Err(CliError::Usage(
-                "node removal goes through the TrustAdmin service (`run`)".into(),
-            ));
-        }
-        QueryCommand::Nodes { action: None } => {
-            let list = client.list_nodes(ListNodesRequest {}).await?.into_inner();
-            if view.json {
-                return write_json(out, &json::nodes(&list.nodes));
-            }
-            let table =
-                nodes::render_nodes_to_fit(&list.nodes, view.now_ms, view.style, view.width);
-            out.write_all(table.as_bytes())?;
-        }
-        QueryCommand::Node { name } => {
-            let request = GetNodeRequest { name: name.clone() };
-            let node = match client.get_node(request).await {
-                Ok(response) => response.into_inner(),
-                Err(status) if status.code() == tonic::Code::NotFound => {
-                    let known = client.list_nodes(ListNodesRequest {}).await?.into_inner();
-                    let mut names: Vec<String> = known.nodes.into_iter().map(|n| n.name).collect();
-                    names.sort();
-                    return Err(CliError::NotFound(format!(
-                        "no node named `{name}`; known nodes: {}",
-                        if names.is_empty() {
-                            "none yet".to_owned()
-                        } else {
-                            names.join(", ")
-                        }
-                    )));
-                }
-                Err(status) => return Err(status.into()),
-            };
-            if view.json {
-                return write_json(out, &json::node(&node));
-            }
-            out.write_all(nodes::render_node(&node, view.now_ms, view.style).as_bytes())?;
-        }
+        } => Err(CliError::Usage(
+            "node removal goes through the TrustAdmin service (`run`)".into(),
+        )),
+        QueryCommand::Nodes { action: None } => query_nodes(client, view, out).await,
+        QueryCommand::Node { name } => query_node(client, name, view, out).await,
         QueryCommand::History {
             node,
             metric,
@@ -438,110 +405,214 @@ pub async fn execute(
             points,
             table_rows,
         } => {
-            if until.is_some_and(|u| u >= *since) {
-                return Err(CliError::Usage(
-                    "--until must be more recent than --since (both are durations ago)".to_owned(),
-                ));
-            }
-            let since_ms = view.now_ms - ms(*since);
-            let until_ms = until.map_or(view.now_ms, |u| view.now_ms - ms(u));
-            let max_points = points.unwrap_or_else(|| {
-                u32::try_from(chart::plot_columns(view.width) * 2).unwrap_or(u32::MAX)
-            });
-            let response = client
-                .history(HistoryRequest {
-                    node: node.clone(),
-                    metric: metric.clone(),
-                    since_ms,
-                    until_ms: if until.is_some() { until_ms } else { 0 },
-                    max_points,
-                })
-                .await?
-                .into_inner();
-            let unknown = !response.available_metrics.is_empty();
-            if view.json {
-                write_json(out, &json::history(&response))?;
-            } else if !unknown {
-                let layout = HistoryLayout {
-                    since_ms,
-                    until_ms,
-                    width: view.width,
-                    chart_height: CHART_HEIGHT,
-                    table_rows: *table_rows,
-                };
-                out.write_all(history::render_history(&response, layout, view.style).as_bytes())?;
-            }
-            if unknown {
-                let text = history::render_unknown_metric(&response, metric);
-                return Err(CliError::NotFound(text.trim_end().to_owned()));
-            }
+            let query = HistoryQuery {
+                node,
+                metric,
+                since: *since,
+                until: *until,
+                points: *points,
+                table_rows: *table_rows,
+            };
+            query_history(client, &query, view, out).await
         }
         QueryCommand::Events { since, node } => {
-            let response = client
-                .events(EventsRequest {
-                    since_ms: view.now_ms - ms(*since),
-                    node: node.clone().unwrap_or_default(),
-                    limit: EVENTS_LIMIT,
-                })
-                .await?
-                .into_inner();
-            if view.json {
-                return write_json(out, &json::events(&response.events));
-            }
-            out.write_all(events::render_events(&response.events, view.style).as_bytes())?;
-            if response.events.len() >= EVENTS_LIMIT as usize {
-                writeln!(
-                    out,
-                    "only the newest {EVENTS_LIMIT} events are shown; narrow --since or --node for older ones"
-                )?;
-            }
+            query_events(client, *since, node.as_deref(), view, out).await
         }
-        QueryCommand::Ups { name } => {
-            let request = ListUpsRequest {
-                name: name.clone().unwrap_or_default(),
-            };
-            let list = client.list_ups(request).await?.into_inner().ups;
-            if let Some(name) = name
-                && list.is_empty()
-            {
-                let all = client
-                    .list_ups(ListUpsRequest::default())
-                    .await?
-                    .into_inner()
-                    .ups;
-                let mut names: Vec<String> = all
-                    .into_iter()
-                    .filter_map(|u| u.status.map(|s| s.ups_name))
-                    .collect();
-                names.sort();
-                names.dedup();
-                return Err(CliError::NotFound(format!(
-                    "no UPS named `{name}`; known: {}",
-                    if names.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                )));
-            }
-            if view.json {
-                return write_json(out, &json::ups(&list));
-            }
-            if name.is_some() {
-                for info in &list {
-                    out.write_all(
-                        ups::render_ups_detail(info, view.now_ms, view.style).as_bytes(),
-                    )?;
-                }
-            } else {
-                out.write_all(ups::render_ups_list(&list, view.now_ms, view.style).as_bytes())?;
-            }
-        }
+        QueryCommand::Ups { name } => query_ups(client, name.as_deref(), view, out).await,
         QueryCommand::Power | QueryCommand::Plan | QueryCommand::Drill { .. } => {
-            return Err(CliError::Usage(
+            Err(CliError::Usage(
                 "power commands use the Power service (cli::power::execute)".to_owned(),
-            ));
+            ))
         }
+    }
+}
+
+/// `nodes`: the table, fitted to the terminal.
+async fn query_nodes(
+    client: &mut AdminClient<Channel>,
+    view: &View,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let list = client.list_nodes(ListNodesRequest {}).await?.into_inner();
+    if view.json {
+        return write_json(out, &json::nodes(&list.nodes));
+    }
+    let table = nodes::render_nodes_to_fit(&list.nodes, view.now_ms, view.style, view.width);
+    out.write_all(table.as_bytes())?;
+    Ok(())
+}
+
+/// `node NAME`: one node in full, or the names known when there is no such node.
+async fn query_node(
+    client: &mut AdminClient<Channel>,
+    name: &str,
+    view: &View,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let request = GetNodeRequest {
+        name: name.to_owned(),
+    };
+    let node = match client.get_node(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            let known = client.list_nodes(ListNodesRequest {}).await?.into_inner();
+            let mut names: Vec<String> = known.nodes.into_iter().map(|n| n.name).collect();
+            names.sort();
+            return Err(CliError::NotFound(format!(
+                "no node named `{name}`; known nodes: {}",
+                list_or(&names, "none yet")
+            )));
+        }
+        Err(status) => return Err(status.into()),
+    };
+    if view.json {
+        return write_json(out, &json::node(&node));
+    }
+    out.write_all(nodes::render_node(&node, view.now_ms, view.style).as_bytes())?;
+    Ok(())
+}
+
+/// "a, b, c", or `none` for an empty list (in "not found" messages).
+fn list_or(names: &[String], none: &str) -> String {
+    if names.is_empty() {
+        none.to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The arguments of `history`.
+struct HistoryQuery<'a> {
+    node: &'a str,
+    metric: &'a str,
+    since: Duration,
+    until: Option<Duration>,
+    points: Option<u32>,
+    table_rows: usize,
+}
+
+/// `history NODE METRIC`: chart and table, or the metrics the node has.
+async fn query_history(
+    client: &mut AdminClient<Channel>,
+    query: &HistoryQuery<'_>,
+    view: &View,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let HistoryQuery {
+        node,
+        metric,
+        since,
+        until,
+        points,
+        table_rows,
+    } = *query;
+    if until.is_some_and(|u| u >= since) {
+        return Err(CliError::Usage(
+            "--until must be more recent than --since (both are durations ago)".to_owned(),
+        ));
+    }
+    let since_ms = view.now_ms - ms(since);
+    let until_ms = until.map_or(view.now_ms, |u| view.now_ms - ms(u));
+    let max_points = points
+        .unwrap_or_else(|| u32::try_from(chart::plot_columns(view.width) * 2).unwrap_or(u32::MAX));
+    let response = client
+        .history(HistoryRequest {
+            node: node.to_owned(),
+            metric: metric.to_owned(),
+            since_ms,
+            until_ms: if until.is_some() { until_ms } else { 0 },
+            max_points,
+        })
+        .await?
+        .into_inner();
+    let unknown = !response.available_metrics.is_empty();
+    if view.json {
+        write_json(out, &json::history(&response))?;
+    } else if !unknown {
+        let layout = HistoryLayout {
+            since_ms,
+            until_ms,
+            width: view.width,
+            chart_height: CHART_HEIGHT,
+            table_rows,
+        };
+        out.write_all(history::render_history(&response, layout, view.style).as_bytes())?;
+    }
+    if unknown {
+        let text = history::render_unknown_metric(&response, metric);
+        return Err(CliError::NotFound(text.trim_end().to_owned()));
+    }
+    Ok(())
+}
+
+/// `events`: the log, newest [`EVENTS_LIMIT`] at most.
+async fn query_events(
+    client: &mut AdminClient<Channel>,
+    since: Duration,
+    node: Option<&str>,
+    view: &View,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let response = client
+        .events(EventsRequest {
+            since_ms: view.now_ms - ms(since),
+            node: node.unwrap_or_default().to_owned(),
+            limit: EVENTS_LIMIT,
+        })
+        .await?
+        .into_inner();
+    if view.json {
+        return write_json(out, &json::events(&response.events));
+    }
+    out.write_all(events::render_events(&response.events, view.style).as_bytes())?;
+    if response.events.len() >= EVENTS_LIMIT as usize {
+        writeln!(
+            out,
+            "only the newest {EVENTS_LIMIT} events are shown; narrow --since or --node for older ones"
+        )?;
+    }
+    Ok(())
+}
+
+/// `ups [NAME]`: the table, or one UPS in full, or the names known.
+async fn query_ups(
+    client: &mut AdminClient<Channel>,
+    name: Option<&str>,
+    view: &View,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let request = ListUpsRequest {
+        name: name.unwrap_or_default().to_owned(),
+    };
+    let list = client.list_ups(request).await?.into_inner().ups;
+    if let Some(name) = name
+        && list.is_empty()
+    {
+        let all = client
+            .list_ups(ListUpsRequest::default())
+            .await?
+            .into_inner()
+            .ups;
+        let mut names: Vec<String> = all
+            .into_iter()
+            .filter_map(|u| u.status.map(|s| s.ups_name))
+            .collect();
+        names.sort();
+        names.dedup();
+        return Err(CliError::NotFound(format!(
+            "no UPS named `{name}`; known: {}",
+            list_or(&names, "none")
+        )));
+    }
+    if view.json {
+        return write_json(out, &json::ups(&list));
+    }
+    if name.is_some() {
+        for info in &list {
+            out.write_all(ups::render_ups_detail(info, view.now_ms, view.style).as_bytes())?;
+        }
+    } else {
+        out.write_all(ups::render_ups_list(&list, view.now_ms, view.style).as_bytes())?;
     }
     Ok(())
 }

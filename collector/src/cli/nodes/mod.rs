@@ -1,0 +1,93 @@
+//! `nodewarden nodes` (one line per node) and `nodewarden node NAME` (one
+//! node in full).
+
+use std::time::Duration;
+
+use nodewarden_common::units::format_duration;
+use nodewarden_proto::throttle;
+use nodewarden_proto::v1::Throttling;
+
+use super::readings::meaningful_flags;
+use super::style::Level;
+
+mod detail;
+mod table;
+
+pub use detail::render_node;
+pub use table::{render_nodes, render_nodes_to_fit};
+
+/// CPU at or above this is critical (Pi firmware soft-throttles at 80 °C).
+pub const TEMP_CRITICAL_CELSIUS: f64 = 80.0;
+/// CPU at or above this deserves a look.
+pub const TEMP_WARNING_CELSIUS: f64 = 70.0;
+/// Memory share in use at or above this deserves a look.
+pub const MEMORY_WARNING_RATIO: f64 = 0.9;
+
+/// How worrying a CPU temperature is.
+pub fn temperature_level(celsius: f64) -> Level {
+    if celsius >= TEMP_CRITICAL_CELSIUS {
+        Level::Critical
+    } else if celsius >= TEMP_WARNING_CELSIUS {
+        Level::Warning
+    } else {
+        Level::Normal
+    }
+}
+
+/// How worrying a throttle word is: under-voltage now is critical; any other
+/// flag now, or under-voltage earlier since boot, is a warning.
+pub fn throttle_level(word: u32) -> Level {
+    if word & throttle::UNDER_VOLTAGE != 0 {
+        Level::Critical
+    } else if throttle::active_now(word).next().is_some()
+        || word & (throttle::UNDER_VOLTAGE << throttle::OCCURRED_SHIFT) != 0
+    {
+        Level::Warning
+    } else {
+        Level::Normal
+    }
+}
+
+/// Short flags for a table: flags active now in upper case, flags seen only
+/// earlier since boot in lower case ("UV THR", "thr", "ok").
+pub fn throttle_summary(throttling: &Throttling) -> String {
+    let word = throttling.get_throttled;
+    let flags = meaningful_flags(throttling);
+    let mut parts: Vec<String> = flags
+        .iter()
+        .filter(|f| word & f.bit != 0)
+        .map(|f| f.short.to_owned())
+        .collect();
+    parts.extend(
+        flags
+            .iter()
+            .filter(|f| word & f.bit == 0 && word & (f.bit << throttle::OCCURRED_SHIFT) != 0)
+            .map(|f| f.short.to_lowercase()),
+    );
+    if parts.is_empty() {
+        "ok".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The text, or "-" when empty.
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Uptime as a duration, "-" when unknown.
+fn format_uptime(seconds: f64) -> String {
+    if seconds.is_finite() && seconds >= 0.0 {
+        format_duration(Duration::from_secs_f64(seconds))
+    } else {
+        "-".to_owned()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,112 @@
+//! `nodewarden nodes`: one line per node.
+
+use nodewarden_proto::v1::NodeInfo;
+
+use super::{
+    MEMORY_WARNING_RATIO, format_uptime, or_dash, temperature_level, throttle_level,
+    throttle_summary,
+};
+use crate::cli::format::{format_ago, format_bytes_of};
+use crate::cli::readings::{cpu_temperature_celsius, memory_used_bytes, memory_used_ratio};
+use crate::cli::style::{Align, Level, Style, Table, truncate};
+
+/// Columns left out, in this order, until the table fits the terminal:
+/// identity is one `node NAME` away, health is what this table is for.
+const NARROW_DROP_ORDER: [&str; 4] = ["MODEL", "ARCH", "ROLE", "UPTIME"];
+
+/// The `nodes` table, sorted by name, all columns.
+pub fn render_nodes(nodes: &[NodeInfo], now_ms: i64, style: Style) -> String {
+    render_nodes_to_fit(nodes, now_ms, style, usize::MAX)
+}
+
+/// The `nodes` table without the less important columns when it would be
+/// wider than `width`.
+pub fn render_nodes_to_fit(nodes: &[NodeInfo], now_ms: i64, style: Style, width: usize) -> String {
+    if nodes.is_empty() {
+        return "no nodes have connected yet\n".to_owned();
+    }
+    let mut sorted: Vec<&NodeInfo> = nodes.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("ROLE", Align::Left),
+        ("MODEL", Align::Left),
+        ("ARCH", Align::Left),
+        ("CPU TEMP", Align::Right),
+        ("THROTTLE", Align::Left),
+        ("CPU", Align::Right),
+        ("MEMORY", Align::Right),
+        ("UPTIME", Align::Right),
+        ("LAST SEEN", Align::Right),
+        ("STATE", Align::Left),
+    ]);
+    for node in sorted {
+        table.row(node_row(node, now_ms, style));
+    }
+    for column in NARROW_DROP_ORDER {
+        if table.width() <= width {
+            break;
+        }
+        table.remove_column(column);
+    }
+    table.render(style)
+}
+
+fn node_row(node: &NodeInfo, now_ms: i64, style: Style) -> Vec<String> {
+    let dash = || "-".to_owned();
+    // An offline node's last sample is history, not state: the table shows
+    // what is true now, `node NAME` shows the last sample with its age.
+    let live = node.latest.as_ref().filter(|_| node.online);
+    let mut worst = Level::Normal;
+
+    let temp = match live.and_then(cpu_temperature_celsius) {
+        Some(c) => {
+            let level = temperature_level(c);
+            worst = worst.max(level);
+            style.paint(level, &format!("{c:.1} °C"))
+        }
+        None => dash(),
+    };
+    let throttle = match live.and_then(|s| s.throttling.as_ref()) {
+        Some(t) => {
+            let level = throttle_level(t.get_throttled);
+            worst = worst.max(level);
+            style.paint(level, &throttle_summary(t))
+        }
+        None => dash(),
+    };
+    let cpu = live
+        .and_then(|s| s.cpu.as_ref())
+        .map_or_else(dash, |c| format!("{:.0} %", c.usage_percent));
+    let memory = match live.and_then(|s| s.memory.as_ref()) {
+        Some(m) if m.total_bytes > 0 => {
+            let level = match memory_used_ratio(m) {
+                Some(r) if r >= MEMORY_WARNING_RATIO => Level::Warning,
+                _ => Level::Normal,
+            };
+            worst = worst.max(level);
+            style.paint(level, &format_bytes_of(memory_used_bytes(m), m.total_bytes))
+        }
+        _ => dash(),
+    };
+    let uptime = live.map_or_else(dash, |s| format_uptime(s.uptime_seconds));
+    let state = if node.online {
+        "online".to_owned()
+    } else {
+        worst = Level::Critical;
+        style.paint(Level::Critical, "offline")
+    };
+    vec![
+        style.paint(worst, &node.name),
+        or_dash(&node.role),
+        or_dash(&truncate(&node.board_model, 28)),
+        or_dash(&node.arch),
+        temp,
+        throttle,
+        cpu,
+        memory,
+        uptime,
+        format_ago(node.last_seen_ms, now_ms),
+        state,
+    ]
+}
