@@ -15,7 +15,7 @@ use crate::link::{self, CommandLink, Outbox};
 use crate::sensors::Sensors;
 use crate::standalone::{Standalone, StandaloneConfig, UpsView, Verdict};
 use crate::sysroot::SysRoot;
-use crate::ups::UpsCommandKind;
+use crate::ups::{UpsCommandKind, UpsHandle};
 
 use nodewarden_common::clock::now_ms;
 
@@ -54,30 +54,8 @@ pub fn hello(config: &AgentConfig, sensors: &Sensors, has_ups: bool) -> Hello {
 pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
     let root = SysRoot::at(&config.sysroot);
     let mut sensors = Sensors::with_filesystem(root.clone(), &config.filesystem);
-    // Every UPS monitor pushes its status changes here, at once.
-    let (ups_tx, ups_rx) = mpsc::channel::<UpsStatus>(32);
-    let mut monitors = Vec::new();
-    let mut units = Vec::new();
-    for ups in &config.ups {
-        match crate::ups::spawn_monitor(ups, root.clone(), ups_tx.clone()) {
-            Ok(handle) => {
-                units.push(UpsUnit {
-                    config: ups.clone(),
-                    handle: handle.clone(),
-                });
-                monitors.push(handle);
-            }
-            // The rest of the agent still runs; the error says what to fix.
-            Err(e) => tracing::error!(ups = %ups.name, "cannot monitor this UPS: {e}"),
-        }
-    }
-    drop(ups_tx);
-    let ups_latest = || {
-        monitors
-            .iter()
-            .map(|m| m.latest())
-            .collect::<Vec<UpsStatus>>()
-    };
+    let (units, ups_rx) = spawn_ups_monitors(&config, &root);
+    let monitors: Vec<UpsHandle> = units.iter().map(|u| u.handle.clone()).collect();
 
     let hello = hello(&config, &sensors, !config.ups.is_empty());
     tracing::info!(
@@ -132,6 +110,55 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
         ));
     }
 
+    let seq = sample_until_stopped(&config, &mut sensors, &monitors, &outbox, shutdown).await;
+    let _ = nodewarden_common::sd_notify::notify_stopping();
+    // Give the link a moment to flush what it has.
+    let _ = tokio::time::timeout(Duration::from_secs(2), link).await;
+    let unacked = outbox.buffer.lock().map_or(0, |b| b.len());
+    tracing::info!(
+        last_seq = seq,
+        unacked,
+        "stopped after {seq} samples; {unacked} not acknowledged by the collector"
+    );
+}
+
+/// Starts one monitor per configured UPS; every monitor pushes its status
+/// changes to the returned receiver, at once. A UPS that cannot be monitored
+/// is logged and left out.
+fn spawn_ups_monitors(
+    config: &AgentConfig,
+    root: &SysRoot,
+) -> (Vec<UpsUnit>, mpsc::Receiver<UpsStatus>) {
+    let (ups_tx, ups_rx) = mpsc::channel::<UpsStatus>(32);
+    let mut units = Vec::new();
+    for ups in &config.ups {
+        match crate::ups::spawn_monitor(ups, root.clone(), ups_tx.clone()) {
+            Ok(handle) => units.push(UpsUnit {
+                config: ups.clone(),
+                handle,
+            }),
+            // The rest of the agent still runs; the error says what to fix.
+            Err(e) => tracing::error!(ups = %ups.name, "cannot monitor this UPS: {e}"),
+        }
+    }
+    (units, ups_rx)
+}
+
+/// Samples on the ticker into the outbox and feeds the systemd watchdog
+/// until shutdown; returns the last sample's seq.
+async fn sample_until_stopped(
+    config: &AgentConfig,
+    sensors: &mut Sensors,
+    monitors: &[UpsHandle],
+    outbox: &Outbox,
+    shutdown: watch::Receiver<bool>,
+) -> u64 {
+    let ups_latest = || {
+        monitors
+            .iter()
+            .map(|m| m.latest())
+            .collect::<Vec<UpsStatus>>()
+    };
     // systemd (Type=notify): ready once configured and sampling; the watchdog
     // is fed from this loop, so a wedged agent gets restarted.
     let _ = nodewarden_common::sd_notify::notify_ready();
@@ -163,15 +190,7 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
             }
         }
     }
-    let _ = nodewarden_common::sd_notify::notify_stopping();
-    // Give the link a moment to flush what it has.
-    let _ = tokio::time::timeout(Duration::from_secs(2), link).await;
-    let unacked = outbox.buffer.lock().map_or(0, |b| b.len());
-    tracing::info!(
-        last_seq = seq,
-        unacked,
-        "stopped after {seq} samples; {unacked} not acknowledged by the collector"
-    );
+    seq
 }
 
 /// Standalone mode's I/O: looks once a second, and when the decision says

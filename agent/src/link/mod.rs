@@ -17,7 +17,7 @@ use nodewarden_proto::MAX_MESSAGE_BYTES;
 use nodewarden_proto::v1::agent_link_client::AgentLinkClient;
 use nodewarden_proto::v1::{
     AgentMessage, CollectorMessage, Command, CommandResult, CommandState, Hello, UpsStatus,
-    agent_message, collector_message,
+    Welcome, agent_message, collector_message,
 };
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -174,6 +174,11 @@ async fn connect(
     crate::trust::connect_watched(collector, config, verdict).await
 }
 
+/// A message queued to go out, with a note to fire once it is on the stream.
+type Queued = (AgentMessage, Option<oneshot::Sender<()>>);
+
+/// One connection: handshake, then the exchange until the stream ends or
+/// shutdown.
 async fn session(
     peer: &CollectorPeer,
     hello: &Hello,
@@ -183,13 +188,42 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     health: &mut Health,
 ) -> SessionEnd {
+    let (tx, mut inbound, welcome) = match handshake(peer, hello, outbox, shutdown).await {
+        Ok(open) => open,
+        Err(end) => return end,
+    };
+    lock(&outbox.buffer).restart_stream(welcome.stored_through_seq);
+    health.up();
+    tracing::info!(
+        collector = %peer.address,
+        collector_version = %welcome.collector_version,
+        stored_through = welcome.stored_through_seq,
+        "connected to collector"
+    );
+    exchange(tx, &mut inbound, outbox, ups_changes, commands, shutdown).await
+}
+
+/// Connects, sends Hello and waits for the collector's Welcome.
+async fn handshake(
+    peer: &CollectorPeer,
+    hello: &Hello,
+    outbox: &Outbox,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<
+    (
+        mpsc::Sender<AgentMessage>,
+        tonic::Streaming<CollectorMessage>,
+        Welcome,
+    ),
+    SessionEnd,
+> {
     let verdict = crate::trust::TlsVerdict::default();
     let channel = tokio::select! {
         c = connect(&peer.address, &peer.identity, verdict.clone()) => match c {
             Ok(c) => c,
-            Err(e) => return SessionEnd::Lost(e),
+            Err(e) => return Err(SessionEnd::Lost(e.to_string())),
         },
-        _ = shutdown.changed() => return SessionEnd::Shutdown,
+        _ = shutdown.changed() => return Err(SessionEnd::Shutdown),
     };
     let mut client = AgentLinkClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -202,19 +236,19 @@ async fn session(
         body: Some(agent_message::Body::Hello(hello)),
     };
     if tx.send(hello_msg).await.is_err() {
-        return SessionEnd::Lost("stream closed before hello".into());
+        return Err(SessionEnd::Lost("stream closed before hello".into()));
     }
     let mut inbound = match client.session(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
-            return SessionEnd::Lost(format!(
+            return Err(SessionEnd::Lost(format!(
                 "collector refused the stream: {}",
                 verdict
                     .lock()
                     .ok()
                     .and_then(|v| v.clone())
                     .unwrap_or_else(|| crate::trust::explain_status(&status, &peer.address))
-            ));
+            )));
         }
     };
 
@@ -222,26 +256,37 @@ async fn session(
         Ok(Ok(Some(CollectorMessage {
             body: Some(collector_message::Body::Welcome(w)),
         }))) => w,
-        Ok(Ok(other)) => return SessionEnd::Lost(format!("expected Welcome, got {other:?}")),
+        Ok(Ok(other)) => return Err(SessionEnd::Lost(format!("expected Welcome, got {other:?}"))),
         Ok(Err(status)) => {
-            return SessionEnd::Lost(format!("collector closed the stream: {}", status.message()));
+            return Err(SessionEnd::Lost(format!(
+                "collector closed the stream: {}",
+                status.message()
+            )));
         }
-        Err(_) => return SessionEnd::Lost("collector did not answer hello within 10 s".into()),
+        Err(_) => {
+            return Err(SessionEnd::Lost(
+                "collector did not answer hello within 10 s".into(),
+            ));
+        }
     };
-    lock(&outbox.buffer).restart_stream(welcome.stored_through_seq);
-    health.up();
-    tracing::info!(
-        collector = %peer.address,
-        collector_version = %welcome.collector_version,
-        stored_through = welcome.stored_through_seq,
-        "connected to collector"
-    );
+    Ok((tx, inbound, welcome))
+}
 
+/// The connected stream: sends samples, UPS changes and command results,
+/// takes acks and commands, until the stream ends or shutdown (then hands
+/// over what is queued).
+async fn exchange(
+    tx: mpsc::Sender<AgentMessage>,
+    inbound: &mut tonic::Streaming<CollectorMessage>,
+    outbox: &Outbox,
+    ups_changes: &mut mpsc::Receiver<UpsStatus>,
+    commands: &mut CommandLink,
+    shutdown: &mut watch::Receiver<bool>,
+) -> SessionEnd {
     // Control messages (UPS changes, command results) go before samples; a
     // command result may carry a note to fire once it is on the stream.
-    type Sent = Option<oneshot::Sender<()>>;
-    let mut urgent: std::collections::VecDeque<(AgentMessage, Sent)> = Default::default();
-    let mut pending: Option<(AgentMessage, Sent)> = None;
+    let mut urgent: std::collections::VecDeque<Queued> = Default::default();
+    let mut pending: Option<Queued> = None;
     // A closed channel (no UPS configured, or every monitor gone) is ready at
     // once forever; polling it would spin this task at 100% CPU.
     let mut ups_open = true;
@@ -274,23 +319,11 @@ async fn session(
                 None => replies_open = false,
             },
             msg = inbound.message() => match msg {
-                Ok(Some(CollectorMessage { body: Some(body) })) => match body {
-                    collector_message::Body::Ack(ack) => lock(&outbox.buffer).ack(ack.acked_through_seq),
-                    collector_message::Body::Command(cmd) => {
-                        let id = cmd.command_id;
-                        if let Err(e) = commands.to_executor.try_send(cmd) {
-                            let why = match e {
-                                mpsc::error::TrySendError::Full(_) => "too many commands at once; try again",
-                                mpsc::error::TrySendError::Closed(_) => "this agent is stopping",
-                            };
-                            let result = CommandResult { command_id: id, state: CommandState::Failed as i32, message: why.into() };
-                            urgent.push_back((AgentMessage { body: Some(agent_message::Body::CommandResult(result)) }, None));
-                        }
+                Ok(Some(CollectorMessage { body: Some(body) })) => {
+                    if let Err(end) = take_inbound(body, outbox, commands, &mut urgent) {
+                        return end;
                     }
-                    collector_message::Body::Welcome(_) => {
-                        return SessionEnd::Lost("protocol error: second Welcome".into());
-                    }
-                },
+                }
                 Ok(Some(CollectorMessage { body: None })) => {}
                 Ok(None) => return SessionEnd::Lost("collector closed the stream".into()),
                 Err(status) => return SessionEnd::Lost(format!("stream error: {}", status.message())),
@@ -298,8 +331,46 @@ async fn session(
             _ = shutdown.changed() => break,
         }
     }
-    hand_over(tx, pending, urgent, outbox, &mut inbound).await;
+    hand_over(tx, pending, urgent, outbox, inbound).await;
     SessionEnd::Shutdown
+}
+
+/// One message from the collector: an ack frees buffered samples, a command
+/// goes to the executor (or is answered at once when it cannot take it), a
+/// second Welcome ends the session.
+fn take_inbound(
+    body: collector_message::Body,
+    outbox: &Outbox,
+    commands: &CommandLink,
+    urgent: &mut std::collections::VecDeque<Queued>,
+) -> Result<(), SessionEnd> {
+    match body {
+        collector_message::Body::Ack(ack) => lock(&outbox.buffer).ack(ack.acked_through_seq),
+        collector_message::Body::Command(cmd) => {
+            let id = cmd.command_id;
+            if let Err(e) = commands.to_executor.try_send(cmd) {
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "too many commands at once; try again",
+                    mpsc::error::TrySendError::Closed(_) => "this agent is stopping",
+                };
+                let result = CommandResult {
+                    command_id: id,
+                    state: CommandState::Failed as i32,
+                    message: why.into(),
+                };
+                urgent.push_back((
+                    AgentMessage {
+                        body: Some(agent_message::Body::CommandResult(result)),
+                    },
+                    None,
+                ));
+            }
+        }
+        collector_message::Body::Welcome(_) => {
+            return Err(SessionEnd::Lost("protocol error: second Welcome".into()));
+        }
+    }
+    Ok(())
 }
 
 /// How long a stopping agent waits for the collector to take its last
@@ -313,8 +384,8 @@ const HAND_OVER_WAIT: Duration = Duration::from_millis(300);
 /// batch would otherwise die with this process.
 async fn hand_over(
     tx: mpsc::Sender<AgentMessage>,
-    pending: Option<(AgentMessage, Option<oneshot::Sender<()>>)>,
-    urgent: std::collections::VecDeque<(AgentMessage, Option<oneshot::Sender<()>>)>,
+    pending: Option<Queued>,
+    urgent: std::collections::VecDeque<Queued>,
     outbox: &Outbox,
     inbound: &mut tonic::Streaming<CollectorMessage>,
 ) {
