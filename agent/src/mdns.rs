@@ -23,6 +23,83 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+pub use message::NameError;
+
+/// Why a host name could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum MdnsError {
+    /// The system resolver failed on a name that is not `.local`.
+    #[error("cannot resolve `{host}` ({system})")]
+    Unresolved {
+        /// The name asked for.
+        host: String,
+        /// What the system resolver said.
+        #[source]
+        system: SystemFailure,
+    },
+    /// Neither the system resolver nor Multicast DNS found a `.local` name.
+    #[error("cannot resolve `{host}`: the system resolver: {system}; {mdns}")]
+    BothFailed {
+        /// The name asked for.
+        host: String,
+        /// What the system resolver said.
+        system: SystemFailure,
+        /// Why the Multicast DNS query found nothing.
+        #[source]
+        mdns: Box<MdnsError>,
+    },
+    /// Multicast DNS was asked for a name outside `.local`.
+    #[error("`{host}` is not a .local name; Multicast DNS resolves only those")]
+    NotLocal {
+        /// The name asked for.
+        host: String,
+    },
+    /// The name cannot go into a query.
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    /// No socket for the query.
+    #[error("cannot open a UDP socket for Multicast DNS: {0}")]
+    Socket(#[source] std::io::Error),
+    /// The socket refused the multicast TTL RFC 6762 asks for.
+    #[error("cannot set the multicast TTL: {0}")]
+    Ttl(#[source] std::io::Error),
+    /// The query could not be sent on any interface.
+    #[error("cannot send the Multicast DNS query for `{host}`: {source}")]
+    Send {
+        /// The name asked for.
+        host: String,
+        /// The last send error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Nobody answered in time.
+    #[error(
+        "no Multicast DNS answer for `{host}` within {} s: is avahi-daemon running on that host, with UDP port 5353 open? or use its IP address",
+        GIVE_UP_AFTER.as_secs()
+    )]
+    NoAnswer {
+        /// The name asked for.
+        host: String,
+    },
+    /// The blocking lookup could not start its runtime.
+    #[error("cannot start the Multicast DNS query: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The blocking lookup's thread died.
+    #[error("the Multicast DNS query failed")]
+    Panicked,
+}
+
+/// Why the system resolver found no address.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemFailure {
+    /// It answered, with nothing.
+    #[error("it resolves to no address")]
+    NoAddress,
+    /// It failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Where Multicast DNS queries go (RFC 6762 §3).
 pub const MDNS_V4: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 251), 5353));
@@ -53,7 +130,7 @@ pub fn is_local_name(host: &str) -> bool {
 /// Addresses of `host`: the system resolver's, or, for a `.local` name it
 /// cannot resolve, those a Multicast DNS query finds. The error names both
 /// failures.
-pub async fn lookup_host(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+pub async fn lookup_host(host: &str, port: u16) -> Result<Vec<SocketAddr>, MdnsError> {
     let system = async move {
         tokio::net::lookup_host((host, port))
             .await
@@ -75,29 +152,30 @@ async fn lookup_with<F>(
     host: &str,
     port: u16,
     dest: SocketAddr,
-) -> Result<Vec<SocketAddr>, String>
+) -> Result<Vec<SocketAddr>, MdnsError>
 where
     F: Future<Output = std::io::Result<Vec<SocketAddr>>>,
 {
     let system = async move {
         match system.await {
             Ok(addrs) if !addrs.is_empty() => Ok(addrs),
-            Ok(_) => Err("it resolves to no address".to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(_) => Err(SystemFailure::NoAddress),
+            Err(e) => Err(SystemFailure::Io(e)),
         }
     };
     if !is_local_name(host) {
-        return system
-            .await
-            .map_err(|e| format!("cannot resolve `{host}` ({e})"));
+        return system.await.map_err(|system| MdnsError::Unresolved {
+            host: host.to_owned(),
+            system,
+        });
     }
-    let both_failed = |system: &str, mdns: &str| both_failed(host, system, mdns);
+    let both_failed = |system: SystemFailure, mdns: MdnsError| both_failed(host, system, mdns);
     tokio::pin!(system);
     let early = tokio::time::timeout(SYSTEM_HEAD_START, &mut system).await;
     let mdns = resolve_at(host, port, dest);
     match early {
         Ok(Ok(addrs)) => return Ok(addrs),
-        Ok(Err(system)) => return mdns.await.map_err(|m| both_failed(&system, &m)),
+        Ok(Err(system)) => return mdns.await.map_err(|m| both_failed(system, m)),
         Err(_) => {}
     }
     tokio::pin!(mdns);
@@ -113,7 +191,10 @@ where
                 Err(e) => mdns_failed = Some(e),
             },
         }
-        if let (Some(system), Some(mdns)) = (&system_failed, &mdns_failed) {
+        if system_failed.is_some()
+            && mdns_failed.is_some()
+            && let (Some(system), Some(mdns)) = (system_failed.take(), mdns_failed.take())
+        {
             return Err(both_failed(system, mdns));
         }
     }
@@ -121,7 +202,7 @@ where
 
 /// [`lookup_host`] for code that blocks (the NUT client runs on a thread of
 /// its own).
-pub fn lookup_host_blocking(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+pub fn lookup_host_blocking(host: &str, port: u16) -> Result<Vec<SocketAddr>, MdnsError> {
     use std::net::ToSocketAddrs;
     let system = match (host, port).to_socket_addrs() {
         Ok(addrs) => {
@@ -129,12 +210,15 @@ pub fn lookup_host_blocking(host: &str, port: u16) -> Result<Vec<SocketAddr>, St
             if !addrs.is_empty() {
                 return Ok(addrs);
             }
-            "it resolves to no address".to_string()
+            SystemFailure::NoAddress
         }
-        Err(e) => e.to_string(),
+        Err(e) => SystemFailure::Io(e),
     };
     if !is_local_name(host) {
-        return Err(format!("cannot resolve `{host}` ({system})"));
+        return Err(MdnsError::Unresolved {
+            host: host.to_owned(),
+            system,
+        });
     }
     // A fresh thread is outside any tokio runtime, so a runtime of its own
     // can block there whatever thread called us.
@@ -143,41 +227,43 @@ pub fn lookup_host_blocking(host: &str, port: u16) -> Result<Vec<SocketAddr>, St
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start the Multicast DNS query: {e}"))?
+                .map_err(MdnsError::Runtime)?
                 .block_on(resolve_local(host, port))
         })
         .join()
-        .unwrap_or_else(|_| Err("the Multicast DNS query failed".to_string()))
+        .unwrap_or(Err(MdnsError::Panicked))
     });
-    mdns.map_err(|mdns| both_failed(host, &system, &mdns))
+    mdns.map_err(|mdns| both_failed(host, system, mdns))
 }
 
 /// The error when neither the system resolver nor Multicast DNS found `host`.
-fn both_failed(host: &str, system: &str, mdns: &str) -> String {
-    format!("cannot resolve `{host}`: the system resolver: {system}; {mdns}")
+fn both_failed(host: &str, system: SystemFailure, mdns: MdnsError) -> MdnsError {
+    MdnsError::BothFailed {
+        host: host.to_owned(),
+        system,
+        mdns: Box::new(mdns),
+    }
 }
 
 /// Addresses of the `.local` name `host` by a one-shot Multicast DNS query,
 /// IPv4 first, each with `port`.
-pub async fn resolve_local(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+pub async fn resolve_local(host: &str, port: u16) -> Result<Vec<SocketAddr>, MdnsError> {
     resolve_at(host, port, MDNS_V4).await
 }
 
 /// [`resolve_local`] with the query sent to `dest` (a test's responder).
-async fn resolve_at(host: &str, port: u16, dest: SocketAddr) -> Result<Vec<SocketAddr>, String> {
-    let name = local_name(host).ok_or_else(|| {
-        format!("`{host}` is not a .local name; Multicast DNS resolves only those")
+async fn resolve_at(host: &str, port: u16, dest: SocketAddr) -> Result<Vec<SocketAddr>, MdnsError> {
+    let name = local_name(host).ok_or_else(|| MdnsError::NotLocal {
+        host: host.to_owned(),
     })?;
     // Random, so an answer to someone else's query is not taken for ours.
     let id: u16 = rand::random();
     let query = message::encode_query(id, name)?;
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .await
-        .map_err(|e| format!("cannot open a UDP socket for Multicast DNS: {e}"))?;
+        .map_err(MdnsError::Socket)?;
     // RFC 6762 §11: responders check the TTL of multicast packets is 255.
-    socket
-        .set_multicast_ttl_v4(255)
-        .map_err(|e| format!("cannot set the multicast TTL: {e}"))?;
+    socket.set_multicast_ttl_v4(255).map_err(MdnsError::Ttl)?;
 
     let start = Instant::now();
     let deadline = start + GIVE_UP_AFTER;
@@ -209,10 +295,9 @@ async fn resolve_at(host: &str, port: u16, dest: SocketAddr) -> Result<Vec<Socke
             Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
-    Err(format!(
-        "no Multicast DNS answer for `{host}` within {} s: is avahi-daemon running on that host, with UDP port 5353 open? or use its IP address",
-        GIVE_UP_AFTER.as_secs()
-    ))
+    Err(MdnsError::NoAnswer {
+        host: host.to_owned(),
+    })
 }
 
 /// The addresses worth dialling, IPv4 first, without repeats. IPv6
@@ -242,9 +327,11 @@ async fn send(
     query: &[u8],
     dest: SocketAddr,
     host: &str,
-) -> Result<(), String> {
-    let failed =
-        |e: std::io::Error| format!("cannot send the Multicast DNS query for `{host}`: {e}");
+) -> Result<(), MdnsError> {
+    let failed = |source: std::io::Error| MdnsError::Send {
+        host: host.to_owned(),
+        source,
+    };
     let interfaces = if dest.ip().is_multicast() {
         multicast_interfaces()
     } else {

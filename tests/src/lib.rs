@@ -368,7 +368,9 @@ pub async fn tls_channel(
     url: &str,
     config: std::sync::Arc<rustls::ClientConfig>,
 ) -> Result<Channel, String> {
-    nodewarden_agent::trust::connect(url, config).await
+    nodewarden_agent::trust::connect(url, config)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Admin API client over the collector's Unix socket.

@@ -169,7 +169,7 @@ async fn connect(
     collector: &str,
     identity: &Identity,
     verdict: crate::trust::TlsVerdict,
-) -> Result<Channel, String> {
+) -> Result<Channel, crate::trust::TrustError> {
     let config = identity.client_config()?;
     crate::trust::connect_watched(collector, config, verdict).await
 }

@@ -27,24 +27,43 @@ const MAX_LABEL_LEN: usize = 63;
 /// pointers in a circle stops here.
 const MAX_POINTERS: usize = 32;
 
+/// Why a host name cannot go into a DNS query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// A dot-separated part is empty or longer than a DNS label may be.
+    #[error(
+        "`{name}` is not a valid host name: every dot-separated part must be 1 to {MAX_LABEL_LEN} bytes"
+    )]
+    BadLabel {
+        /// The name asked for.
+        name: String,
+    },
+    /// The whole name is longer than DNS carries.
+    #[error("`{name}` is not a valid host name: longer than {MAX_NAME_LEN} bytes")]
+    TooLong {
+        /// The name asked for.
+        name: String,
+    },
+}
+
 /// The wire form of `name` (dot-separated, no trailing dot), or why it has
 /// none.
-fn encode_name(name: &str, out: &mut Vec<u8>) -> Result<(), String> {
+fn encode_name(name: &str, out: &mut Vec<u8>) -> Result<(), NameError> {
     let start = out.len();
     for label in name.split('.') {
         if label.is_empty() || label.len() > MAX_LABEL_LEN {
-            return Err(format!(
-                "`{name}` is not a valid host name: every dot-separated part must be 1 to {MAX_LABEL_LEN} bytes"
-            ));
+            return Err(NameError::BadLabel {
+                name: name.to_owned(),
+            });
         }
         out.push(label.len() as u8);
         out.extend_from_slice(label.as_bytes());
     }
     out.push(0);
     if out.len() - start > MAX_NAME_LEN {
-        return Err(format!(
-            "`{name}` is not a valid host name: longer than {MAX_NAME_LEN} bytes"
-        ));
+        return Err(NameError::TooLong {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -52,7 +71,7 @@ fn encode_name(name: &str, out: &mut Vec<u8>) -> Result<(), String> {
 /// A standard query with id `id` and two questions, A and AAAA of `name`
 /// (no trailing dot), class IN, the unicast-response bit clear. Flags are
 /// all zero: RFC 6762 §18 wants RD clear in multicast queries.
-pub fn encode_query(id: u16, name: &str) -> Result<Vec<u8>, String> {
+pub fn encode_query(id: u16, name: &str) -> Result<Vec<u8>, NameError> {
     let mut out = Vec::with_capacity(HEADER_LEN + 2 * (name.len() + 6));
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&0u16.to_be_bytes()); // flags
@@ -252,12 +271,18 @@ mod tests {
         assert!(
             encode_query(1, "a..local")
                 .unwrap_err()
+                .to_string()
                 .contains("`a..local`")
         );
         let long_label = format!("{}.local", "x".repeat(64));
         assert!(encode_query(1, &long_label).is_err());
         let long_name = format!("{}local", "abcdefghi.".repeat(26));
-        assert!(encode_query(1, &long_name).unwrap_err().contains("255"));
+        assert!(
+            encode_query(1, &long_name)
+                .unwrap_err()
+                .to_string()
+                .contains("255")
+        );
         assert!(encode_query(1, &format!("{}.local", "x".repeat(63))).is_ok());
     }
 

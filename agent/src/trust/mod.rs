@@ -6,7 +6,10 @@
 //! never leaves the node), `node.json` (name and validity, so no X.509 parser
 //! is needed to know when to renew).
 
+mod error;
 pub mod verify;
+
+pub use error::TrustError;
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -74,31 +77,28 @@ impl Identity {
     }
 
     /// The mutual-TLS client config: trust only our CA, present our cert.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
-        let not_joined = |p: &Path, e: &dyn std::fmt::Display| {
-            format!(
-                "cannot read {}: {e}; has this node joined? run `nodewarden-agent join ADDR TOKEN` (token from `nodewarden token create` on the collector)",
-                p.display()
-            )
-        };
-        let ca =
-            CertificateDer::from_pem_file(self.ca()).map_err(|e| not_joined(&self.ca(), &e))?;
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TrustError> {
+        let not_joined = |path: PathBuf| move |source| TrustError::NotJoined { path, source };
+        let ca = CertificateDer::from_pem_file(self.ca()).map_err(not_joined(self.ca()))?;
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(self.cert())
-            .map_err(|e| not_joined(&self.cert(), &e))?
+            .map_err(not_joined(self.cert()))?
             .collect::<Result<_, _>>()
-            .map_err(|e| not_joined(&self.cert(), &e))?;
-        let key =
-            PrivateKeyDer::from_pem_file(self.key()).map_err(|e| not_joined(&self.key(), &e))?;
+            .map_err(not_joined(self.cert()))?;
+        let key = PrivateKeyDer::from_pem_file(self.key()).map_err(not_joined(self.key()))?;
         let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(ca)
-            .map_err(|e| format!("{}: {e}", self.ca().display()))?;
+        roots.add(ca).map_err(|source| TrustError::BadCertificate {
+            path: self.ca(),
+            source,
+        })?;
         let mut config = ClientConfig::builder_with_provider(verify::provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(TrustError::Tls)?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
-            .map_err(|e| format!("{}: {e}", self.cert().display()))?;
+            .map_err(|source| TrustError::BadCertificate {
+                path: self.cert(),
+                source,
+            })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
@@ -108,12 +108,15 @@ impl Identity {
         key_pem: Option<&str>,
         answer: &JoinResponse,
         node: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), TrustError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+            .map_err(|source| TrustError::CreateDir {
+                dir: self.dir.clone(),
+                source,
+            })?;
         let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
         if let Some(key_pem) = key_pem {
             write_file(&self.key(), key_pem.as_bytes(), 0o600)?;
@@ -125,12 +128,12 @@ impl Identity {
             not_before_ms: answer.not_before_ms,
             not_after_ms: answer.not_after_ms,
         };
-        let json = serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec_pretty(&info).map_err(TrustError::Info)?;
         write_file(&self.info_path(), &json, 0o644)
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TrustError> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let result = (|| {
@@ -144,21 +147,26 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
         std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| format!("cannot write {}: {e}", path.display()))
+    result.map_err(|source| TrustError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// `https://host:port` from what a user typed: `host`, `host:port` or an
 /// https URL. A plaintext URL is refused.
-pub fn collector_url(addr: &str) -> Result<String, String> {
+pub fn collector_url(addr: &str) -> Result<String, TrustError> {
     let addr = addr.trim().trim_end_matches('/');
     if addr.starts_with("http://") {
-        return Err(format!(
-            "`{addr}` is plaintext; the agent link is TLS only: give HOST[:PORT] or https://HOST:PORT"
-        ));
+        return Err(TrustError::Plaintext {
+            addr: addr.to_owned(),
+        });
     }
     let rest = addr.strip_prefix("https://").unwrap_or(addr);
     if rest.is_empty() || rest.contains('/') {
-        return Err(format!("`{addr}` is not HOST[:PORT]"));
+        return Err(TrustError::NotHostPort {
+            addr: addr.to_owned(),
+        });
     }
     let has_port = if rest.starts_with('[') {
         rest.contains("]:")
@@ -177,18 +185,21 @@ pub fn collector_url(addr: &str) -> Result<String, String> {
 }
 
 /// Host (as dialled, for the certificate check) and port of an https URL.
-fn host_port(url: &str) -> Result<(String, u16), String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("bad collector address `{url}`: {e}"))?;
+fn host_port(url: &str) -> Result<(String, u16), TrustError> {
+    let uri: Uri = url.parse().map_err(|source| TrustError::BadUrl {
+        url: url.to_owned(),
+        source,
+    })?;
     if uri.scheme_str() != Some("https") {
-        return Err(format!(
-            "collector address `{url}` must be https://HOST:PORT: the agent link is TLS only"
-        ));
+        return Err(TrustError::NotHttps {
+            url: url.to_owned(),
+        });
     }
     let host = uri
         .host()
-        .ok_or_else(|| format!("collector address `{url}` has no host"))?
+        .ok_or_else(|| TrustError::NoHost {
+            url: url.to_owned(),
+        })?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
@@ -213,7 +224,7 @@ fn describe(e: &std::io::Error, host: &str, port: u16) -> String {
 
 /// A channel to the collector over TLS with `config`. Every connection goes
 /// through our own connector, so no path exists that skips TLS.
-pub async fn connect(url: &str, config: Arc<ClientConfig>) -> Result<Channel, String> {
+pub async fn connect(url: &str, config: Arc<ClientConfig>) -> Result<Channel, TrustError> {
     connect_watched(url, config, TlsVerdict::default()).await
 }
 
@@ -222,17 +233,23 @@ pub async fn connect_watched(
     url: &str,
     config: Arc<ClientConfig>,
     verdict: TlsVerdict,
-) -> Result<Channel, String> {
+) -> Result<Channel, TrustError> {
     let (host, port) = host_port(url)?;
-    let server_name = ServerName::try_from(host.clone())
-        .map_err(|e| format!("`{host}` is not a valid host name: {e}"))?;
+    let server_name =
+        ServerName::try_from(host.clone()).map_err(|source| TrustError::BadHostName {
+            host: host.clone(),
+            source,
+        })?;
     let connector = tokio_rustls::TlsConnector::from(config);
     // tonic refuses an https:// endpoint without its own TLS layer; ours is
     // in the connector below, which every connection goes through, so the
     // URI tonic sees only names the HTTP/2 :scheme.
     let authority = url.trim_start_matches("https://");
     let endpoint = Endpoint::from_shared(format!("http://{authority}"))
-        .map_err(|e| format!("bad collector address `{url}`: {e}"))?
+        .map_err(|source| TrustError::BadEndpoint {
+            url: url.to_owned(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
@@ -248,7 +265,7 @@ pub async fn connect_watched(
                 // the static musl build has no nss-mdns to resolve it.
                 let addrs = crate::mdns::lookup_host(&host, p).await.map_err(|e| {
                     std::io::Error::other(if crate::mdns::is_local_name(&host) {
-                        e
+                        e.to_string()
                     } else {
                         format!("{e}: check the name, or use the collector's IP address")
                     })
@@ -287,7 +304,10 @@ pub async fn connect_watched(
             }
         }))
         .await;
-    result.map_err(|e| innermost(&e))
+    result.map_err(|source| TrustError::Connect {
+        detail: innermost(&source),
+        source,
+    })
 }
 
 /// Our connector's message is the last source in tonic's chain; the layers
@@ -393,16 +413,17 @@ impl tokio::io::AsyncWrite for Watched {
     }
 }
 
-fn key_and_csr(node: &str) -> Result<(String, Vec<u8>), String> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| format!("cannot make a key: {e}"))?;
+/// A new key and a signing request for `node`'s certificate.
+fn key_and_csr(node: &str) -> Result<(String, Vec<u8>), TrustError> {
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(TrustError::Key)?;
     let mut params = rcgen::CertificateParams::default();
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, node);
     params.distinguished_name = dn;
     let csr = params
         .serialize_request(&key)
-        .map_err(|e| format!("cannot make a signing request: {e}"))?;
+        .map_err(TrustError::SigningRequest)?;
     Ok((key.serialize_pem(), csr.der().to_vec()))
 }
 
@@ -414,12 +435,12 @@ pub async fn join(
     token: &str,
     node: &str,
     identity: &Identity,
-) -> Result<(String, CertInfo), String> {
-    let token = JoinToken::parse(token)?;
+) -> Result<(String, CertInfo), TrustError> {
+    let token = JoinToken::parse(token).map_err(TrustError::Token)?;
     let url = collector_url(addr)?;
     let mut config = ClientConfig::builder_with_provider(verify::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TrustError::Tls)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verify::FingerprintVerifier::new(
             &token.ca_hash,
@@ -435,38 +456,36 @@ pub async fn join(
             csr_der,
         })
         .await
-        .map_err(|s| format!("the collector refused to join this node: {}", s.message()))?
+        .map_err(|s| TrustError::JoinRefused(Box::new(s)))?
         .into_inner();
     // The CA it hands back must be the one the token named.
     let ca = CertificateDer::from_pem_slice(answer.ca_pem.as_bytes())
-        .map_err(|e| format!("the collector sent an unreadable CA: {e}"))?;
+        .map_err(TrustError::UnreadableCa)?;
     if verify::sha256_hex(ca.as_ref()) != token.ca_hash {
-        return Err("the collector sent a CA other than the one in the token; not stored".into());
+        return Err(TrustError::CaMismatch);
     }
     identity.store(Some(&key_pem), &answer, node)?;
-    let info = identity
-        .info()
-        .ok_or_else(|| format!("cannot read back {}", identity.info_path().display()))?;
+    let info = identity.info().ok_or_else(|| TrustError::ReadBack {
+        path: identity.info_path(),
+    })?;
     Ok((url, info))
 }
 
 /// Asks for a fresh certificate over mutual TLS with the current one. The
 /// key is new too: a renewal also rotates the key.
-pub async fn renew(url: &str, identity: &Identity) -> Result<CertInfo, String> {
-    let info = identity
-        .info()
-        .ok_or_else(|| "this node has not joined".to_string())?;
+pub async fn renew(url: &str, identity: &Identity) -> Result<CertInfo, TrustError> {
+    let info = identity.info().ok_or(TrustError::NotJoinedYet)?;
     let channel = connect(url, identity.client_config()?).await?;
     let (key_pem, csr_der) = key_and_csr(&info.node)?;
     let answer = JoinClient::new(channel)
         .renew(RenewRequest { csr_der })
         .await
-        .map_err(|s| format!("the collector refused to renew: {}", s.message()))?
+        .map_err(|s| TrustError::RenewRefused(Box::new(s)))?
         .into_inner();
     identity.store(Some(&key_pem), &answer, &info.node)?;
-    identity
-        .info()
-        .ok_or_else(|| format!("cannot read back {}", identity.info_path().display()))
+    identity.info().ok_or_else(|| TrustError::ReadBack {
+        path: identity.info_path(),
+    })
 }
 
 /// Renews the certificate whenever two thirds of its life have passed; runs
@@ -581,6 +600,7 @@ mod tests {
         assert!(
             collector_url("http://srv:7150")
                 .unwrap_err()
+                .to_string()
                 .contains("plaintext")
         );
     }
