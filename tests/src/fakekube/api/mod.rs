@@ -136,11 +136,7 @@ fn route(st: &mut State, r: &Req<'_>, q: &BTreeMap<String, String>) -> Reply {
         ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => {
             evict(st, ns, name, r)
         }
-        ("GET", ["apis", "policy", "v1", "poddisruptionbudgets"]) => {
-            let keys: Vec<_> = st.pdbs.keys().cloned().collect();
-            let items = keys.iter().filter_map(|k| st.pdb_with_status(k)).collect();
-            list(st, "PodDisruptionBudgetList", "policy/v1", items, q)
-        }
+        ("GET", ["apis", "policy", "v1", "poddisruptionbudgets"]) => pdb_list(st, None, q),
         (
             "GET",
             [
@@ -151,11 +147,7 @@ fn route(st: &mut State, r: &Req<'_>, q: &BTreeMap<String, String>) -> Reply {
                 ns,
                 "poddisruptionbudgets",
             ],
-        ) => {
-            let keys: Vec<_> = st.pdbs.keys().filter(|(n, _)| n == ns).cloned().collect();
-            let items = keys.iter().filter_map(|k| st.pdb_with_status(k)).collect();
-            list(st, "PodDisruptionBudgetList", "policy/v1", items, q)
-        }
+        ) => pdb_list(st, Some(ns), q),
         (
             "GET",
             [
@@ -197,6 +189,18 @@ fn route(st: &mut State, r: &Req<'_>, q: &BTreeMap<String, String>) -> Reply {
             Some(json!({})),
         ),
     }
+}
+
+/// The PDBs of one namespace, or of all, each with its status.
+fn pdb_list(st: &State, ns: Option<&str>, q: &BTreeMap<String, String>) -> Reply {
+    let keys: Vec<_> = st
+        .pdbs
+        .keys()
+        .filter(|(n, _)| ns.is_none_or(|ns| n == ns))
+        .cloned()
+        .collect();
+    let items = keys.iter().filter_map(|k| st.pdb_with_status(k)).collect();
+    list(st, "PodDisruptionBudgetList", "policy/v1", items, q)
 }
 
 /// Deletes a pod, with the grace period from the query or the body.
