@@ -153,7 +153,10 @@ pub enum Trigger {
     /// Runtime at or below the floor.
     Runtime { left: Duration, floor: Duration },
     /// On battery past the grace.
-    Grace { on_battery: Duration, grace: Duration },
+    Grace {
+        on_battery: Duration,
+        grace: Duration,
+    },
 }
 
 impl fmt::Display for Trigger {
