@@ -9,8 +9,9 @@
 //!
 //! `types` holds the vocabulary (inputs, actions, phases, per node progress),
 //! `inputs` what each input changes, `advance` one method per phase that
-//! moves the sequence on, `plan` the order of the poweroffs and the drain's
-//! budget, and `persist` the versioned saved form.
+//! moves the sequence on, `stage` how a poweroff stage is sent and ended,
+//! `plan` the order of the poweroffs and the drain's budget, and `persist`
+//! the versioned saved form.
 
 use std::collections::BTreeMap;
 
