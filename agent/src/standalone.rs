@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use nodewarden_common::units::{format_duration, serde_duration};
+use nodewarden_common::ups::{BatteryState, Thresholds, Trigger, UpsFlags};
 use nodewarden_proto::v1::UpsStatus;
 use serde::Deserialize;
 
@@ -73,11 +74,11 @@ pub struct UpsView {
 
 impl From<&UpsStatus> for UpsView {
     fn from(s: &UpsStatus) -> Self {
-        let has = |t: &str| s.status.iter().any(|x| x == t);
+        let flags = UpsFlags::from_tokens(&s.status);
         UpsView {
             communication_ok: s.communication_ok,
-            on_battery: has("OB"),
-            low_battery: has("LB"),
+            on_battery: flags.on_battery,
+            low_battery: flags.low_battery,
             charge_percent: s.battery_charge_percent,
             runtime_seconds: s.battery_runtime_seconds,
         }
@@ -182,40 +183,32 @@ impl Standalone {
         }
     }
 
-    /// The first threshold crossed, in words.
-    fn threshold(&self, now: Instant, battery_since: Instant, ups: UpsView) -> Option<String> {
+    /// The first threshold crossed, by the rule the collector's machine
+    /// uses. Only asked while on battery (as last read with communication).
+    fn threshold(&self, now: Instant, battery_since: Instant, ups: UpsView) -> Option<Trigger> {
         let c = &self.cfg;
-        if !ups.communication_ok {
-            return Some("UPS communication lost while on battery".into());
-        }
-        if c.on_low_battery && ups.low_battery {
-            return Some("the UPS reports low battery".into());
-        }
-        if let Some(charge) = ups.charge_percent
-            && charge <= c.min_charge_percent
-        {
-            return Some(format!(
-                "battery charge {charge:.0}% is at or below {:.0}%",
-                c.min_charge_percent
-            ));
-        }
-        if let Some(runtime) = ups.runtime_seconds
-            && runtime <= c.min_runtime.as_secs_f64()
-        {
-            return Some(format!(
-                "battery runtime {} is at or below {}",
-                format_duration(Duration::from_secs_f64(runtime.max(0.0))),
-                format_duration(c.min_runtime)
-            ));
-        }
-        let on_battery = now.saturating_duration_since(battery_since);
-        (on_battery >= c.grace).then(|| {
-            format!(
-                "on battery for {} (grace {})",
-                format_duration(on_battery),
-                format_duration(c.grace)
-            )
-        })
+        let thresholds = Thresholds {
+            grace: c.grace,
+            min_charge_percent: c.min_charge_percent,
+            min_runtime: c.min_runtime,
+            on_low_battery: c.on_low_battery,
+            // Taking over is already the worst case: a UPS that stops
+            // answering on battery always counts.
+            on_comm_lost: true,
+        };
+        let state = BatteryState {
+            comm_ok: ups.communication_ok,
+            on_battery: true,
+            low_battery: ups.low_battery,
+            charge_percent: ups.charge_percent,
+            runtime: ups
+                .runtime_seconds
+                // NaN is no reading (not zero); too large to hold is plenty.
+                .filter(|r| !r.is_nan())
+                .and_then(|r| Duration::try_from_secs_f64(r.max(0.0)).ok()),
+            on_battery_for: Some(now.saturating_duration_since(battery_since)),
+        };
+        thresholds.trigger(&state)
     }
 }
 

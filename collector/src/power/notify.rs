@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::config::NotifyConfig;
+use super::machine::NoticeKind;
 
 /// First retry delay; doubles per attempt.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -26,9 +27,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// One event as hooks see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Notification {
-    /// Kind: on_battery, shutdown_started, poweroff_sent, node_down,
-    /// ups_cycle, mains_returned, cancelled, recovered, ...
-    pub event: String,
+    /// What happened (serialized as its word: on_battery, shutdown_started,
+    /// poweroff_sent, node_down, ups_cycle, mains_returned, ...).
+    pub event: NoticeKind,
     /// Power domain.
     pub domain: String,
     /// UPS name.
@@ -166,7 +167,7 @@ async fn run_exec(config: &NotifyConfig, e: &Notification) -> Result<(), String>
         .ok_or_else(|| "no program".to_string())?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
-        .env("NODEWARDEN_EVENT", &e.event)
+        .env("NODEWARDEN_EVENT", e.event.as_str())
         .env("NODEWARDEN_DOMAIN", &e.domain)
         .env("NODEWARDEN_UPS", &e.ups)
         .env("NODEWARDEN_NODE", &e.node)
@@ -174,7 +175,7 @@ async fn run_exec(config: &NotifyConfig, e: &Notification) -> Result<(), String>
         .env("NODEWARDEN_TIMESTAMP_MS", e.timestamp_ms.to_string())
         .env("NODEWARDEN_DRILL", if e.drill { "1" } else { "0" })
         // NUT's names, so upsmon NOTIFYCMD scripts work unchanged.
-        .env("NOTIFYTYPE", e.event.to_uppercase())
+        .env("NOTIFYTYPE", e.event.as_str().to_uppercase())
         .env("UPSNAME", &e.ups)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
@@ -237,9 +238,9 @@ mod tests {
 
     use super::*;
 
-    fn event(kind: &str, node: &str) -> Notification {
+    fn event(kind: NoticeKind, node: &str) -> Notification {
         Notification {
-            event: kind.into(),
+            event: kind,
             domain: "main".into(),
             ups: "riello".into(),
             node: node.into(),
@@ -287,8 +288,8 @@ mod tests {
             ],
             ..config()
         });
-        n.send(event("poweroff_sent", "w1"));
-        n.send(event("node_down", "w2"));
+        n.send(event(NoticeKind::PoweroffSent, "w1"));
+        n.send(event(NoticeKind::NodeDown, "w2"));
         let text = wait_for(&out, 2).await;
         assert_eq!(
             text,
@@ -310,8 +311,8 @@ mod tests {
             exec: vec!["/bin/sh".into(), "-c".into(), script],
             ..config()
         });
-        n.send(event("on_battery", ""));
-        n.send(event("mains_returned", ""));
+        n.send(event(NoticeKind::OnBattery, ""));
+        n.send(event(NoticeKind::MainsReturned, ""));
         let text = wait_for(&tries, 4).await;
         assert_eq!(
             text.lines().count(),
@@ -330,7 +331,7 @@ mod tests {
         });
         let start = std::time::Instant::now();
         for i in 0..100 {
-            n.send(event(&format!("e{i}"), ""));
+            n.send(event(NoticeKind::OnBattery, &format!("e{i}")));
         }
         assert!(
             start.elapsed() < Duration::from_millis(100),
@@ -338,7 +339,7 @@ mod tests {
             start.elapsed()
         );
         let q = n.queue.lock().unwrap();
-        let kept: Vec<&str> = q.items.iter().map(|e| e.event.as_str()).collect();
+        let kept: Vec<&str> = q.items.iter().map(|e| e.node.as_str()).collect();
         assert_eq!(kept, ["e97", "e98", "e99"]);
         assert!(q.dropped >= 96, "{}", q.dropped);
     }
@@ -391,7 +392,7 @@ mod tests {
             webhook: format!("http://{addr}/hooks/power?x=1"),
             ..config()
         });
-        n.send(event("shutdown_started", ""));
+        n.send(event(NoticeKind::ShutdownStarted, ""));
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .unwrap()

@@ -400,10 +400,7 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
         for spec in self.specs() {
             let name = spec.name.clone();
             let mut resumed = Vec::new();
-            let machine = match stored
-                .get(&name)
-                .map(|b| serde_json::from_slice::<Machine>(b))
-            {
+            let machine = match stored.get(&name).map(|b| Machine::from_persisted(b)) {
                 Some(Ok(mut m)) => {
                     // Keep the UPS a default domain adopted before the restart.
                     let mut spec = spec;
@@ -419,7 +416,26 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                     m
                 }
                 Some(Err(e)) => {
-                    tracing::error!(domain = %name, "power: saved state unreadable ({e}); starting on mains");
+                    // Loud, in the log and the event list: a sequence that
+                    // was running is not resumed; the next UPS reading
+                    // decides afresh.
+                    let why = e.describe();
+                    tracing::error!(domain = %name, "power: cannot restore the saved state: {why}; starting on mains, any interrupted sequence is not resumed");
+                    let event = crate::server::events::event(
+                        now,
+                        &format!("power:{name}"),
+                        "power_state_refused",
+                        nodewarden_proto::v1::Severity::Critical,
+                        format!(
+                            "saved power state of domain {name} not restored: {why}; starting on mains"
+                        ),
+                    );
+                    let store = self.hub.store().clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = store.append_event(event) {
+                            tracing::error!("power: cannot record event: {e}");
+                        }
+                    });
                     Machine::new(spec, now)
                 }
                 None => Machine::new(spec, now),
@@ -677,7 +693,7 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
         let Some(m) = self.machines.get(name) else {
             return;
         };
-        let bytes = match serde_json::to_vec(m) {
+        let bytes = match m.to_persisted() {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!("power: cannot encode state: {e}");
@@ -852,23 +868,12 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                         Key::Drill(n) => self.drills.get(n).map(|d| d.machine.spec.ups.clone()),
                     }
                     .unwrap_or_default();
-                    let kind = if drill {
-                        format!("drill_{}", notice.kind)
-                    } else {
-                        notice.kind.clone()
-                    };
-                    let severity = match notice.kind.as_str() {
-                        "shutdown_started" | "poweroff_sent" | "poweroff_failed"
-                        | "ups_cycle_failed" => nodewarden_proto::v1::Severity::Critical,
-                        "on_battery" | "node_down" | "ups_cycle" | "cancelled"
-                        | "ups_comm_lost" => nodewarden_proto::v1::Severity::Warning,
-                        _ => nodewarden_proto::v1::Severity::Info,
-                    };
+                    let prefix = if drill { "drill_" } else { "" };
                     let event = crate::server::events::event(
                         now_ms(),
                         &format!("power:{domain}"),
-                        &format!("power_{kind}"),
-                        severity,
+                        &format!("power_{prefix}{}", notice.kind),
+                        notice.kind.severity(),
                         notice.message.clone(),
                     );
                     let store = self.hub.store().clone();

@@ -309,7 +309,7 @@ async fn a_long_outage_runs_the_whole_sequence_in_order() {
     assert!(agents.calls()[4].contains("off 120s restore 60s"));
     // The state is in the store, and the events log has the story.
     let saved = hub.store().power_states().unwrap();
-    let m: Machine = serde_json::from_slice(&saved[0].1).unwrap();
+    let m = Machine::from_persisted(&saved[0].1).unwrap();
     assert_eq!(m.phase, Phase::AwaitingReturn);
     // Events are written off the sequence's path: give them a moment.
     for k in [

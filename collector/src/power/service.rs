@@ -79,6 +79,7 @@ fn node_msg(name: &str, role: Role, connected: bool, p: Option<&NodeProgress>) -
             PowerState::Sent { .. } => "sent".into(),
             PowerState::Confirmed => "confirmed".into(),
             PowerState::Gone => "gone".into(),
+            PowerState::NotConnected => "failed: agent not connected".into(),
             PowerState::Failed(e) => format!("failed: {e}"),
         };
     }

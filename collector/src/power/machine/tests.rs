@@ -112,7 +112,7 @@ fn kinds(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Notify(n) => Some(n.kind.clone()),
+            Action::Notify(n) => Some(n.kind.as_str().to_string()),
             _ => None,
         })
         .collect()
@@ -864,7 +864,9 @@ fn random_runs_keep_the_safety_rules() {
             for a in &out {
                 match a {
                     // A new event: earlier answers are about an earlier cordon.
-                    Action::Notify(n) if n.kind == "shutdown_started" => cordoned_before.clear(),
+                    Action::Notify(n) if n.kind == NoticeKind::ShutdownStarted => {
+                        cordoned_before.clear()
+                    }
                     Action::Uncordon(ns) => {
                         for n in ns {
                             assert!(
@@ -914,7 +916,7 @@ fn random_runs_keep_the_safety_rules() {
         let mut event = 0;
         for (_, a) in &log {
             match a {
-                Action::Notify(n) if n.kind == "shutdown_started" => event += 1,
+                Action::Notify(n) if n.kind == NoticeKind::ShutdownStarted => event += 1,
                 Action::PowerOff { node, .. } => {
                     by_event.entry(event).or_default().push(node.clone())
                 }
@@ -978,4 +980,80 @@ fn random_flickers_within_the_grace_never_act() {
             assert_eq!(m.phase, Phase::OnMains);
         }
     }
+}
+
+/// A machine mid-sequence with an agent that was not connected at its stage.
+fn machine_with_an_absent_agent() -> Machine {
+    let mut m = machine();
+    m.step(0, Input::AgentDisconnected("w2".into()));
+    m.step(S, Input::Ups(battery()));
+    m.step(31 * S, Input::Tick);
+    cordon_all(&mut m, 32 * S, &[]);
+    drain_all(&mut m, 40 * S);
+    assert_eq!(m.nodes["w2"].power, PowerState::NotConnected);
+    m
+}
+
+#[test]
+fn not_connected_is_saved_as_the_failure_text_it_always_was() {
+    let json = serde_json::to_value(PowerState::NotConnected).unwrap();
+    assert_eq!(json, serde_json::json!({"failed": "agent not connected"}));
+    let back: PowerState = serde_json::from_value(json).unwrap();
+    assert_eq!(back, PowerState::NotConnected);
+    let other: PowerState =
+        serde_json::from_value(serde_json::json!({"failed": "timed out"})).unwrap();
+    assert_eq!(other, PowerState::Failed("timed out".into()));
+}
+
+#[test]
+fn a_state_saved_before_formats_had_a_version_still_loads() {
+    let m = machine_with_an_absent_agent();
+    // What the collector wrote before: the bare machine, no envelope.
+    let old = serde_json::to_vec(&m).unwrap();
+    assert!(!String::from_utf8_lossy(&old).contains("\"version\""));
+    assert!(String::from_utf8_lossy(&old).contains(r#"{"failed":"agent not connected"}"#));
+    let back = Machine::from_persisted(&old).expect("old format loads");
+    assert_eq!(back, m);
+    assert_eq!(back.phase, Phase::PoweringOff);
+}
+
+#[test]
+fn the_current_format_carries_its_version_and_round_trips() {
+    let m = machine_with_an_absent_agent();
+    let bytes = m.to_persisted().unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(value["version"], PERSISTED_VERSION);
+    assert_eq!(value["machine"], serde_json::to_value(&m).unwrap());
+    assert_eq!(Machine::from_persisted(&bytes).unwrap(), m);
+}
+
+#[test]
+fn an_unknown_version_is_refused_with_a_clear_error() {
+    let m = machine_with_an_absent_agent();
+    let newer = serde_json::to_vec(&serde_json::json!({"version": 2, "machine": m})).unwrap();
+    let e = Machine::from_persisted(&newer).unwrap_err();
+    assert!(
+        matches!(e, RestoreError::UnknownVersion { found: 2 }),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.describe(),
+        "saved power state has format version 2, this collector reads up to 1; was the collector downgraded?"
+    );
+    let odd = br#"{"version": "two", "machine": {}}"#;
+    assert!(matches!(
+        Machine::from_persisted(odd),
+        Err(RestoreError::BadVersion(v)) if v == r#""two""#
+    ));
+    let torn = Machine::from_persisted(b"{\"version\": 1, \"mach").unwrap_err();
+    assert!(matches!(torn, RestoreError::NotJson(_)), "{torn:?}");
+    assert!(
+        torn.describe()
+            .starts_with("saved power state is not valid JSON: ")
+    );
+    let wrong = Machine::from_persisted(br#"{"version": 1, "machine": {"phase": 3}}"#).unwrap_err();
+    assert!(
+        matches!(wrong, RestoreError::Invalid { version: 1, .. }),
+        "{wrong:?}"
+    );
 }

@@ -1,0 +1,350 @@
+//! What each input changes: a UPS reading, an agent coming or going, a
+//! command's answer, a cordon, drain or uncordon result, and the start.
+
+use nodewarden_common::ups::{BatteryState, Trigger};
+
+use super::types::ms;
+use super::{
+    Action, CORDON_TIMEOUT_MS, CordonState, Machine, NoticeKind, Phase, PowerState,
+    UNCORDON_RETRY_MS, UpsObservation, fmt_ms,
+};
+
+impl Machine {
+    pub(super) fn on_ups(&mut self, now_ms: i64, obs: UpsObservation, out: &mut Vec<Action>) {
+        let prev = self.ups.replace(obs.clone());
+        let was_on_battery = prev.as_ref().is_some_and(|p| p.on_battery);
+        let comm_was_ok = prev.as_ref().is_none_or(|p| p.comm_ok);
+        if obs.comm_ok && obs.on_battery && !was_on_battery {
+            self.mains_since_ms = None;
+            if self.on_battery_since_ms.is_none() {
+                self.on_battery_since_ms = Some(now_ms);
+            }
+            let ups = self.spec.ups.clone();
+            self.notify(
+                now_ms,
+                out,
+                NoticeKind::OnBattery,
+                None,
+                format!("UPS {ups} is on battery"),
+            );
+            if self.phase == Phase::OnMains {
+                self.enter(Phase::OnBattery, now_ms);
+            }
+        }
+        if !obs.comm_ok && comm_was_ok {
+            let ups = self.spec.ups.clone();
+            self.notify(
+                now_ms,
+                out,
+                NoticeKind::UpsCommLost,
+                None,
+                format!("lost communication with UPS {ups}"),
+            );
+        }
+        if obs.on_mains() && self.mains_since_ms.is_none() {
+            self.mains_since_ms = Some(now_ms);
+            if was_on_battery || self.on_battery_since_ms.is_some() {
+                let outage = self.on_battery_since_ms.map(|s| now_ms - s).unwrap_or(0);
+                let ups = self.spec.ups.clone();
+                self.notify(
+                    now_ms,
+                    out,
+                    NoticeKind::MainsReturned,
+                    None,
+                    format!("mains returned to UPS {ups} after {}", fmt_ms(outage)),
+                );
+            }
+            self.on_battery_since_ms = None;
+            self.on_mains_again(now_ms, out);
+        }
+        if !matches!(self.phase, Phase::OnMains | Phase::OnBattery) {
+            return;
+        }
+        if let Some(reason) = self.trigger(now_ms) {
+            self.start(now_ms, reason.to_string(), out);
+        }
+    }
+
+    /// Why the sequence must start now, if it must: the shared battery rule
+    /// read against the latest reading and the time on battery.
+    pub(super) fn trigger(&self, now_ms: i64) -> Option<Trigger> {
+        let obs = self.ups.as_ref()?;
+        let state = BatteryState {
+            comm_ok: obs.comm_ok,
+            on_battery: obs.on_battery,
+            low_battery: obs.low_battery,
+            charge_percent: obs.charge_percent,
+            runtime: obs.runtime_ms.map(ms),
+            // Before the outage began (a clock step back) counts as not yet.
+            on_battery_for: self
+                .on_battery_since_ms
+                .filter(|since| now_ms >= *since)
+                .map(|since| ms(now_ms - since)),
+        };
+        self.spec.settings.thresholds().trigger(&state)
+    }
+
+    pub(super) fn on_mains_again(&mut self, now_ms: i64, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::OnBattery => {
+                self.notify(
+                    now_ms,
+                    out,
+                    NoticeKind::BriefOutage,
+                    None,
+                    "brief outage within the grace: nothing done".into(),
+                );
+                self.finish(now_ms);
+            }
+            Phase::Cordoning | Phase::Draining if !self.point_of_no_return => {
+                self.notify(
+                    now_ms,
+                    out,
+                    NoticeKind::Cancelled,
+                    None,
+                    "mains returned before any node was powered off: cancelling, uncordoning what we cordoned".into(),
+                );
+                self.enter(Phase::Cancelling, now_ms);
+                for p in self.nodes.values_mut() {
+                    p.draining = false;
+                }
+                self.uncordon_ours(now_ms, out);
+            }
+            Phase::PoweringOff | Phase::UpsCycle => {
+                self.note(
+                    now_ms,
+                    "mains returned after poweroffs began: carrying on (the UPS cycle brings everything back)",
+                );
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn start(&mut self, now_ms: i64, reason: String, out: &mut Vec<Action>) {
+        self.event_id = now_ms.max(1);
+        self.reason = reason.clone();
+        self.timeline.retain(|_| false);
+        self.point_of_no_return = false;
+        self.stage = 0;
+        self.ups_command = PowerState::Waiting;
+        self.retry_at_ms = None;
+        self.nodes = self.fresh_nodes();
+        self.stages = self.plan_stages();
+        let what = if self.dry_run { "drill" } else { "shutdown" };
+        let summary = self
+            .stages
+            .iter()
+            .map(|s| format!("{} [{}]", s.label, s.nodes.join(", ")))
+            .collect::<Vec<_>>()
+            .join(" -> ");
+        self.notify(
+            now_ms,
+            out,
+            NoticeKind::ShutdownStarted,
+            None,
+            format!("{what} started: {reason}; order: {summary}"),
+        );
+        let cluster: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, p)| p.role.in_cluster())
+            .map(|(n, _)| n.clone())
+            .collect();
+        if cluster.is_empty() || (self.dry_run && !self.drill_cordon) {
+            if !cluster.is_empty() {
+                self.note(
+                    now_ms,
+                    format!("drill: would cordon and drain {}", cluster.join(", ")),
+                );
+            }
+            self.begin_poweroff(now_ms, out);
+            return;
+        }
+        self.enter(Phase::Cordoning, now_ms);
+        self.deadline_ms = Some(now_ms + CORDON_TIMEOUT_MS);
+        for n in &cluster {
+            if let Some(p) = self.nodes.get_mut(n) {
+                p.cordon = Some(CordonState::Pending);
+            }
+        }
+        self.note(now_ms, format!("cordoning {}", cluster.join(", ")));
+        out.push(Action::Cordon(cluster));
+    }
+
+    pub(super) fn on_cordoned(
+        &mut self,
+        now_ms: i64,
+        node: String,
+        result: Result<bool, String>,
+        out: &mut Vec<Action>,
+    ) {
+        let phase = self.phase;
+        let Some(p) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        // The first answer stands: a repeated cordon after a restart sees our own.
+        if !matches!(p.cordon, Some(CordonState::Pending)) {
+            return;
+        }
+        let text = match &result {
+            Ok(false) => format!("cordoned {node}"),
+            Ok(true) => format!("{node} was already cordoned; it stays cordoned after recovery"),
+            Err(e) => format!("cordon {node} failed: {e}; carrying on"),
+        };
+        p.cordon = Some(match result {
+            Ok(was_cordoned) => CordonState::Done { was_cordoned },
+            Err(e) => CordonState::Failed(e),
+        });
+        self.note(now_ms, text);
+        // A cordon that lands after a cancel is undone at once.
+        if phase == Phase::Cancelling
+            && let Some(p) = self.nodes.get_mut(&node)
+            && p.ours_to_uncordon()
+            && !p.uncordoning
+        {
+            p.uncordoning = true;
+            out.push(Action::Uncordon(vec![node]));
+        }
+    }
+
+    pub(super) fn on_drained(&mut self, now_ms: i64, node: String, result: Result<String, String>) {
+        let Some(p) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if !p.draining {
+            return;
+        }
+        p.draining = false;
+        let text = match &result {
+            Ok(s) => format!("drained {node}: {s}"),
+            Err(e) => format!("drain {node} did not finish: {e}; carrying on"),
+        };
+        p.drain = Some(result);
+        self.note(now_ms, text);
+    }
+
+    pub(super) fn on_uncordoned(&mut self, now_ms: i64, node: String, result: Result<(), String>) {
+        let Some(p) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if !p.uncordoning {
+            return;
+        }
+        p.uncordoning = false;
+        match result {
+            Ok(()) => {
+                p.uncordoned = true;
+                self.note(now_ms, format!("uncordoned {node}"));
+            }
+            Err(e) => {
+                self.retry_at_ms = Some(now_ms + UNCORDON_RETRY_MS);
+                self.note(
+                    now_ms,
+                    format!(
+                        "uncordon {node} failed: {e}; retrying in {}",
+                        fmt_ms(UNCORDON_RETRY_MS)
+                    ),
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_connected(&mut self, now_ms: i64, node: String, out: &mut Vec<Action>) {
+        self.connected.insert(node.clone(), true);
+        // An agent of the current stage that was not connected when the stage
+        // began (a collector restart, a reconnect) still gets its command.
+        let in_stage = matches!(self.phase, Phase::PoweringOff | Phase::UpsCycle)
+            && self
+                .stages
+                .get(self.stage)
+                .is_some_and(|s| s.nodes.contains(&node));
+        if let Some(p) = self.nodes.get_mut(&node)
+            && in_stage
+            && p.power == PowerState::NotConnected
+        {
+            p.power = PowerState::Sent { at_ms: now_ms };
+            self.note(
+                now_ms,
+                format!("{node} connected: sending its poweroff now"),
+            );
+            out.push(self.power_off_action(&node));
+        }
+    }
+
+    pub(super) fn on_disconnected(&mut self, now_ms: i64, node: String, out: &mut Vec<Action>) {
+        self.connected.insert(node.clone(), false);
+        if let Some(p) = self.nodes.get_mut(&node)
+            && matches!(p.power, PowerState::Sent { .. } | PowerState::Confirmed)
+        {
+            p.power = PowerState::Gone;
+            self.notify(
+                now_ms,
+                out,
+                NoticeKind::NodeDown,
+                Some(&node),
+                format!("{node} disconnected after its poweroff command: going down"),
+            );
+        }
+    }
+
+    pub(super) fn on_command_result(
+        &mut self,
+        now_ms: i64,
+        node: String,
+        command_id: u64,
+        ok: bool,
+        message: String,
+        out: &mut Vec<Action>,
+    ) {
+        if command_id == self.ups_command_id() && node == self.spec.owner {
+            if matches!(self.ups_command, PowerState::Sent { .. }) {
+                let ups = self.spec.ups.clone();
+                if ok {
+                    self.ups_command = PowerState::Confirmed;
+                    self.notify(
+                        now_ms,
+                        out,
+                        NoticeKind::UpsCycle,
+                        Some(&node),
+                        format!("UPS {ups} accepted shutdown-with-return: {message}"),
+                    );
+                } else {
+                    self.ups_command = PowerState::Failed(message.clone());
+                    self.notify(
+                        now_ms,
+                        out,
+                        NoticeKind::UpsCycleFailed,
+                        Some(&node),
+                        format!("UPS {ups} shutdown-with-return failed: {message}; carrying on"),
+                    );
+                }
+            }
+            return;
+        }
+        let expected = command_id == self.poweroff_id(&node);
+        let Some(p) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if !expected || !matches!(p.power, PowerState::Sent { .. }) {
+            return;
+        }
+        if ok {
+            p.power = PowerState::Confirmed;
+            let verb = if self.dry_run {
+                "would power off (dry run)"
+            } else {
+                "confirmed poweroff"
+            };
+            self.note(now_ms, format!("{node} {verb}: {message}"));
+        } else {
+            p.power = PowerState::Failed(message.clone());
+            self.notify(
+                now_ms,
+                out,
+                NoticeKind::PoweroffFailed,
+                Some(&node),
+                format!("{node} did not take the poweroff: {message}; carrying on"),
+            );
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The power-loss sequence of one power domain as a pure state machine.
+//!
+//! `Machine::step` takes one input (a UPS observation, an agent event, a
+//! Kubernetes result or a tick of the clock) and the time, changes the state
+//! and returns the actions to carry out. It does no I/O and never reads the
+//! clock, so every path through the sequence is a unit test; the orchestrator
+//! executes the actions and persists the state after every step, so a
+//! collector restart resumes where it stopped (`Machine::resume`).
+//!
+//! `types` holds the vocabulary (inputs, actions, phases, per node progress),
+//! `inputs` what each input changes, `advance` one method per phase that
+//! moves the sequence on, `stage` how a poweroff stage is sent and ended,
+//! `plan` the order of the poweroffs and the drain's budget, and `persist`
+//! the versioned saved form.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+mod advance;
+mod inputs;
+mod persist;
+mod plan;
+mod stage;
+mod types;
+
+pub use persist::{PERSISTED_VERSION, RestoreError};
+pub use types::*;
+
+/// Longest timeline kept per event (a flapping UPS must not grow it forever).
+const TIMELINE_MAX: usize = 300;
+/// How long cordoning may take before draining starts anyway.
+const CORDON_TIMEOUT_MS: i64 = 15_000;
+/// Wait between uncordon attempts while the API is not back yet.
+const UNCORDON_RETRY_MS: i64 = 30_000;
+
+/// The whole persisted state of one domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// The domain.
+    pub spec: DomainSpec,
+    /// Drill: report instead of powering off; `drill_cordon` allows real cordons.
+    pub dry_run: bool,
+    /// In a drill, whether cordon/uncordon are real (else skipped).
+    pub drill_cordon: bool,
+    /// Where we are.
+    pub phase: Phase,
+    /// Since when (unix ms).
+    pub phase_since_ms: i64,
+    /// The latest UPS reading.
+    pub ups: Option<UpsObservation>,
+    /// When the UPS went on battery (this outage).
+    pub on_battery_since_ms: Option<i64>,
+    /// When mains came back (and stayed).
+    pub mains_since_ms: Option<i64>,
+    /// Identifies this event; seeds the command ids. 0 between events.
+    pub event_id: i64,
+    /// Why the sequence started.
+    pub reason: String,
+    /// The domain's nodes as last told (used when a sequence starts).
+    pub members: Vec<Member>,
+    /// Agents with an open stream.
+    pub connected: BTreeMap<String, bool>,
+    /// Per node progress of this event.
+    pub nodes: BTreeMap<String, NodeProgress>,
+    /// Poweroff stages, frozen at the start.
+    pub stages: Vec<Stage>,
+    /// Index of the current stage.
+    pub stage: usize,
+    /// The current phase gives up at this time.
+    pub deadline_ms: Option<i64>,
+    /// UPS command progress.
+    pub ups_command: PowerState,
+    /// Next uncordon retry.
+    pub retry_at_ms: Option<i64>,
+    /// Any poweroff was sent: cancel is no longer possible.
+    pub point_of_no_return: bool,
+    /// What happened in this event.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// A command id stable for (domain, event, node, what): FNV-1a, never 0.
+pub fn command_id(domain: &str, event_id: i64, node: &str, what: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [
+        domain.as_bytes(),
+        &event_id.to_le_bytes(),
+        node.as_bytes(),
+        what.as_bytes(),
+    ] {
+        for &b in part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+fn fmt_ms(ms: i64) -> String {
+    nodewarden_common::units::format_duration(std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
+impl Machine {
+    /// A domain on mains with no event.
+    pub fn new(spec: DomainSpec, now_ms: i64) -> Self {
+        Machine {
+            spec,
+            dry_run: false,
+            drill_cordon: false,
+            phase: Phase::OnMains,
+            phase_since_ms: now_ms,
+            ups: None,
+            on_battery_since_ms: None,
+            mains_since_ms: None,
+            event_id: 0,
+            reason: String::new(),
+            members: Vec::new(),
+            connected: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            stages: Vec::new(),
+            stage: 0,
+            deadline_ms: None,
+            ups_command: PowerState::Waiting,
+            retry_at_ms: None,
+            point_of_no_return: false,
+            timeline: Vec::new(),
+        }
+    }
+
+    /// A rehearsal: every poweroff and UPS command is a dry run; cordons are
+    /// skipped unless `cordon`.
+    pub fn drill(spec: DomainSpec, now_ms: i64, cordon: bool) -> Self {
+        let mut m = Machine::new(spec, now_ms);
+        m.dry_run = true;
+        m.drill_cordon = cordon;
+        m
+    }
+
+    /// Replaces the thresholds (config reload or restart with a new config)
+    /// without touching progress.
+    pub fn set_spec(&mut self, spec: DomainSpec) {
+        self.spec = spec;
+    }
+
+    /// The next time `Tick` must be fed, if any.
+    pub fn wake_at(&self) -> Option<i64> {
+        let s = &self.spec.settings;
+        let mut t: Option<i64> = None;
+        let mut at = |x: i64| t = Some(t.map_or(x, |t| t.min(x)));
+        if self.phase == Phase::OnBattery
+            && let Some(since) = self.on_battery_since_ms
+        {
+            at(since + s.grace_ms);
+        }
+        if let Some(d) = self.deadline_ms {
+            at(d);
+        }
+        if let Some(r) = self.retry_at_ms {
+            at(r);
+        }
+        if self.phase == Phase::AwaitingReturn
+            && let Some(m) = self.mains_since_ms
+        {
+            at(m + s.mains_stable_ms);
+            at(m + s.mains_stable_ms + s.return_timeout_ms);
+        }
+        t
+    }
+
+    /// Whether a sequence runs (cordoned or beyond).
+    pub fn active(&self) -> bool {
+        !matches!(self.phase, Phase::OnMains | Phase::OnBattery)
+    }
+
+    fn note(&mut self, now_ms: i64, text: impl Into<String>) {
+        let text = text.into();
+        tracing::info!(domain = %self.spec.name, "{text}");
+        if self.timeline.len() >= TIMELINE_MAX {
+            self.timeline.remove(0);
+        }
+        self.timeline.push(TimelineEntry {
+            at_ms: now_ms,
+            text,
+        });
+    }
+
+    fn notify(
+        &mut self,
+        now_ms: i64,
+        out: &mut Vec<Action>,
+        kind: NoticeKind,
+        node: Option<&str>,
+        message: String,
+    ) {
+        self.note(now_ms, message.clone());
+        out.push(Action::Notify(Notice {
+            kind,
+            node: node.map(str::to_string),
+            message,
+        }));
+    }
+
+    fn enter(&mut self, phase: Phase, now_ms: i64) {
+        self.phase = phase;
+        self.phase_since_ms = now_ms;
+        self.deadline_ms = None;
+    }
+
+    /// Actions still owed after a restart: anything asked and not answered
+    /// is asked again with the same ids (every action is idempotent).
+    pub fn resume(&mut self, now_ms: i64) -> Vec<Action> {
+        // Who is connected is fed again by the orchestrator.
+        self.connected.clear();
+        let mut out = Vec::new();
+        if self.active() {
+            self.note(now_ms, "collector restarted; resuming");
+        }
+        let pending_cordon: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, p)| p.cordon == Some(CordonState::Pending))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !pending_cordon.is_empty() && self.phase == Phase::Cordoning {
+            out.push(Action::Cordon(pending_cordon));
+        }
+        if self.phase == Phase::Draining
+            && let Some(deadline_ms) = self.deadline_ms
+        {
+            let nodes: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|(_, p)| p.draining)
+                .map(|(n, _)| n.clone())
+                .collect();
+            if !nodes.is_empty() {
+                out.push(Action::Drain { nodes, deadline_ms });
+            }
+        }
+        let sent: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, p)| matches!(p.power, PowerState::Sent { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in sent {
+            out.push(self.power_off_action(&node));
+        }
+        if matches!(self.ups_command, PowerState::Sent { .. }) {
+            out.push(self.ups_action());
+        }
+        let unc: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, p)| p.uncordoning)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !unc.is_empty() {
+            out.push(Action::Uncordon(unc));
+        }
+        out
+    }
+
+    /// Feeds one input at `now_ms`; returns what to do.
+    pub fn step(&mut self, now_ms: i64, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Members(m) => self.members = m,
+            Input::Ups(obs) => self.on_ups(now_ms, obs, &mut out),
+            Input::AgentConnected(n) => self.on_connected(now_ms, n, &mut out),
+            Input::AgentDisconnected(n) => self.on_disconnected(now_ms, n, &mut out),
+            Input::CommandResult {
+                node,
+                command_id,
+                ok,
+                message,
+            } => self.on_command_result(now_ms, node, command_id, ok, message, &mut out),
+            Input::Cordoned { node, result } => self.on_cordoned(now_ms, node, result, &mut out),
+            Input::Drained { node, result } => self.on_drained(now_ms, node, result),
+            Input::Uncordoned { node, result } => self.on_uncordoned(now_ms, node, result),
+            Input::Tick => {}
+            Input::Start { reason } => {
+                if matches!(self.phase, Phase::OnMains | Phase::OnBattery) {
+                    self.start(now_ms, reason, &mut out);
+                }
+            }
+        }
+        self.advance(now_ms, &mut out);
+        out
+    }
+
+    /// The poweroff command id of `node` in this event.
+    pub fn poweroff_id(&self, node: &str) -> u64 {
+        command_id(&self.spec.name, self.event_id, node, "poweroff")
+    }
+
+    /// The UPS command id of this event.
+    pub fn ups_command_id(&self) -> u64 {
+        command_id(&self.spec.name, self.event_id, &self.spec.owner, "ups")
+    }
+
+    fn power_off_action(&self, node: &str) -> Action {
+        Action::PowerOff {
+            node: node.to_string(),
+            command_id: self.poweroff_id(node),
+            reason: self.reason.clone(),
+            dry_run: self.dry_run,
+        }
+    }
+
+    fn ups_action(&self) -> Action {
+        let s = &self.spec.settings;
+        Action::UpsShutdownReturn {
+            owner: self.spec.owner.clone(),
+            ups: self.spec.ups.clone(),
+            command_id: self.ups_command_id(),
+            off_delay_ms: s.ups_off_delay_ms,
+            restore_delay_ms: s.ups_restore_delay_ms,
+            dry_run: self.dry_run,
+        }
+    }
+
+    fn finish(&mut self, now_ms: i64) {
+        self.enter(Phase::OnMains, now_ms);
+        self.event_id = 0;
+        self.retry_at_ms = None;
+        self.point_of_no_return = false;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+//! The order of the poweroffs and the drain's budget, frozen when a
+//! sequence starts.
+
+use std::collections::BTreeMap;
+
+use super::{Machine, NodeProgress, PowerState, Role, Stage};
+
+impl Machine {
+    pub(super) fn fresh_nodes(&self) -> BTreeMap<String, NodeProgress> {
+        self.members
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    NodeProgress {
+                        role: m.role,
+                        cordon: None,
+                        drain: None,
+                        draining: false,
+                        power: PowerState::Waiting,
+                        uncordoning: false,
+                        uncordoned: false,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The poweroff stages a sequence starting now would use.
+    pub fn preview_stages(&self) -> Vec<Stage> {
+        let mut m = self.clone();
+        m.nodes = m.fresh_nodes();
+        m.plan_stages()
+    }
+
+    /// Workers, then servers together, then external hosts by order; the UPS
+    /// owner and the collector's own node are kept for the end.
+    pub(super) fn plan_stages(&self) -> Vec<Stage> {
+        let s = &self.spec.settings;
+        let last = |n: &str| n == self.spec.owner || Some(n) == self.spec.collector_node.as_deref();
+        let pick = |f: &dyn Fn(Role) -> bool| -> Vec<String> {
+            self.nodes
+                .iter()
+                .filter(|(n, p)| f(p.role) && !last(n))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let mut stages = Vec::new();
+        let workers = pick(&|r| r == Role::Worker);
+        if !workers.is_empty() {
+            stages.push(Stage {
+                label: "workers".into(),
+                nodes: workers,
+                timeout_ms: s.agent_confirm_timeout_ms,
+            });
+        }
+        let servers = pick(&|r| r == Role::Server);
+        if !servers.is_empty() {
+            stages.push(Stage {
+                label: "servers".into(),
+                nodes: servers,
+                timeout_ms: s.servers_timeout_ms,
+            });
+        }
+        let mut orders: Vec<u32> = self
+            .nodes
+            .values()
+            .filter_map(|p| match p.role {
+                Role::External { order } => Some(order),
+                _ => None,
+            })
+            .collect();
+        orders.sort_unstable();
+        orders.dedup();
+        for o in orders {
+            let nodes = pick(&|r| r == Role::External { order: o });
+            if !nodes.is_empty() {
+                stages.push(Stage {
+                    label: format!("external hosts (order {o})"),
+                    nodes,
+                    timeout_ms: s.agent_confirm_timeout_ms,
+                });
+            }
+        }
+        // The owner goes down after it has told the UPS, the collector last.
+        let owner = &self.spec.owner;
+        let collector = self.spec.collector_node.as_deref();
+        if self.nodes.contains_key(owner) && Some(owner.as_str()) != collector {
+            stages.push(Stage {
+                label: "UPS host".into(),
+                nodes: vec![owner.clone()],
+                timeout_ms: s.agent_confirm_timeout_ms,
+            });
+        }
+        if let Some(c) = collector
+            && self.nodes.contains_key(c)
+        {
+            stages.push(Stage {
+                label: if c == owner {
+                    "UPS host and collector".into()
+                } else {
+                    "collector".into()
+                },
+                nodes: vec![c.to_string()],
+                timeout_ms: s.agent_confirm_timeout_ms,
+            });
+        }
+        stages
+    }
+
+    /// Index of the first stage that must wait for the UPS command.
+    pub(super) fn ups_stage(&self) -> usize {
+        let s = &self.spec;
+        self.stages
+            .iter()
+            .position(|st| {
+                st.nodes
+                    .iter()
+                    .any(|n| *n == s.owner || Some(n.as_str()) == s.collector_node.as_deref())
+            })
+            .unwrap_or(self.stages.len())
+    }
+
+    pub(super) fn drain_deadline(&self, now_ms: i64) -> i64 {
+        let s = &self.spec.settings;
+        let by_battery = self
+            .ups
+            .as_ref()
+            .and_then(|u| u.runtime_ms)
+            .map(|r| r - s.poweroff_reserve_ms);
+        let budget = by_battery.map_or(s.drain_timeout_ms, |b| b.min(s.drain_timeout_ms));
+        now_ms + budget.max(0)
+    }
+}
