@@ -167,4 +167,29 @@ mod tests {
             ExitCode::FAILURE
         );
     }
+
+    #[cfg(not(feature = "simulator"))]
+    #[test]
+    fn without_the_simulator_simulate_is_known_but_fails() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Top {
+            #[command(subcommand)]
+            cmd: UpsCli,
+        }
+        for args in [
+            &[
+                "ups",
+                "simulate",
+                "--protocol",
+                "megatec",
+                "--path",
+                "/tmp/u",
+            ][..],
+            &["ups", "control", "/tmp/u.ctl", "mains", "off"][..],
+        ] {
+            let top = Top::try_parse_from(args).expect("parses");
+            assert_eq!(run(top.cmd), ExitCode::FAILURE);
+        }
+    }
 }

@@ -587,7 +587,9 @@ impl Status {
         }
     }
 
-    /// NUT ups.status tokens, in riello_ser's order.
+    /// NUT ups.status tokens, in riello_ser's order. Not
+    /// `UpsFlags::tokens()`: that order (RB and CHRG before BYPASS, OFF last
+    /// but two) differs from what riello_ser, and so NUT clients, show.
     pub fn tokens(&self) -> Vec<String> {
         let on_battery = self.flag(flag::ON_BATTERY);
         let mut t = vec![if on_battery { "OB" } else { "OL" }];
