@@ -15,7 +15,7 @@ if ! command -v cc >/dev/null 2>&1; then
 fi
 
 echo "demo: building nodewarden (first time takes a few minutes)..."
-cargo build --quiet -p nodewarden -p nodewarden-agent -p nodewarden-tests --bins
+cargo build --quiet -p nodewarden -p nodewarden-agent -p nodewarden-tests --bins --features nodewarden-agent/simulator
 bin="$PWD/target/debug"
 
 link_port="${NODEWARDEN_DEMO_PORT:-7150}"

@@ -194,7 +194,7 @@ impl AgentConfig {
             let off = u32::try_from(off).unwrap_or(u32::MAX);
             let restore = u32::try_from(restore).unwrap_or(u32::MAX);
             if let Some(ups) = self.ups.first()
-                && ups.protocol == "megatec"
+                && ups.protocol == crate::ups::config::UpsProtocol::Megatec
                 && let Err(e) = crate::ups::megatec::protocol::encode_shutdown_return(off, restore)
             {
                 return bad(format!(

@@ -395,7 +395,7 @@ async fn replugged_device_is_found_again_through_its_stable_path() {
     let first_pty = sim1.pty_path().to_path_buf();
     let config = UpsConfig {
         name: "replug".into(),
-        protocol: "megatec".into(),
+        protocol: nodewarden_agent::ups::config::UpsProtocol::Megatec,
         port: link.display().to_string(),
         poll_interval: Duration::from_millis(500),
         ..UpsConfig::default()

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nodewarden_agent::ups::gpser::{
+use nodewarden_agent::ups::gpser::protocol::{
     CheckKind, Extended, Identification, Nominal, Request, Status, decode_frame, encode_frame,
     find_frame,
 };

@@ -2,7 +2,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nodewarden_agent::ups::nut::{MAX_LINE_LEN, parse_list, parse_reply_line, quote, split_words};
+use nodewarden_agent::ups::nut::protocol::{
+    MAX_LINE_LEN, parse_list, parse_reply_line, quote, split_words,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -150,7 +150,7 @@ mod tests {
     fn megatec() -> UpsConfig {
         UpsConfig {
             name: "rack".into(),
-            protocol: "megatec".into(),
+            protocol: crate::ups::config::UpsProtocol::Megatec,
             port: "/dev/ttyUSB0".into(),
             ..UpsConfig::default()
         }
@@ -211,7 +211,7 @@ mod tests {
             ..UpsStatus::default()
         };
         let auto = UpsConfig {
-            protocol: "auto".into(),
+            protocol: crate::ups::config::UpsProtocol::Auto,
             ..megatec()
         };
         let err = describe(&auto, &gpser, UpsCommandKind::BeeperToggle).unwrap_err();

@@ -12,15 +12,57 @@ use crate::ups::serial::PortSpec;
 /// Shortest poll interval: a 2400-baud Q1 round trip takes ~200 ms.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The protocol a `[[ups]]` speaks; lower-case in TOML.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum UpsProtocol {
+    /// Megatec first, then GPSER: the first that answers on the port.
+    #[default]
+    Auto,
+    /// Megatec Q1 ("Voltronic").
+    Megatec,
+    /// Riello GPSER.
+    Gpser,
+    /// A UPS read through NUT's upsd.
+    Nut,
+}
+
+impl UpsProtocol {
+    /// The name as written in agent.toml (and as drivers report it).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UpsProtocol::Auto => "auto",
+            UpsProtocol::Megatec => "megatec",
+            UpsProtocol::Gpser => "gpser",
+            UpsProtocol::Nut => "nut",
+        }
+    }
+}
+
+impl TryFrom<String> for UpsProtocol {
+    type Error = String;
+
+    // The message follows the key and line the config loader puts first.
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(UpsProtocol::Auto),
+            "megatec" => Ok(UpsProtocol::Megatec),
+            "gpser" => Ok(UpsProtocol::Gpser),
+            "nut" => Ok(UpsProtocol::Nut),
+            other => Err(format!("`{other}` is not one of auto, megatec, gpser, nut")),
+        }
+    }
+}
+
 /// One UPS this agent reads.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpsConfig {
     /// Name shown by `nodewarden ups` and used in events.
     pub name: String,
-    /// "auto", "megatec", "gpser" or "nut".
-    #[serde(default = "default_protocol")]
-    pub protocol: String,
+    /// "auto" (the default), "megatec", "gpser" or "nut".
+    #[serde(default)]
+    pub protocol: UpsProtocol,
     /// Serial device ("/dev/ttyUSB0", "/dev/serial/by-id/...", "auto",
     /// "usb:VID:PID[:SERIAL]") or, for nut, "upsname@host:port".
     pub port: String,
@@ -61,7 +103,7 @@ impl Default for UpsConfig {
     fn default() -> Self {
         UpsConfig {
             name: "ups".into(),
-            protocol: default_protocol(),
+            protocol: UpsProtocol::Auto,
             port: "auto".into(),
             poll_interval: default_poll_interval(),
             baud: None,
@@ -77,10 +119,6 @@ impl Default for UpsConfig {
     }
 }
 
-fn default_protocol() -> String {
-    "auto".into()
-}
-
 fn default_poll_interval() -> Duration {
     Duration::from_secs(2)
 }
@@ -89,19 +127,13 @@ impl UpsConfig {
     /// Checks values serde cannot; messages name the key.
     pub fn validate(&self) -> Result<(), String> {
         let n = &self.name;
-        if !matches!(self.protocol.as_str(), "auto" | "megatec" | "gpser" | "nut") {
-            return Err(format!(
-                "[[ups]] `{n}`: key `protocol`: `{}` is not one of auto, megatec, gpser, nut",
-                self.protocol
-            ));
-        }
         if self.poll_interval < MIN_POLL_INTERVAL {
             return Err(format!(
                 "[[ups]] `{n}`: key `poll_interval`: {:?} is below 500ms",
                 self.poll_interval
             ));
         }
-        if self.protocol != "nut" {
+        if self.protocol != UpsProtocol::Nut {
             self.port
                 .parse::<PortSpec>()
                 .map_err(|e| format!("[[ups]] `{n}`: key `port`: {e}"))?;
@@ -158,7 +190,7 @@ mod tests {
     #[test]
     fn defaults_are_auto_and_two_seconds() {
         let c = parse("name = \"riello\"\nport = \"/dev/ttyUSB0\"");
-        assert_eq!(c.protocol, "auto");
+        assert_eq!(c.protocol, UpsProtocol::Auto);
         assert_eq!(c.poll_interval, Duration::from_secs(2));
         assert_eq!(c.validate(), Ok(()));
     }
@@ -171,10 +203,49 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("key `port`"));
         let c = parse("name = \"u\"\nport = \"usb:zz:0001\"");
         assert!(c.validate().unwrap_err().contains("hex USB id"));
-        let c = parse("name = \"u\"\nport = \"auto\"\nprotocol = \"apc\"");
-        assert!(c.validate().unwrap_err().contains("protocol"));
         let c = parse("name = \"u\"\nport = \"auto\"\nruntimecal = [720, 50, 240, 100]");
         assert!(c.validate().unwrap_err().contains("runtimecal"));
+    }
+
+    #[test]
+    fn protocols_are_the_four_lower_case_names() {
+        for (text, want) in [
+            ("auto", UpsProtocol::Auto),
+            ("megatec", UpsProtocol::Megatec),
+            ("gpser", UpsProtocol::Gpser),
+            ("nut", UpsProtocol::Nut),
+        ] {
+            let c = parse(&format!(
+                "name = \"u\"\nport = \"auto\"\nprotocol = \"{text}\""
+            ));
+            assert_eq!(c.protocol, want);
+        }
+        for bad in ["apc", "Megatec", "NUT", ""] {
+            let text = format!("name = \"u\"\nport = \"auto\"\nprotocol = \"{bad}\"");
+            assert!(toml::from_str::<UpsConfig>(&text).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_protocol_names_key_and_line() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct File {
+            ups: Vec<UpsConfig>,
+        }
+        let text = "[[ups]]\nname = \"u\"\nport = \"auto\"\nprotocol = \"apc\"\n";
+        let err = nodewarden_common::config_error::parse_toml::<File>(
+            std::path::Path::new("agent.toml"),
+            text,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("agent.toml:4:"), "{err}");
+        assert!(err.contains("key `protocol`"), "{err}");
+        assert!(
+            err.contains("`apc` is not one of auto, megatec, gpser, nut"),
+            "{err}"
+        );
     }
 
     #[test]

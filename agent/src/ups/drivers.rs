@@ -2,7 +2,7 @@
 //! this at start and at every reconnect, so a replugged adapter is found again.
 
 use crate::sysroot::SysRoot;
-use crate::ups::config::UpsConfig;
+use crate::ups::config::{UpsConfig, UpsProtocol};
 use crate::ups::gpser::GpserDriver;
 use crate::ups::megatec::MegatecDriver;
 use crate::ups::model::{UpsDriver, UpsError};
@@ -11,17 +11,17 @@ use crate::ups::serial::{PortSpec, resolve};
 
 /// Opens the driver for `config`; for `auto`, the first protocol that answers.
 pub fn open_driver(config: &UpsConfig, root: &SysRoot) -> Result<Box<dyn UpsDriver>, UpsError> {
-    match config.protocol.as_str() {
-        "megatec" => Ok(Box::new(open_megatec(config, root)?)),
-        "gpser" => Ok(Box::new(GpserDriver::open(
+    match config.protocol {
+        UpsProtocol::Megatec => Ok(Box::new(open_megatec(config, root)?)),
+        UpsProtocol::Gpser => Ok(Box::new(GpserDriver::open(
             &port_path(config, root)?,
             config.baud,
         )?)),
-        "nut" => {
+        UpsProtocol::Nut => {
             let credentials = config.nut_user.clone().zip(config.nut_password.clone());
             Ok(Box::new(NutDriver::connect(&config.port, credentials)?))
         }
-        "auto" => {
+        UpsProtocol::Auto => {
             // Megatec first: a Q1 probe is harmless to other protocols.
             let mut m = open_megatec(config, root)?;
             let megatec_error = match m.poll() {
@@ -37,9 +37,6 @@ pub fn open_driver(config: &UpsConfig, root: &SysRoot) -> Result<Box<dyn UpsDriv
                 ))),
             }
         }
-        _ => Err(UpsError::Unsupported(
-            "that protocol (use auto, megatec, gpser or nut)",
-        )),
     }
 }
 

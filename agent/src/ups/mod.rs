@@ -14,6 +14,9 @@ pub mod model;
 pub mod monitor;
 pub mod nut;
 pub mod serial;
+// The simulated UPS is for the demo and the tests, not for the packaged
+// agent; unit tests always have it.
+#[cfg(any(test, feature = "simulator"))]
 pub mod sim;
 
 pub use model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};

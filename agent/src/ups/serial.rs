@@ -15,12 +15,15 @@ use crate::ups::model::UpsError;
 /// Longest reply line read before giving up on finding its end.
 pub const MAX_LINE: usize = 256;
 
-/// A byte stream with serial-port controls; `TTYPort` in production.
+/// The serial line every serial UPS driver talks over: a byte stream with
+/// serial-port controls. `TTYPort` in production; a pty or socket in tests.
 pub trait SerialIo: Read + Write + Send {
     /// Drop bytes received but not read (stale replies, noise).
     fn discard_input(&mut self) -> io::Result<()>;
     /// Longest a single read may block.
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
+    /// Change the line speed (a no-op where there is none).
+    fn set_baud_rate(&mut self, baud: u32) -> io::Result<()>;
 }
 
 impl SerialIo for TTYPort {
@@ -31,6 +34,51 @@ impl SerialIo for TTYPort {
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.set_timeout(timeout).map_err(io::Error::from)
     }
+
+    fn set_baud_rate(&mut self, baud: u32) -> io::Result<()> {
+        SerialPort::set_baud_rate(self, baud).map_err(io::Error::from)
+    }
+}
+
+/// One end of a socket pair stands in for a serial line in the drivers'
+/// tests: no line speed, and reads time out like a port's.
+#[cfg(test)]
+impl SerialIo for std::os::unix::net::UnixStream {
+    fn discard_input(&mut self) -> io::Result<()> {
+        self.set_nonblocking(true)?;
+        let mut scratch = [0u8; 256];
+        let result = loop {
+            match self.read(&mut scratch) {
+                Ok(0) => break Ok(()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.set_nonblocking(false)?;
+        result
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, Some(timeout))
+    }
+
+    fn set_baud_rate(&mut self, _baud: u32) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Opens the serial device `path` 8N1 at `baud` with a `timeout` per read;
+/// a failure says what to do about it.
+pub fn open_port(path: &str, baud: u32, timeout: Duration) -> Result<TTYPort, UpsError> {
+    serialport::new(path, baud)
+        .data_bits(serialport::DataBits::Eight)
+        .parity(serialport::Parity::None)
+        .stop_bits(serialport::StopBits::One)
+        .flow_control(serialport::FlowControl::None)
+        .timeout(timeout)
+        .open_native()
+        .map_err(|e| open_error(path, e))
 }
 
 /// One request, one reply line, on a serial port.
@@ -47,14 +95,7 @@ impl SerialLine<TTYPort> {
     /// Opens `path` 8N1 at `baud`, 1 s reply timeout, 3 tries.
     pub fn open(path: &Path, baud: u32) -> Result<Self, UpsError> {
         let name = path.display().to_string();
-        let port = serialport::new(name.clone(), baud)
-            .data_bits(serialport::DataBits::Eight)
-            .parity(serialport::Parity::None)
-            .stop_bits(serialport::StopBits::One)
-            .flow_control(serialport::FlowControl::None)
-            .timeout(Duration::from_secs(1))
-            .open_native()
-            .map_err(|e| open_error(&name, e))?;
+        let port = open_port(&name, baud, Duration::from_secs(1))?;
         Ok(SerialLine::new(port, name))
     }
 }
@@ -114,7 +155,7 @@ impl<P: SerialIo> SerialLine<P> {
                         }
                     }
                 }
-                Err(e) if crate::ups::serial::no_data_yet(&e) => {}
+                Err(e) if no_data_yet(&e) => {}
                 Err(e) => return Err(self.io_error(e)),
             }
         }
@@ -128,7 +169,9 @@ impl<P: SerialIo> SerialLine<P> {
     }
 }
 
-/// Maps an open failure to an error that says what to do.
+/// Maps an open failure to an error that says what to do (one place for
+/// every serial driver: a missing device, the dialout group, a port another
+/// program holds).
 fn open_error(port: &str, e: serialport::Error) -> UpsError {
     use serialport::ErrorKind as K;
     let (kind, hint) = match e.kind() {

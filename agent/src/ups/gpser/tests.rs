@@ -2,8 +2,12 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
-use super::*;
+use super::driver::*;
+use super::protocol::*;
+use crate::ups::model::{UpsCommandKind, UpsDriver, UpsError};
+use crate::ups::serial::SerialIo;
 use crate::ups::sim::gpser::GpserResponder;
 use crate::ups::sim::{Responder, SimEffect, SimState};
 
@@ -476,13 +480,13 @@ impl Write for SpeedLine {
     }
 }
 
-impl Transport for SpeedLine {
+impl SerialIo for SpeedLine {
     fn set_baud_rate(&mut self, baud: u32) -> io::Result<()> {
         self.baud.store(baud, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        Transport::set_read_timeout(&mut self.stream, timeout)
+        SerialIo::set_read_timeout(&mut self.stream, timeout)
     }
     fn discard_input(&mut self) -> io::Result<()> {
         self.stream.discard_input()
@@ -517,4 +521,23 @@ fn a_1200_baud_riello_is_found_after_9600_fails() {
     let mut driver = GpserDriver::over(line, "sim", None).expect("driver");
     assert_eq!(driver.baud(), 1200);
     assert_eq!(driver.poll().expect("poll").status, vec!["OL"]);
+}
+
+#[test]
+fn a_port_held_by_another_program_is_reported_busy() {
+    // One opener for every serial driver: the Riello gets the same hint.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = crate::ups::sim::SimUps::spawn(
+        GpserResponder::new(CheckKind::Sum),
+        &dir.path().join("ups"),
+    )
+    .expect("sim");
+    let link = sim.link().display().to_string();
+    let _first =
+        crate::ups::serial::open_port(&link, 9600, Duration::from_secs(1)).expect("first open");
+    let err = GpserDriver::open(&link, Some(9600))
+        .err()
+        .expect("second open must fail")
+        .to_string();
+    assert!(err.contains("another program holds the port"), "{err}");
 }

@@ -234,7 +234,8 @@ pub fn parse_q1(reply: &[u8]) -> Result<Q1Status, ParseError> {
 /// it spuriously). "UPS failed" is an alarm in NUT, not a status token.
 pub fn status_tokens(q1: &Q1Status, ignore_shutdown_active: bool) -> Vec<String> {
     let b = q1.bits;
-    // Only one of TRIM/BYPASS/BOOST can apply, so pushing in this order
+    // Not `UpsFlags::tokens()`: it puts CAL before TRIM and BOOST, nutdrv_qx
+    // after. Only one of TRIM/BYPASS/BOOST can apply, so pushing in this order
     // keeps NUT's token order (OL/OB, LB, TRIM, BOOST, BYPASS, CAL, FSD).
     let mut tokens: Vec<&str> = vec![if b.utility_fail { "OB" } else { "OL" }];
     if b.battery_low {

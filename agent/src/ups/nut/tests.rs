@@ -1,4 +1,8 @@
-use super::*;
+use std::collections::BTreeMap;
+
+use super::driver::*;
+use super::protocol::*;
+use crate::ups::model::UpsError;
 
 fn words(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()

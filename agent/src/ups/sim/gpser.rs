@@ -3,7 +3,7 @@
 //! cancel and test requests into [`SimEffect`]s. Faithful to what NUT's
 //! riello_ser reads, so NUT's own driver can be pointed at it.
 
-use crate::ups::gpser::{
+use crate::ups::gpser::protocol::{
     CheckKind, Frame, GI_DATA_LEN, MAX_FRAME_LEN, NAK, REPLY_ADDRESS, Request, STX, Status,
     decode_frame, encode_frame, find_frame, flag, push_nibbles,
 };
@@ -332,7 +332,7 @@ fn runtime_seconds(state: &SimState) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ups::gpser::{Identification, Nominal};
+    use crate::ups::gpser::protocol::{Identification, Nominal};
 
     fn ask(responder: &mut GpserResponder, state: &SimState, request: Request) -> Frame {
         let bytes = request.encode(responder.check);
@@ -419,7 +419,7 @@ mod tests {
         assert_eq!(effects, vec![SimEffect::CancelShutdown]);
         let unknown = encode_frame(
             &Frame {
-                address: crate::ups::gpser::REQUEST_ADDRESS,
+                address: crate::ups::gpser::protocol::REQUEST_ADDRESS,
                 command: *b"ZZ",
                 data: vec![],
             },

@@ -7,6 +7,8 @@
 //! stable path and runs the physics; `SimHandle` scripts it from Rust, and
 //! `control` lets other processes script it through a Unix socket.
 
+#[cfg(feature = "simulator")]
+pub mod cli;
 pub mod control;
 pub mod megatec;
 pub mod pty;

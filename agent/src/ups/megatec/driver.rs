@@ -1,16 +1,14 @@
-//! Megatec/Q1 ("Voltronic") UPS driver: the protocol (pure, in `protocol`)
-//! spoken over a serial line, with NUT's retry and guesstimation rules.
-
-pub mod protocol;
+//! The blocking Megatec driver: queries over a [`SerialLine`] with NUT's
+//! retry rules, and charge and runtime guessed as NUT does.
 
 use std::path::Path;
 
 use nodewarden_proto::v1::{UpsIdentity, UpsRatings};
 use serialport::TTYPort;
 
+use super::protocol::{self, BatteryModel, CommandOutcome, ParseError, Ratings, RuntimeCal};
 use crate::ups::model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
 use crate::ups::serial::{SerialIo, SerialLine};
-use protocol::{BatteryModel, CommandOutcome, ParseError, Ratings, RuntimeCal};
 
 /// Megatec units talk at 2400 baud 8N1.
 pub const DEFAULT_BAUD: u32 = 2400;
