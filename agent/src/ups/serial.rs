@@ -205,7 +205,8 @@ pub enum PortSpec {
     /// A device path, best a /dev/serial/by-id/... link (stable across
     /// replugs).
     Path(PathBuf),
-    /// `usb:VID:PID[:SERIAL]`, hex ids: found in sysfs at each (re)open.
+    /// `usb:VID:PID[:SERIAL]` or `VID:PID[:SERIAL]` as lsusb prints it, hex
+    /// ids: found in sysfs at each (re)open.
     Usb {
         vid: u16,
         pid: u16,
@@ -226,7 +227,12 @@ impl FromStr for PortSpec {
         if s == "auto" {
             return Ok(PortSpec::Auto);
         }
-        if let Some(rest) = s.strip_prefix("usb:") {
+        // `lsusb` prints `ID 04b4:5500`: accept the pair as written, not
+        // only with the `usb:` prefix.
+        if let Some(rest) = s
+            .strip_prefix("usb:")
+            .or_else(|| lsusb_pair(s).then_some(s))
+        {
             let mut parts = rest.splitn(3, ':');
             let hex = |p: Option<&str>, what: &str| -> Result<u16, String> {
                 let p = p.unwrap_or("");
@@ -243,11 +249,22 @@ impl FromStr for PortSpec {
         }
         if !s.starts_with('/') {
             return Err(format!(
-                "`{s}` is not a port: give an absolute device path, usb:VID:PID[:SERIAL] or auto"
+                "`{s}` is not a port: give an absolute device path, VID:PID[:SERIAL] as lsusb prints it (04b4:5500, or usb:04b4:5500) or auto"
             ));
         }
         Ok(PortSpec::Path(PathBuf::from(s)))
     }
+}
+
+/// `VVVV:PPPP[:SERIAL]` with four hex digits on each side, as `lsusb` prints it.
+fn lsusb_pair(s: &str) -> bool {
+    let b = s.as_bytes();
+    let hex4 = |r: &[u8]| r.len() == 4 && r.iter().all(u8::is_ascii_hexdigit);
+    b.len() >= 9
+        && hex4(&b[..4])
+        && b[4] == b':'
+        && hex4(&b[5..9])
+        && (b.len() == 9 || b[9] == b':')
 }
 
 /// A USB serial adapter found in sysfs.

@@ -45,6 +45,25 @@ fn port_specs_parse() {
             serial: Some("A1B2".into())
         })
     );
+    // As lsusb prints it (`ID 04b4:5500 Cypress ...`), the README's example.
+    assert_eq!(
+        "04b4:5500".parse(),
+        Ok(PortSpec::Usb {
+            vid: 0x04b4,
+            pid: 0x5500,
+            serial: None
+        })
+    );
+    assert_eq!(
+        "067B:2303:A1B2".parse(),
+        Ok(PortSpec::Usb {
+            vid: 0x067b,
+            pid: 0x2303,
+            serial: Some("A1B2".into())
+        })
+    );
+    assert!("4b4:5500".parse::<PortSpec>().is_err());
+    assert!("04b4:55000".parse::<PortSpec>().is_err());
     assert!("usb:67b".parse::<PortSpec>().is_err());
     assert!(
         "ttyUSB0"
