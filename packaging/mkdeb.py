@@ -214,6 +214,8 @@ def write_control(
         ("Depends", ", ".join(depends)),
         ("Recommends", meta.get("recommends", "")),
         ("Suggests", meta.get("suggests", "")),
+        ("Breaks", meta.get("breaks", "")),
+        ("Replaces", meta.get("replaces", "")),
         ("Section", meta.get("section", "misc")),
         ("Priority", meta.get("priority", "optional")),
         ("Homepage", pkg.get("repository") or ""),

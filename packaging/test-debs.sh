@@ -134,6 +134,17 @@ for deb in "$dist"/nodewarden-agent_*_amd64.deb "$dist"/nodewarden-agent_*_arm64
             bash -c 'readelf -h "$1" | grep -q "Type: *DYN"' _ "$b" ;;
     esac
 done
+# nodewarden-k3s-shutdown belongs on every k3s node: the agent package ships
+# it, and the collector package (installed beside it on the server) must not.
+for deb in "$dist"/nodewarden-agent_*.deb; do
+    check "$(basename "$deb" .deb): ships nodewarden-k3s-shutdown.service and /usr/lib/nodewarden/k3s-shutdown" \
+        bash -c 'l="$(dpkg-deb -c "$1")"; grep -qE "^-rw-r--r-- .* \./usr/lib/systemd/system/nodewarden-k3s-shutdown\.service$" <<<"$l" && grep -qE "^-rwxr-xr-x .* \./usr/lib/nodewarden/k3s-shutdown$" <<<"$l"' _ "$deb"
+done
+for deb in "$dist"/nodewarden_*.deb; do
+    a="$(ls "$dist"/nodewarden-agent_*_"$(dpkg-deb -f "$deb" Architecture)".deb)"
+    check "$(basename "$deb" .deb): no file in common with $(basename "$a" .deb)" \
+        bash -c 'both="$(comm -12 <(dpkg-deb -c "$1" | grep -v "^d" | awk "{print \$6}" | sort) <(dpkg-deb -c "$2" | grep -v "^d" | awk "{print \$6}" | sort) | grep -v "/copyright$\|/changelog")"; [ -z "$both" ] || { echo "$both"; false; }' _ "$deb" "$a"
+done
 check "six packages for three architectures, or the quick set" \
     bash -c 'n=$(ls "$1"/*.deb | wc -l); if $2; then [ "$n" = 4 ]; else [ "$n" = 6 ]; fi' _ "$dist" "$quick"
 
@@ -184,12 +195,77 @@ check "the k3s shutdown unit is not named k3s* (k3s-killall.sh stops those)" \
 if command -v node >/dev/null; then
     cp "$repo/packaging/polkit/49-nodewarden.rules" "$work/polkit-rules.js"
     check "the polkit .rules file is valid JavaScript" node --check "$work/polkit-rules.js"
+    # Run as polkit would: YES for user nodewarden and the three power-off
+    # actions, nothing for anyone or anything else (reboot included).
+    check "the polkit rule grants power-off, -multiple-sessions and -ignore-inhibit to nodewarden only" \
+        node -e '
+const fs = require("fs");
+let rule;
+const polkit = { Result: { YES: "yes" }, addRule: (f) => { rule = f; } };
+eval(fs.readFileSync(process.argv[1], "utf8"));
+const ask = (id, user) => rule({ id }, { user });
+const p = "org.freedesktop.login1.";
+for (const a of ["power-off", "power-off-multiple-sessions", "power-off-ignore-inhibit"]) {
+    if (ask(p + a, "nodewarden") !== "yes") throw new Error(a + " not granted");
+    if (ask(p + a, "pi") !== undefined) throw new Error(a + " granted to another user");
+}
+for (const a of ["reboot", "reboot-ignore-inhibit", "suspend", "halt"]) {
+    if (ask(p + a, "nodewarden") !== undefined) throw new Error(a + " granted");
+}' "$work/polkit-rules.js"
 else
     echo "# SKIP polkit .rules syntax: no node on this machine"
 fi
-check "the polkit .pkla grants exactly the two power-off actions to unix-user:nodewarden" \
-    python3 -c 'import configparser,sys; c=configparser.ConfigParser(); c.optionxform=str; c.read(sys.argv[1]); s=c[c.sections()[0]]; assert len(c.sections())==1; assert s["Identity"]=="unix-user:nodewarden"; assert sorted(s["Action"].split(";"))==["org.freedesktop.login1.power-off","org.freedesktop.login1.power-off-multiple-sessions"]; assert s["ResultAny"]=="yes"' \
+check "the polkit .pkla grants exactly the three power-off actions to unix-user:nodewarden" \
+    python3 -c 'import configparser,sys; c=configparser.ConfigParser(); c.optionxform=str; c.read(sys.argv[1]); s=c[c.sections()[0]]; assert len(c.sections())==1; assert s["Identity"]=="unix-user:nodewarden"; assert sorted(s["Action"].split(";"))==["org.freedesktop.login1.power-off","org.freedesktop.login1.power-off-ignore-inhibit","org.freedesktop.login1.power-off-multiple-sessions"]; assert s["ResultAny"]=="yes"' \
     "$repo/packaging/polkit/49-nodewarden.pkla"
+
+# ---------------------------------------------------------------- shutdown order
+section "shutdown order: the agent stops after k3s, its clean shutdown and remote unmounts"
+# On the way down systemd stops units in the reverse of their start order. The
+# k3s installer writes k3s.service / k3s-agent.service to /etc/systemd/system
+# with this ordering; an NFS share stands for the remote file systems.
+mkdir -p "$vroot/etc/systemd/system"
+for k in k3s k3s-agent; do
+    printf '[Unit]\nDescription=%s (stub: the k3s installer'"'"'s ordering)\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=notify\nExecStart=/usr/bin/true\n' \
+        "$k" >"$vroot/etc/systemd/system/$k.service"
+done
+printf '[Unit]\nDescription=an NFS share (stub)\n\n[Mount]\nWhat=nas:/export\nWhere=/mnt/nas\nType=nfs\nOptions=_netdev\n' \
+    >"$vroot/etc/systemd/system/mnt-nas.mount"
+check "the agent, k3s, k3s-agent, the k3s shutdown unit and an NFS mount verify together (no ordering cycle)" \
+    bash -c 'out="$(systemd-analyze verify --man=no --root="$1" nodewarden-agent.service k3s.service k3s-agent.service nodewarden-k3s-shutdown.service mnt-nas.mount 2>&1)"; echo "$out"; [ -z "$out" ]' _ "$vroot"
+check "nodewarden-agent.service reads Before=k3s.service k3s-agent.service nodewarden-k3s-shutdown.service remote-fs-pre.target, Wants=remote-fs-pre.target, After=network-online.target" \
+    python3 - "$vroot/usr/lib/systemd/system/nodewarden-agent.service" <<'PY'
+import sys
+deps = {}
+for line in open(sys.argv[1]):
+    key, sep, value = line.strip().partition("=")
+    if sep and key in ("Before", "After", "Wants"):
+        deps.setdefault(key, set()).update(value.split())
+down_after = {"k3s.service", "k3s-agent.service", "nodewarden-k3s-shutdown.service", "remote-fs-pre.target"}
+assert down_after <= deps.get("Before", set()), deps
+assert "remote-fs-pre.target" in deps.get("Wants", set()), deps
+assert "network-online.target" in deps.get("After", set()), deps
+assert not (down_after & deps.get("After", set())), deps
+PY
+# systemd's own ordering graph, not only the file: if the agent were to stop
+# before UNIT (After=UNIT added), systemd must find an ordering cycle.
+probe_dir="$vroot/etc/systemd/system/nodewarden-agent.service.d"
+cycle_with() { # cycle_with LINE UNIT: the agent with LINE added forms a cycle with UNIT
+    mkdir -p "$probe_dir"
+    printf '[Unit]\n%s\n' "$1" >"$probe_dir/probe.conf"
+    local out
+    out="$(systemd-analyze verify --man=no --root="$vroot" nodewarden-agent.service "$2" 2>&1)"
+    rm -rf "$probe_dir"
+    grep -q "ordering cycle" <<<"$out"
+}
+no_cycle_with() { ! cycle_with "$@"; }
+check "the cycle probe finds none in the units as shipped" no_cycle_with "Description=probe" mnt-nas.mount
+for u in k3s.service k3s-agent.service nodewarden-k3s-shutdown.service mnt-nas.mount; do
+    check "on the way down nodewarden-agent stops after $u (stopping before it is an ordering cycle)" cycle_with "After=$u" "$u"
+done
+check "on the way down the network stops after nodewarden-agent (stopping after it is an ordering cycle)" \
+    cycle_with "Before=network-online.target" network-online.target
+rm -f "$vroot"/etc/systemd/system/{k3s,k3s-agent}.service "$vroot/etc/systemd/system/mnt-nas.mount"
 phase "inspected"
 
 # ---------------------------------------------------------------- roots
@@ -209,6 +285,17 @@ file_list() { (cd "$root" && find . -xdev \( -path ./proc -o -path ./sys -o -pat
 # Settles how far a binary's subcommands have come: the skeletons have none.
 supports() { # supports BIN SUBCOMMAND (run inside the root)
     in_root "$1" --help 2>/dev/null | grep -qw -- "$2"
+}
+
+repack_old() { # repack_old DEB OUT: the collector package as it was when it shipped the k3s unit
+    local t
+    t="$(mktemp -d)"
+    dpkg-deb -R "$1" "$t"
+    sed -i "s/^Version: .*/Version: ${version%-*}-0/" "$t/DEBIAN/control"
+    install -D -m 644 "$repo/packaging/systemd/nodewarden-k3s-shutdown.service" "$t/usr/lib/systemd/system/nodewarden-k3s-shutdown.service"
+    install -D -m 755 "$repo/packaging/lib/k3s-shutdown" "$t/usr/lib/nodewarden/k3s-shutdown"
+    dpkg-deb --root-owner-group -Zxz -b "$t" "$2" >/dev/null
+    rm -rf "$t"
 }
 
 repack_v2() { # repack_v2 DEB OUT: same package, next version, default config changed
@@ -327,6 +414,20 @@ for suite in "${suites[@]}"; do
         grep -vE '^\./var/lib/dpkg/|^\./var/log/|^\./etc/(passwd|group|shadow|gshadow)-$|^\./var/cache/debconf/')"
     check "$suite: purge leaves nothing behind" test -z "$leftovers"
     [ -n "$leftovers" ] && sed 's/^/    left: /' <<<"$leftovers"
+
+    section "the k3s unit moves from the collector package to the agent's ($suite)"
+    mkdir -p "$root/tmp/debs"
+    cp "$dist"/*_amd64.deb "$root/tmp/debs/"
+    repack_old "$dist/$(basename "$coll_deb")" "$root/tmp/debs/collector-old.deb"
+    check "$suite: a collector that still ships the k3s unit installs" in_root dpkg -i /tmp/debs/collector-old.deb
+    check "$suite: the agent and the new collector install over it" in_root dpkg -i "$agent_deb" "$coll_deb"
+    check "$suite: the k3s unit and its helper now belong to nodewarden-agent" \
+        bash -c '[ "$(chroot "$1" dpkg-query -S /usr/lib/systemd/system/nodewarden-k3s-shutdown.service /usr/lib/nodewarden/k3s-shutdown | cut -d: -f1 | sort -u)" = nodewarden-agent ]' _ "$root"
+    in_root dpkg -P nodewarden >/dev/null 2>&1
+    check "$suite: purging the collector keeps the agent's k3s unit" \
+        test -f "$root/usr/lib/systemd/system/nodewarden-k3s-shutdown.service" -a -x "$root/usr/lib/nodewarden/k3s-shutdown"
+    in_root dpkg -P nodewarden-agent >/dev/null 2>&1
+    rm -rf "$root/tmp/debs"
     phase "$suite done"
 done
 

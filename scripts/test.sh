@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test nodewarden has, on a fresh Debian 12 machine. Installs what the
-# tests need (NUT's upsd and drivers, the Prometheus client parser, the
+# tests need first (tests/setup/install-test-tools.sh: NUT's upsd and
+# drivers, avahi-daemon, iproute2, the Prometheus client parser; then the
 # packaging tools) and needs root for that and for the tmpfs disk-full test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,17 +14,34 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "test: needs Rust 1.95 or newer (rustup: https://rustup.rs)" >&2
     exit 1
 fi
-export DEBIAN_FRONTEND=noninteractive
-need=()
-command -v cc >/dev/null || need+=(build-essential)
-[ -x /lib/nut/nutdrv_qx ] && [ -x /lib/nut/upsd ] && command -v upsc >/dev/null || need+=(nut-server nut-client)
-python3 -c 'import prometheus_client' 2>/dev/null || need+=(python3-prometheus-client)
-command -v script >/dev/null || need+=(bsdutils)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "test: installing ${need[*]}"
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Every program a test runs is installed here, once, before any test starts:
+# a test never installs (two at once fail on apt's lock); one that finds its
+# tool missing fails naming tests/setup/install-test-tools.sh.
+echo "== setup"
+sh tests/setup/install-test-tools.sh
+# The package test's toolchain (cross linkers, zig, debootstrap), likewise.
+if [ -x packaging/test-debs.sh ]; then
+    packaging/install-build-deps.sh amd64,arm64,armhf zig
+    command -v debootstrap >/dev/null ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 fi
+# And proof of it: during `cargo test`, apt-get, apt and dpkg are stubs that
+# log the call and fail, so a test that tries to install fails this command.
+no_apt="$(mktemp -d)"
+trap 'rm -rf "$no_apt"' EXIT
+for tool in apt-get apt dpkg; do
+    printf '#!/bin/sh\necho "%s $*" >>"%s/calls"\necho "a test ran %s: tests must not install; add the package to tests/setup/install-test-tools.sh" >&2\nexit 100\n' \
+        "$tool" "$no_apt" "$tool" >"$no_apt/$tool"
+    chmod 755 "$no_apt/$tool"
+done
+# no_apt_check SUITE: fails the command if a test of SUITE called one of them.
+no_apt_check() {
+    if [ -s "$no_apt/calls" ]; then
+        echo "test: a test ran apt/dpkg during $1 (tests must not install; see tests/setup/install-test-tools.sh):" >&2
+        sed 's/^/    /' "$no_apt/calls" >&2
+        exit 1
+    fi
+}
 
 echo "== format and lints"
 cargo fmt --all -- --check
@@ -37,13 +55,14 @@ echo "== tests"
 # `|| true` would run on any failure and PIPESTATUS would then be true's 0,
 # so a failing test would pass the command.
 set +e
-cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/nodewarden-test.log | grep -E '^(test result|running|     Running|.*FAILED|.*panicked)'
+PATH="$no_apt:$PATH" cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/nodewarden-test.log | grep -E '^(test result|running|     Running|.*FAILED|.*panicked)'
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" != 0 ]; then
     grep -E -A30 '^failures:' /tmp/nodewarden-test.log | head -200
     exit "$status"
 fi
+no_apt_check "cargo test"
 
 rm -f /tmp/nodewarden-test-packaged.log
 if [ -x packaging/test-debs.sh ]; then
@@ -55,7 +74,7 @@ if [ -x packaging/test-debs.sh ]; then
     if [ "$(uname -m)" = x86_64 ] && [ -x "$packaged_agent" ]; then
         echo "== end to end with the packaged agent ($packaged_agent)"
         set +e
-        NODEWARDEN_TEST_AGENT="$PWD/$packaged_agent" cargo test -p nodewarden-tests --no-fail-fast \
+        PATH="$no_apt:$PATH" NODEWARDEN_TEST_AGENT="$PWD/$packaged_agent" cargo test -p nodewarden-tests --no-fail-fast \
             --test power_e2e --test commands --test ups_e2e --test link --test trust 2>&1 |
             tee /tmp/nodewarden-test-packaged.log | grep -E '^(test result|.*FAILED|.*panicked)'
         status=${PIPESTATUS[0]}
@@ -64,6 +83,7 @@ if [ -x packaging/test-debs.sh ]; then
             grep -E -A30 '^failures:' /tmp/nodewarden-test-packaged.log | head -200
             exit "$status"
         fi
+        no_apt_check "the packaged agent's end-to-end run"
     fi
 fi
 

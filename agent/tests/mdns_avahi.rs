@@ -4,11 +4,12 @@
 //! reaches a real network and no avahi-daemon of the host answers): a veth
 //! pair, avahi on one end publishing `k3s-server.local` from a hosts file,
 //! and the agent's resolver sending its query to 224.0.0.251 as on a board.
-//! Needs root (a network namespace) and avahi-daemon, which
-//! tests/setup/install-avahi.sh installs.
+//! Needs root (a network namespace), avahi-daemon and iproute2, which
+//! tests/setup/install-test-tools.sh installs (scripts/test.sh runs it before
+//! any test: a test never installs, two at once would fight over apt's lock).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,13 +23,27 @@ const AVAHI_ADDR: &str = "10.77.0.1/24";
 const SERVER_V4: &str = "10.77.0.20";
 const SERVER_V6: &str = "fd00:77::20";
 
-fn install_avahi() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/setup/install-avahi.sh");
-    let status = Command::new("sh")
-        .arg(&script)
-        .status()
-        .expect("run install-avahi.sh");
-    assert!(status.success(), "{} failed", script.display());
+/// Debian's avahi-daemon; `NODEWARDEN_TEST_AVAHI_DAEMON` names another
+/// (and lets the missing-daemon message be tried without uninstalling it).
+fn avahi_daemon() -> PathBuf {
+    std::env::var_os("NODEWARDEN_TEST_AVAHI_DAEMON")
+        .map_or_else(|| PathBuf::from("/usr/sbin/avahi-daemon"), PathBuf::from)
+}
+
+/// Fails, naming the setup script, when avahi-daemon or `ip` is missing.
+fn require_tools() {
+    const SETUP: &str = "sudo sh tests/setup/install-test-tools.sh avahi";
+    let daemon = avahi_daemon();
+    assert!(
+        daemon.is_file(),
+        "{} not found: this test runs the real avahi-daemon. Install the test tools first, \
+         as scripts/test.sh does: {SETUP}",
+        daemon.display()
+    );
+    assert!(
+        Command::new("ip").arg("-V").output().is_ok(),
+        "`ip` (iproute2) not found. Install the test tools first, as scripts/test.sh does: {SETUP}"
+    );
 }
 
 fn ip(args: &str) {
@@ -74,9 +89,10 @@ impl Avahi {
             .arg(
                 "mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /etc/avahi; \
                  cp \"$0/hosts\" /etc/avahi/hosts; \
-                 exec avahi-daemon -f \"$0/avahi-daemon.conf\" --no-drop-root --no-chroot --no-rlimits --no-proc-title",
+                 exec \"$1\" -f \"$0/avahi-daemon.conf\" --no-drop-root --no-chroot --no-rlimits --no-proc-title",
             )
             .arg(dir.path())
+            .arg(avahi_daemon())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -124,7 +140,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
-    install_avahi();
+    require_tools();
     let thread = std::thread::spawn(move || {
         // Only this thread moves (a network namespace is per thread); the
         // processes it starts and the threads it spawns start in it.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fakekube;
+pub mod setup;
 
 use std::io::Write;
 use std::net::TcpListener;

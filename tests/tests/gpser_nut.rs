@@ -1,7 +1,7 @@
 //! Fidelity of the simulated Riello: NUT's own riello_ser (Debian's build)
 //! reads it on a real pseudo-terminal, upsd serves what it read, and
 //! nodewarden's NUT source and GPSER driver must agree value for value.
-//! Needs root; installs NUT with tests/setup/install-nut.sh when missing.
+//! Needs root and NUT: tests/setup/install-test-tools.sh (scripts/test.sh runs it).
 
 mod nut_support;
 

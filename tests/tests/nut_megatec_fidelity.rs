@@ -1,7 +1,7 @@
 //! NUT's own Megatec driver (nutdrv_qx, protocol=megatec) and nodewarden's
 //! read the same simulated UPS over a pty and must report the same thing:
 //! the simulator is faithful where NUT looks, and our driver reads it as
-//! NUT does. Needs tests/setup/install-nut.sh (the test runs it).
+//! NUT does. Needs NUT: tests/setup/install-test-tools.sh (scripts/test.sh runs it).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -15,15 +15,6 @@ use nodewarden_agent::ups::sim::megatec::{MegatecDialect, MegatecResponder};
 use nodewarden_agent::ups::sim::{SimState, SimUps};
 
 const NUTDRV_QX: &str = "/lib/nut/nutdrv_qx";
-
-fn install_nut() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("setup/install-nut.sh");
-    let status = Command::new("sh")
-        .arg(&script)
-        .status()
-        .expect("runs the install script");
-    assert!(status.success(), "{} failed", script.display());
-}
 
 /// Runs nutdrv_qx in dump mode (`-d 1`: one update, print, exit), killed
 /// after 60 s whatever happens.
@@ -166,7 +157,7 @@ fn steady(state: SimState) -> SimState {
 
 #[test]
 fn nut_and_nodewarden_agree_on_a_megatec_ups() {
-    install_nut();
+    nodewarden_tests::setup::require("nut", nodewarden_tests::setup::NUT);
 
     // On mains.
     let (ours, nut) = compare(
@@ -256,7 +247,7 @@ fn nut_and_nodewarden_agree_on_a_megatec_ups() {
 /// them as the delays NUT meant.
 #[test]
 fn nut_and_nodewarden_send_the_same_shutdown_return() {
-    install_nut();
+    nodewarden_tests::setup::require("nut", nodewarden_tests::setup::NUT);
     for (offdelay, ondelay) in [(42u32, 300u32), (30, 180), (120, 60)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let link = dir.path().join("ups");

@@ -1,6 +1,6 @@
 //! nodewarden's NUT source against Debian's real upsd serving the dummy-ups
-//! driver. Needs root (the programs run with `-u root`); installs NUT with
-//! tests/setup/install-nut.sh when missing.
+//! driver. Needs root (the programs run with `-u root`) and NUT:
+//! tests/setup/install-test-tools.sh (scripts/test.sh runs it).
 
 mod nut_support;
 

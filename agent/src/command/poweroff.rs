@@ -6,6 +6,12 @@
 //! action; everyone after gets told it is already under way. Ids that ran are
 //! also written to a small file in /run (tmpfs: no SD-card wear, and empty
 //! again after the reboot), so a restarted agent does not run one again.
+//!
+//! With the default action (logind over D-Bus), a failure (polkit denied,
+//! logind busy) is tried once more through `systemctl poweroff`, which the
+//! same polkit grant allows, before the poweroff is reported failed. A
+//! configured hook gets no fallback: it may be a drill's logging hook that
+//! must never power the machine off.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,6 +31,27 @@ pub const DEFAULT_POWEROFF: [&str; 8] = [
     "b",
     "false",
 ];
+
+/// Tried when the default action fails: systemctl asks logind the same
+/// through its own client code. `-i`: an inhibitor lock (a `systemd-inhibit`
+/// around a backup) must not keep a node up on a dying battery; the polkit
+/// rule grants power-off-ignore-inhibit for it.
+pub const FALLBACK_POWEROFF: [&str; 4] = ["systemctl", "--no-ask-password", "-i", "poweroff"];
+
+/// Logind's own answer to "may this user power off?", asked at start.
+const CAN_POWER_OFF: [&str; 6] = [
+    "busctl",
+    "call",
+    "org.freedesktop.login1",
+    "/org/freedesktop/login1",
+    "org.freedesktop.login1.Manager",
+    "CanPowerOff",
+];
+
+/// What an operator can do when no action powered the node off.
+const POLKIT_HINT: &str = "polkit did not allow it: install polkitd (Debian 11: policykit-1) and the nodewarden polkit rule (docs/install.md)";
+const INHIBIT_HINT: &str = "an inhibitor lock blocks it (`systemd-inhibit --list`): install the nodewarden polkit rule, which grants power-off-ignore-inhibit (docs/install.md)";
+const LOGIND_HINT: &str = "check that systemd-logind runs (`busctl status org.freedesktop.login1`) and its journal (`journalctl -u systemd-logind`)";
 
 /// Default directory for the record of ids that ran (systemd's
 /// RuntimeDirectory=nodewarden-agent).
@@ -64,6 +91,7 @@ pub enum Begin {
 #[derive(Debug)]
 pub struct PowerOff {
     argv: Vec<String>,
+    fallback: Option<Vec<String>>,
     state_file: PathBuf,
     ran: Mutex<HashSet<u64>>,
     progress: Mutex<Progress>,
@@ -75,7 +103,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl PowerOff {
     /// `argv` is the command line to run; `state_dir` keeps the ids that ran.
+    /// The default action falls back to `FALLBACK_POWEROFF`, and (on a tokio
+    /// runtime) logind's CanPowerOff is asked and logged, so a node that
+    /// could not power off says so at start rather than in a power cut.
     pub fn new(argv: Vec<String>, state_dir: &Path) -> Self {
+        let default = argv.iter().eq(DEFAULT_POWEROFF.iter());
+        let fallback = default.then(|| FALLBACK_POWEROFF.map(String::from).to_vec());
+        if default && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(log_can_power_off());
+        }
         let state_file = state_dir.join(STATE_FILE);
         let ran = match std::fs::read_to_string(&state_file) {
             Ok(text) => text
@@ -93,10 +129,17 @@ impl PowerOff {
         };
         PowerOff {
             argv,
+            fallback,
             state_file,
             ran: Mutex::new(ran),
             progress: Mutex::new(Progress::Idle),
         }
+    }
+
+    /// Replaces the action tried when the first one fails (None: none).
+    pub fn with_fallback(mut self, fallback: Option<Vec<String>>) -> Self {
+        self.fallback = fallback;
+        self
     }
 
     /// The command line, as a user would type it.
@@ -164,10 +207,20 @@ impl PowerOff {
         }
     }
 
-    /// Runs the action for `id` (after `begin` said Run). Ok: what ran;
-    /// Err: why it failed.
+    /// Runs the action for `id` (after `begin` said Run), and the fallback
+    /// if it fails. Ok: what ran; Err: why each failed, and what to do.
     pub async fn run(&self, id: u64, reason: &str) -> Result<String, String> {
-        let outcome = self.execute(id, reason).await;
+        let outcome = match execute(&self.argv, id, reason).await {
+            Ok(message) => Ok(message),
+            Err(first) => self.fall_back(id, reason, first).await,
+        };
+        match &outcome {
+            Ok(_) => tracing::info!(
+                command_id = id,
+                "poweroff issued; systemd will stop this agent"
+            ),
+            Err(message) => tracing::error!(command_id = id, "poweroff failed: {message}"),
+        }
         *lock(&self.progress) = match &outcome {
             Ok(message) => Progress::Issued {
                 id,
@@ -178,53 +231,126 @@ impl PowerOff {
         outcome
     }
 
-    async fn execute(&self, id: u64, reason: &str) -> Result<String, String> {
-        let line = self.command_line();
-        let Some((program, args)) = self.argv.split_first() else {
-            return Err("[commands] poweroff is empty".into());
+    async fn fall_back(&self, id: u64, reason: &str, first: String) -> Result<String, String> {
+        let Some(fallback) = &self.fallback else {
+            return Err(match hint(&first) {
+                Some(hint) => format!("{first}; {hint}"),
+                None => first,
+            });
         };
         tracing::warn!(
             command_id = id,
-            "powering this node off: {reason}; running {line}"
+            "{first}; trying {} instead",
+            shell_words(fallback)
         );
-        let child = tokio::process::Command::new(program)
-            .args(args)
-            .env("NODEWARDEN_COMMAND_ID", id.to_string())
-            .env("NODEWARDEN_REASON", reason)
-            .env("NODEWARDEN_AGENT_PID", std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot run {line}: {e}"))?;
-        let out = match tokio::time::timeout(ACTION_TIMEOUT, child.wait_with_output()).await {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => return Err(format!("{line} failed: {e}")),
-            Err(_) => return Err(format!("{line} did not finish within 60 s")),
-        };
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if out.status.success() {
-            tracing::info!(
-                command_id = id,
-                "poweroff issued; systemd will stop this agent"
-            );
-            Ok(format!("ran {line}"))
-        } else {
-            let mut message = format!("{line} exited with {}", out.status);
-            if !stderr.is_empty() {
-                message.push_str(": ");
-                message.push_str(&stderr);
+        match execute(fallback, id, reason).await {
+            Ok(message) => Ok(format!("{message} (after {first})")),
+            Err(second) => {
+                let hint = hint(&first).or(hint(&second)).unwrap_or(LOGIND_HINT);
+                Err(format!("{first}; then {second}; {hint}"))
             }
-            if stderr.contains("Access denied") || stderr.contains("authentication required") {
-                message.push_str(
-                    "; polkit did not allow it: install polkitd (Debian 11: policykit-1) and the nodewarden polkit rule (docs/install.md)",
-                );
-            }
-            tracing::error!(command_id = id, "poweroff failed: {message}");
-            Err(message)
         }
     }
+}
+
+/// Runs one action: Ok says what ran, Err what went wrong (with its stderr).
+async fn execute(argv: &[String], id: u64, reason: &str) -> Result<String, String> {
+    let line = shell_words(argv);
+    let Some((program, args)) = argv.split_first() else {
+        return Err("[commands] poweroff is empty".into());
+    };
+    tracing::warn!(
+        command_id = id,
+        "powering this node off: {reason}; running {line}"
+    );
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .env("NODEWARDEN_COMMAND_ID", id.to_string())
+        .env("NODEWARDEN_REASON", reason)
+        .env("NODEWARDEN_AGENT_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {line}: {e}"))?;
+    let out = match tokio::time::timeout(ACTION_TIMEOUT, child.wait_with_output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(format!("{line} failed: {e}")),
+        Err(_) => return Err(format!("{line} did not finish within 60 s")),
+    };
+    if out.status.success() {
+        return Ok(format!("ran {line}"));
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let mut message = format!("{line} exited with {}", out.status);
+    if !stderr.is_empty() {
+        message.push_str(": ");
+        message.push_str(&stderr);
+    }
+    Err(message)
+}
+
+/// The fix for a failure, read from what logind, polkit or systemctl said.
+fn hint(failure: &str) -> Option<&'static str> {
+    if failure.contains("Access denied") || failure.contains("authentication required") {
+        Some(POLKIT_HINT)
+    } else if failure.contains("inhibit") {
+        Some(INHIBIT_HINT)
+    } else {
+        None
+    }
+}
+
+/// Asks logind's CanPowerOff as this agent's user and logs the answer:
+/// "yes" is what a power cut needs; anything else is said with its fix.
+async fn log_can_power_off() {
+    let argv = CAN_POWER_OFF.map(String::from);
+    let line = shell_words(&argv);
+    let out = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let answer = match tokio::time::timeout(Duration::from_secs(10), out).await {
+        Ok(Ok(out)) if out.status.success() => {
+            can_power_off_answer(&String::from_utf8_lossy(&out.stdout)).map(str::to_string)
+        }
+        Ok(Ok(out)) => {
+            tracing::warn!(
+                "cannot ask logind whether this node may power off ({line} exited with {}: {}); {LOGIND_HINT}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "cannot ask logind whether this node may power off ({line}: {e}); {LOGIND_HINT}"
+            );
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("logind did not answer CanPowerOff within 10 s; {LOGIND_HINT}");
+            return;
+        }
+    };
+    match answer.as_deref() {
+        Some("yes") => tracing::info!("logind: this node may power off (CanPowerOff: yes)"),
+        Some(other) => tracing::warn!(
+            "logind: CanPowerOff is \"{other}\", so a power cut cannot power this node off; {POLKIT_HINT}"
+        ),
+        None => tracing::warn!("logind's CanPowerOff answer was not understood"),
+    }
+}
+
+/// The string in busctl's reply to CanPowerOff (`s "yes"`).
+fn can_power_off_answer(stdout: &str) -> Option<&str> {
+    stdout
+        .trim()
+        .strip_prefix("s \"")?
+        .strip_suffix('"')
+        .filter(|a| !a.is_empty())
 }
 
 /// Joins argv for a log line or report, quoting what a shell would split.
@@ -314,6 +440,96 @@ mod tests {
         let p = PowerOff::new(hook(dir.path(), "exit 0"), &blocker.join("sub"));
         assert_eq!(p.begin(3), Begin::Run);
         assert!(p.run(3, "x").await.is_ok());
+    }
+
+    #[test]
+    fn only_the_default_action_falls_back_to_systemctl() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = PowerOff::new(DEFAULT_POWEROFF.map(String::from).to_vec(), dir.path());
+        assert_eq!(
+            default.fallback.as_deref().map(shell_words).as_deref(),
+            Some("systemctl --no-ask-password -i poweroff")
+        );
+        // A hook (a drill's logging hook) must never end in a real poweroff.
+        assert_eq!(
+            PowerOff::new(hook(dir.path(), "exit 0"), dir.path()).fallback,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_action_falls_back_and_the_fallback_powers_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let ran = dir.path().join("fallback-ran");
+        let first = hook(
+            dir.path(),
+            "echo 'Failed to call PowerOff: Connection timed out' >&2; exit 1",
+        );
+        let script = dir.path().join("fallback.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$NODEWARDEN_COMMAND_ID\" > {}\n",
+                ran.display()
+            ),
+        )
+        .unwrap();
+        let second = vec!["/bin/sh".to_string(), script.display().to_string()];
+        let p = PowerOff::new(first, dir.path()).with_fallback(Some(second));
+        assert_eq!(p.begin(9), Begin::Run);
+        let msg = p.run(9, "battery low").await.unwrap();
+        assert!(msg.starts_with("ran /bin/sh"), "{msg}");
+        assert!(msg.contains("fallback.sh"), "says what powered off: {msg}");
+        assert!(
+            msg.contains("Connection timed out"),
+            "and why the first did not: {msg}"
+        );
+        assert_eq!(std::fs::read_to_string(&ran).unwrap(), "9\n");
+        assert!(matches!(p.begin(10), Begin::Issued { id: 9, .. }));
+    }
+
+    #[tokio::test]
+    async fn both_actions_failing_names_both_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = hook(dir.path(), "echo 'Call failed: Access denied' >&2; exit 1");
+        let second = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo 'inhibited' >&2; exit 3".into(),
+        ];
+        let p = PowerOff::new(first, dir.path()).with_fallback(Some(second));
+        assert_eq!(p.begin(4), Begin::Run);
+        let err = p.run(4, "x").await.unwrap_err();
+        assert!(
+            err.contains("hook.sh exited with exit status: 1: Call failed: Access denied"),
+            "{err}"
+        );
+        assert!(err.contains("; then /bin/sh -c"), "{err}");
+        assert!(err.contains("exit status: 3: inhibited"), "{err}");
+        assert!(err.ends_with(POLKIT_HINT), "{err}");
+        // Nothing powered off: a new id may try again.
+        assert_eq!(p.begin(5), Begin::Run);
+
+        // Nothing recognisable in either: the hint points at logind.
+        let p = PowerOff::new(hook(dir.path(), "exit 1"), dir.path())
+            .with_fallback(Some(hook(dir.path(), "exit 2")));
+        assert_eq!(p.begin(6), Begin::Run);
+        let err = p.run(6, "x").await.unwrap_err();
+        assert!(err.ends_with(LOGIND_HINT), "{err}");
+    }
+
+    #[test]
+    fn logind_can_power_off_answers_are_read() {
+        assert_eq!(can_power_off_answer("s \"yes\"\n"), Some("yes"));
+        assert_eq!(can_power_off_answer("s \"challenge\""), Some("challenge"));
+        assert_eq!(can_power_off_answer("s \"\""), None);
+        assert_eq!(can_power_off_answer("b true"), None);
+        assert_eq!(
+            hint("Operation inhibited by \"backup\""),
+            Some(INHIBIT_HINT)
+        );
+        assert_eq!(hint("Access denied"), Some(POLKIT_HINT));
+        assert_eq!(hint("timed out"), None);
     }
 
     #[test]

@@ -126,3 +126,46 @@ async fn commands_this_agent_does_not_know_are_unsupported() {
     assert_eq!(r.state, CommandState::Unsupported as i32);
     assert_eq!(r.command_id, 4);
 }
+
+/// A poweroff whose first action fails with `first_exit` and whose fallback
+/// exits with `fallback_exit`, as the collector sees it: ACCEPTED, then the
+/// final state and message.
+async fn poweroff_with_fallback(first_exit: u8, fallback_exit: u8) -> (CommandState, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let sh = |body: String| vec!["/bin/sh".to_string(), "-c".to_string(), body];
+    let p = PowerOff::new(
+        sh(format!("echo 'logind said no' >&2; exit {first_exit}")),
+        &dir.path().join("state"),
+    )
+    .with_fallback(Some(sh(format!("echo fallback >&2; exit {fallback_exit}"))));
+    let (ex, mut replies) = executor(Arc::new(p));
+    let task = tokio::spawn(async move { ex.handle(poweroff(12, false)).await });
+    let accepted = replies.recv().await.unwrap();
+    assert_eq!(accepted.result.state, CommandState::Accepted as i32);
+    drop(accepted.sent);
+    let last = replies.recv().await.unwrap().result;
+    task.await.unwrap();
+    (CommandState::try_from(last.state).unwrap(), last.message)
+}
+
+#[tokio::test]
+async fn a_failed_poweroff_falls_back_before_reporting() {
+    let (state, message) = poweroff_with_fallback(1, 0).await;
+    assert_eq!(state, CommandState::Done, "{message}");
+    assert!(message.contains("logind said no"), "{message}");
+
+    let (state, message) = poweroff_with_fallback(1, 1).await;
+    assert_eq!(state, CommandState::Failed, "{message}");
+    assert!(
+        message.contains("logind said no"),
+        "names the first: {message}"
+    );
+    assert!(
+        message.contains("; then /bin/sh -c"),
+        "and the fallback: {message}"
+    );
+    assert!(
+        message.contains("systemd-logind"),
+        "with what to check: {message}"
+    );
+}

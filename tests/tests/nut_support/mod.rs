@@ -3,22 +3,12 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-
-/// Runs tests/setup/install-nut.sh (idempotent).
-pub fn install_nut() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("setup/install-nut.sh");
-    let status = Command::new("sh")
-        .arg(&script)
-        .status()
-        .expect("run install-nut.sh");
-    assert!(status.success(), "{} failed", script.display());
-}
 
 /// The user upsd.users grants commands and SET to.
 pub const ADMIN_USER: &str = "admin";
@@ -45,7 +35,7 @@ impl Nut {
     /// Writes ups.conf (one UPS `ups` served by `driver` with `options`),
     /// upsd.conf and upsd.users, then starts the driver and upsd.
     pub fn start(ups: &str, driver: &str, options: &str) -> Nut {
-        install_nut();
+        nodewarden_tests::setup::require("nut", nodewarden_tests::setup::NUT);
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         fs::create_dir(dir.path().join("state")).expect("state dir");

@@ -1,0 +1,65 @@
+#!/bin/sh
+# Installs, with one apt-get run, every program the tests need that Debian 12
+# does not have out of the box. scripts/test.sh runs it once before
+# `cargo test`; the tests never install anything themselves (two tests
+# running apt at once fail on its lock): one that finds its tool missing
+# fails naming this script.
+#
+#   sh tests/setup/install-test-tools.sh [GROUP...]    (as root)
+#
+# Groups (default: all of them):
+#   nut        NUT's upsd, upsc and drivers (nutdrv_qx, dummy-ups,
+#              riello_ser): tests/tests/nut_*.rs, gpser_nut.rs, the
+#              ups_latency bench
+#   avahi      avahi-daemon and iproute2's `ip`: agent/tests/mdns_avahi.rs
+#              (it runs its own avahi-daemon in a private network namespace;
+#              the system service is not used)
+#   prometheus the official Prometheus Python client, whose text-format
+#              parser checks the collector's /metrics output
+#   base       a C compiler, `script` (pseudo-terminals for NUT), `unshare`,
+#              `setpriv`, `mount`
+# kubectl (tests/tests/kubectl_fidelity.rs) is not in Debian's archive: see
+# that test's message. Idempotent: installs only what is missing.
+set -eu
+groups="${*:-base nut avahi prometheus}"
+need=""
+for group in $groups; do
+    case "$group" in
+    base)
+        command -v cc >/dev/null 2>&1 || need="$need build-essential"
+        command -v script >/dev/null 2>&1 || need="$need bsdutils"
+        { command -v unshare && command -v setpriv; } >/dev/null 2>&1 || need="$need util-linux"
+        command -v mount >/dev/null 2>&1 || need="$need mount"
+        ;;
+    nut)
+        for p in /lib/nut/upsd /lib/nut/nutdrv_qx /lib/nut/dummy-ups /lib/nut/riello_ser; do
+            [ -x "$p" ] || { need="$need nut-server"; break; }
+        done
+        command -v upsc >/dev/null 2>&1 || need="$need nut-client"
+        ;;
+    avahi)
+        [ -x /usr/sbin/avahi-daemon ] || need="$need avahi-daemon"
+        command -v ip >/dev/null 2>&1 || need="$need iproute2"
+        ;;
+    prometheus)
+        /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need="$need python3-prometheus-client"
+        ;;
+    *)
+        echo "install-test-tools: unknown group '$group' (base, nut, avahi, prometheus)" >&2
+        exit 2
+        ;;
+    esac
+done
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "install-test-tools: needs root to install$need: sudo sh $0 $*" >&2
+    exit 1
+fi
+echo "install-test-tools: apt-get install$need" >&2
+export DEBIAN_FRONTEND=noninteractive
+# A fresh machine may never have run apt-get update.
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $need >/dev/null 2>&1 || {
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends $need >/dev/null
+}
