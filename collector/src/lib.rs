@@ -6,9 +6,11 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod daemon;
 pub mod metrics;
 pub mod pki;
 pub mod power;
 pub mod series;
 pub mod server;
+pub mod state;
 pub mod store;

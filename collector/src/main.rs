@@ -303,7 +303,7 @@ fn serve(config: CollectorConfig) -> ExitCode {
             nodewarden_common::signal::wait_for_stop().await;
             let _ = stop_tx.send(true);
         });
-        match nodewarden::server::serve(config, stop_rx, None).await {
+        match nodewarden::daemon::serve(config, stop_rx, None).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");

@@ -8,4 +8,5 @@ pub mod machine;
 pub mod notify;
 pub mod orchestrator;
 pub mod ports;
-pub mod service;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -22,9 +22,9 @@ use tonic::server::{NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
-use super::hub::Hub;
-use super::writer::WriteItem;
 use crate::pki::{Authority, tls};
+use crate::state::hub::Hub;
+use crate::state::writer::WriteItem;
 use crate::store::NodeRecord;
 use nodewarden_common::clock::now_ms;
 

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use crate::server::auth::{Permission, require};
+use super::auth::{Permission, require};
 use nodewarden_proto::v1::power_server::Power;
 use nodewarden_proto::v1::{
     DomainPlan as PlanMsg, DrillEvent, DrillRequest, GetPowerRequest, GetPowerResponse,
@@ -13,8 +13,8 @@ use nodewarden_proto::v1::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::machine::{CordonState, Machine, NodeProgress, PowerState, Role, TimelineEntry};
-use super::orchestrator::{DomainPlan, DrillOptions, DrillUpdate, PowerHandle, describe};
+use crate::power::machine::{CordonState, Machine, NodeProgress, PowerState, Role, TimelineEntry};
+use crate::power::orchestrator::{DomainPlan, DrillOptions, DrillUpdate, PowerHandle, describe};
 
 /// Answers the CLI from the running orchestrator.
 #[derive(Debug, Clone)]
@@ -250,3 +250,7 @@ where
     tokio::spawn(f(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
+
+#[cfg(test)]
+#[path = "power_tests.rs"]
+mod tests;
