@@ -186,7 +186,11 @@ impl Power for PowerService {
 
     async fn plan(&self, request: Request<PlanRequest>) -> Result<Response<PlanResponse>, Status> {
         require(&request, Permission::Read)?;
-        let plan = self.handle.plan().await.map_err(Status::unavailable)?;
+        let plan = self
+            .handle
+            .plan()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(PlanResponse {
             domains: plan.domains.into_iter().map(plan_msg).collect(),
             warnings: plan.warnings,
@@ -211,7 +215,7 @@ impl Power for PowerService {
                 simulated_ups: r.simulated_ups,
             })
             .await
-            .map_err(Status::unavailable)?;
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let stream = async_stream(move |tx| async move {
             while let Some(u) = rx.recv().await {
                 let (ev, done) = match u {

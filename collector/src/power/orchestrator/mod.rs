@@ -108,6 +108,17 @@ enum Control {
     Drill(DrillOptions, mpsc::Sender<DrillUpdate>),
 }
 
+/// Why the orchestrator could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PowerError {
+    /// Its task is gone (or never started).
+    #[error("the power orchestrator is not running")]
+    NotRunning,
+    /// It stopped before answering.
+    #[error("the power orchestrator stopped")]
+    Stopped,
+}
+
 /// Talks to the running orchestrator (the Admin API holds one).
 #[derive(Clone)]
 pub struct PowerHandle {
@@ -128,26 +139,25 @@ impl PowerHandle {
     }
 
     /// What would happen if power failed now.
-    pub async fn plan(&self) -> Result<PlanReport, String> {
+    pub async fn plan(&self) -> Result<PlanReport, PowerError> {
         let (tx, rx) = oneshot::channel();
         self.control
             .send(Control::Plan(tx))
             .await
-            .map_err(|_| "the power orchestrator is not running".to_string())?;
-        rx.await
-            .map_err(|_| "the power orchestrator stopped".to_string())
+            .map_err(|_| PowerError::NotRunning)?;
+        rx.await.map_err(|_| PowerError::Stopped)
     }
 
     /// Starts a drill; its timeline arrives on the returned channel.
     pub async fn drill(
         &self,
         options: DrillOptions,
-    ) -> Result<mpsc::Receiver<DrillUpdate>, String> {
+    ) -> Result<mpsc::Receiver<DrillUpdate>, PowerError> {
         let (tx, rx) = mpsc::channel(256);
         self.control
             .send(Control::Drill(options, tx))
             .await
-            .map_err(|_| "the power orchestrator is not running".to_string())?;
+            .map_err(|_| PowerError::NotRunning)?;
         Ok(rx)
     }
 }
