@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use nodewarden::config::EventThresholds;
 use nodewarden::power::config::PowerConfig;
 use nodewarden::power::machine::Phase;
-use nodewarden::power::orchestrator::{PowerHandle, spawn};
+use nodewarden::power::orchestrator::{Ports, PowerHandle, spawn};
 use nodewarden::power::ports::{
-    AgentPort, ClusterNode, ClusterPort, CommandOutcome, DrainSummary, NodeDrainPlan,
+    AgentPort, AgentPortError, ClusterNode, ClusterPort, ClusterPortError, CommandOutcome,
+    DrainSummary, NodeDrainPlan,
 };
-use nodewarden::server::hub::Hub;
+use nodewarden::state::hub::Hub;
 use nodewarden::store::{NodeRecord, Retention, Store};
 use nodewarden_common::clock::now_ms;
 use nodewarden_proto::v1::UpsStatus;
@@ -41,7 +42,7 @@ struct Cluster {
 }
 
 impl ClusterPort for Cluster {
-    async fn nodes(&self) -> Result<Vec<ClusterNode>, String> {
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, ClusterPortError> {
         Ok(NODES
             .iter()
             .map(|(n, server, _)| ClusterNode {
@@ -51,7 +52,7 @@ impl ClusterPort for Cluster {
             })
             .collect())
     }
-    async fn cordon(&self, _: &str) -> Result<bool, String> {
+    async fn cordon(&self, _: &str) -> Result<bool, ClusterPortError> {
         self.first_cordon
             .lock()
             .unwrap()
@@ -62,7 +63,7 @@ impl ClusterPort for Cluster {
         &self,
         node: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<DrainSummary, String> {
+    ) -> Result<DrainSummary, ClusterPortError> {
         let grace = NODES.iter().find(|n| n.0 == node).map_or(0, |n| n.2);
         let done = tokio::time::Instant::now() + Duration::from_millis(grace);
         tokio::time::sleep_until(done.min(deadline)).await;
@@ -72,10 +73,10 @@ impl ClusterPort for Cluster {
             remaining: Vec::new(),
         })
     }
-    async fn uncordon_ours(&self, _: &str) -> Result<(), String> {
+    async fn uncordon_ours(&self, _: &str) -> Result<(), ClusterPortError> {
         Ok(())
     }
-    async fn drain_plan(&self, _: &[String]) -> Result<Vec<NodeDrainPlan>, String> {
+    async fn drain_plan(&self, _: &[String]) -> Result<Vec<NodeDrainPlan>, ClusterPortError> {
         Ok(Vec::new())
     }
 }
@@ -103,7 +104,7 @@ impl AgentPort for Agents {
         _: u64,
         _: &str,
         _: bool,
-    ) -> Result<CommandOutcome, String> {
+    ) -> Result<CommandOutcome, AgentPortError> {
         self.go_down(node);
         Ok(CommandOutcome {
             ok: true,
@@ -118,7 +119,7 @@ impl AgentPort for Agents {
         _: Duration,
         _: Duration,
         _: bool,
-    ) -> Result<CommandOutcome, String> {
+    ) -> Result<CommandOutcome, AgentPortError> {
         Ok(CommandOutcome {
             ok: true,
             message: "S02R0001".into(),
@@ -184,7 +185,13 @@ fn setup(dir: &std::path::Path) -> (Arc<Hub>, Arc<Cluster>, PowerHandle) {
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(stop);
-    let h = spawn(config, hub.clone(), cluster.clone(), agents, rx);
+    let ports = Ports {
+        cluster: cluster.clone(),
+        agents,
+        live: hub.clone(),
+        store: hub.store().clone(),
+    };
+    let h = spawn(config, ports, rx);
     (hub, cluster, h)
 }
 

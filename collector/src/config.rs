@@ -11,6 +11,9 @@ use nodewarden_common::config_error::{ConfigError, parse_toml, read_config};
 use nodewarden_common::units::serde_duration;
 use serde::Deserialize;
 
+/// The `[events]` table; its rules live with the events (`state::events`).
+pub use crate::state::events::EventThresholds;
+
 /// Default location of the collector's config file.
 pub const DEFAULT_PATH: &str = "/etc/nodewarden/collector.toml";
 /// Default admin socket (the CLI's default too).
@@ -56,15 +59,6 @@ pub struct Retention {
     pub rollup: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventThresholds {
-    /// CPU temperature that raises a temperature_high event.
-    pub temperature_high_celsius: f64,
-    /// Drop below high minus this to clear it (no flapping at the threshold).
-    pub temperature_hysteresis_celsius: f64,
-}
-
 impl Default for CollectorConfig {
     fn default() -> Self {
         CollectorConfig {
@@ -91,15 +85,6 @@ impl Default for Retention {
         Retention {
             raw: Duration::from_secs(48 * 3600),
             rollup: Duration::from_secs(30 * 86400),
-        }
-    }
-}
-
-impl Default for EventThresholds {
-    fn default() -> Self {
-        EventThresholds {
-            temperature_high_celsius: 80.0,
-            temperature_hysteresis_celsius: 5.0,
         }
     }
 }
@@ -183,5 +168,136 @@ mod tests {
                 .to_string();
         assert!(err.starts_with("c.toml:2:"), "{err}");
         assert!(err.contains("raw"), "{err}");
+    }
+}
+
+/// The `[power]` table as it parses inside the collector's config file
+/// (here, not in `power::config`, so `power` need not import `config`).
+#[cfg(test)]
+mod power_tests {
+    use std::path::Path;
+
+    use nodewarden_common::config_error::parse_toml;
+
+    use std::time::Duration;
+
+    use crate::config::CollectorConfig;
+    use crate::power::config::*;
+    use crate::power::machine::Role;
+
+    #[test]
+    fn defaults_are_valid_and_quiet() {
+        let p = PowerConfig::default();
+        assert_eq!(p.errors(), Vec::<String>::new());
+        assert_eq!(p.warnings(), Vec::<String>::new());
+        assert!(p.enabled);
+        assert_eq!(p.grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_full_power_table_parses() {
+        let c: CollectorConfig = parse_toml(
+            Path::new("c.toml"),
+            r#"
+[power]
+grace = "45s"
+min_runtime = "6m"
+external = ["haproxy", "mysql"]
+[power.roles]
+pi5 = "server"
+nas = "external"
+[[power.domain]]
+ups = "riello"
+owner = "pi5"
+nodes = ["pi5", "pi4"]
+[power.notify]
+exec = ["/usr/local/bin/tell", "--loud"]
+webhook = "http://127.0.0.1:9000/hook"
+"#,
+        )
+        .unwrap();
+        let p = &c.power;
+        assert_eq!(p.grace, Duration::from_secs(45));
+        assert_eq!(p.domains[0].owner, "pi5");
+        assert_eq!(p.role_override("mysql"), Some(Role::External { order: 2 }));
+        assert_eq!(p.role_override("nas"), Some(Role::External { order: 3 }));
+        assert_eq!(p.role_override("pi5"), Some(Role::Server));
+        assert_eq!(p.role_override("pi4"), None);
+        assert_eq!(p.notify.exec, ["/usr/local/bin/tell", "--loud"]);
+        assert!(p.errors().is_empty(), "{:?}", p.errors());
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_name_file_line_and_key() {
+        let err = parse_toml::<CollectorConfig>(
+            Path::new("c.toml"),
+            "[power]\ngrace = \"half a minute\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("c.toml:2:"), "{err}");
+        assert!(err.contains("grace"), "{err}");
+        let err =
+            parse_toml::<CollectorConfig>(Path::new("c.toml"), "[power]\n\ngrase = \"30s\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("c.toml:3:"), "{err}");
+        assert!(err.contains("grase"), "{err}");
+    }
+
+    #[test]
+    fn impossible_configs_are_rejected_with_what_to_change() {
+        let mut p = PowerConfig {
+            domains: vec![DomainConfig {
+                ups: "riello".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = p.errors().join("\n");
+        assert!(e.contains("power.domain[0].owner"), "{e}");
+
+        p.domains.clear();
+        p.ups_off_delay = Duration::from_secs(20);
+        let e = p.errors().join("\n");
+        assert!(
+            e.contains("power.ups_off_delay")
+                && e.contains("raise ups_off_delay to at least 1m15s"),
+            "{e}"
+        );
+
+        p.ups_off_delay = Duration::from_secs(120);
+        p.min_runtime = Duration::from_secs(100);
+        let e = p.errors().join("\n");
+        assert!(
+            e.contains("power.min_runtime") && e.contains("2m45s"),
+            "{e}"
+        );
+
+        p.min_runtime = Duration::from_secs(300);
+        p.roles.insert("pi4".into(), "boss".into());
+        assert!(p.errors().join("\n").contains("power.roles.pi4"));
+    }
+
+    #[test]
+    fn collector_config_validation_reports_power_errors() {
+        let mut c = CollectorConfig::default();
+        c.power.ups_off_delay = Duration::from_secs(1);
+        let err = c.validate(Path::new("c.toml")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("c.toml: key `power.ups_off_delay`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn warnings_flag_a_tight_runtime_floor() {
+        let p = PowerConfig {
+            min_runtime: Duration::from_secs(200),
+            ..Default::default()
+        };
+        assert!(p.errors().is_empty());
+        let w = p.warnings().join("\n");
+        assert!(w.contains("drain will be cut short"), "{w}");
     }
 }

@@ -150,6 +150,38 @@ fn init(
     }
 }
 
+/// `nodewarden cert reissue`.
+fn reissue(path: &std::path::Path, data_dir: Option<PathBuf>, san: &[String]) -> ExitCode {
+    let paths = match pki_paths(path, data_dir) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let names = pki::default_server_names(san);
+    match pki::reissue_server(&paths, &names) {
+        Ok(()) => {
+            pki::files::hand_to_data_dir_owner(&paths);
+            println!("collector certificate re-issued for: {}", names.join(", "));
+            println!("restart the collector to use it (systemctl restart nodewarden)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nodewarden: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The single-threaded runtime a CLI command runs on.
+fn client_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("nodewarden: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -166,54 +198,18 @@ fn main() -> ExitCode {
                     data_dir,
                     san,
                 },
-        } => {
-            let paths = match pki_paths(&config, data_dir) {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            let names = pki::default_server_names(&san);
-            match pki::reissue_server(&paths, &names) {
-                Ok(()) => {
-                    pki::files::hand_to_data_dir_owner(&paths);
-                    println!("collector certificate re-issued for: {}", names.join(", "));
-                    println!("restart the collector to use it (systemctl restart nodewarden)");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("nodewarden: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Token { cmd } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("nodewarden: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(nodewarden::cli::trust::run(
+        } => reissue(&config, data_dir, &san),
+        Command::Token { cmd } => match client_runtime() {
+            Ok(runtime) => runtime.block_on(nodewarden::cli::trust::run(
                 nodewarden::cli::trust::TrustCommand::Token(cmd),
                 &cli.query,
-            ))
-        }
-        Command::Query(q) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("nodewarden: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(nodewarden::cli::run(q, cli.query))
-        }
+            )),
+            Err(code) => code,
+        },
+        Command::Query(q) => match client_runtime() {
+            Ok(runtime) => runtime.block_on(nodewarden::cli::run(q, cli.query)),
+            Err(code) => code,
+        },
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -303,7 +299,7 @@ fn serve(config: CollectorConfig) -> ExitCode {
             nodewarden_common::signal::wait_for_stop().await;
             let _ = stop_tx.send(true);
         });
-        match nodewarden::server::serve(config, stop_rx, None).await {
+        match nodewarden::daemon::serve(config, stop_rx, None).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");

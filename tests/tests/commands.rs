@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodewarden::config::CollectorConfig;
+use nodewarden::daemon::{Bound, ServeError, serve};
 use nodewarden::power::config::PowerConfig;
-use nodewarden::server::hub::Hub;
-use nodewarden::server::{Bound, ServeError, serve};
+use nodewarden::state::hub::Hub;
 use nodewarden_agent::ups::sim::megatec::{MegatecDialect, MegatecResponder};
 use nodewarden_agent::ups::sim::{SimEffect, SimHandle, SimUps};
 use nodewarden_proto::v1::{

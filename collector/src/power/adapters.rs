@@ -1,41 +1,56 @@
-//! The real ports: the Kubernetes API through `cluster::KubeCluster`, and the
-//! agents through the hub's command channel.
+//! The real ports: the Kubernetes API through `cluster::KubeCluster`, the
+//! agents through the hub's command channel, the live state from the hub and
+//! the power states and events in the store.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use nodewarden_proto::v1::{
-    Command, CommandResult, CommandState, PowerOff, ShutdownReturn, UpsCommand, command,
-    ups_command,
+    Command, CommandResult, CommandState, Event, NodeInfo, PowerOff, ShutdownReturn, UpsCommand,
+    UpsInfo, command, ups_command,
 };
+use tokio::sync::broadcast;
 
 use super::ports::{
-    AgentPort, ClusterNode, ClusterPort, CommandOutcome, DrainSummary, NodeDrainPlan, PodPlan,
+    AgentPort, AgentPortError, ClusterNode, ClusterPort, ClusterPortError, CommandOutcome,
+    DrainSummary, LivePort, NodeDrainPlan, PodPlan, StorePort,
 };
-use crate::cluster::{KubeCluster, NodeRole};
-use crate::server::hub::Hub;
+use crate::cluster::{ClusterError, KubeCluster, NodeRole};
+use crate::state::hub::{Hub, HubEvent};
+use crate::store::{Store, StoreError};
 
 /// The Kubernetes API, or why there is none (every call then fails with that
 /// reason and the sequence carries on without cordon and drain).
 #[derive(Clone)]
 pub struct KubePort {
-    cluster: Result<KubeCluster, String>,
+    cluster: Result<KubeCluster, Arc<ClusterError>>,
 }
 
 impl KubePort {
     /// Wraps a connected cluster, or the reason it could not be connected.
-    pub fn new(cluster: Result<KubeCluster, String>) -> Self {
-        KubePort { cluster }
+    pub fn new(cluster: Result<KubeCluster, ClusterError>) -> Self {
+        KubePort {
+            cluster: cluster.map_err(Arc::new),
+        }
     }
 
-    fn get(&self) -> Result<&KubeCluster, String> {
-        self.cluster.as_ref().map_err(Clone::clone)
+    fn get(&self) -> Result<&KubeCluster, ClusterPortError> {
+        self.cluster
+            .as_ref()
+            .map_err(|source| ClusterPortError::Unavailable {
+                source: source.clone(),
+            })
     }
 }
 
+/// A failed call keeps its cause; the timeline shows its text.
+fn api(source: ClusterError) -> ClusterPortError {
+    ClusterPortError::Api { source }
+}
+
 impl ClusterPort for KubePort {
-    async fn nodes(&self) -> Result<Vec<ClusterNode>, String> {
-        let nodes = self.get()?.nodes().await.map_err(|e| e.to_string())?;
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, ClusterPortError> {
+        let nodes = self.get()?.nodes().await.map_err(api)?;
         Ok(nodes
             .into_iter()
             .map(|n| ClusterNode {
@@ -46,8 +61,8 @@ impl ClusterPort for KubePort {
             .collect())
     }
 
-    async fn cordon(&self, node: &str) -> Result<bool, String> {
-        let record = self.get()?.cordon(node).await.map_err(|e| e.to_string())?;
+    async fn cordon(&self, node: &str) -> Result<bool, ClusterPortError> {
+        let record = self.get()?.cordon(node).await.map_err(api)?;
         Ok(record.was_unschedulable)
     }
 
@@ -55,12 +70,8 @@ impl ClusterPort for KubePort {
         &self,
         node: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<DrainSummary, String> {
-        let report = self
-            .get()?
-            .drain(node, deadline)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<DrainSummary, ClusterPortError> {
+        let report = self.get()?.drain(node, deadline).await.map_err(api)?;
         let name = |p: &crate::cluster::PodRef| format!("{}/{}", p.namespace, p.name);
         let mut remaining: Vec<String> = report.stuck.iter().map(name).collect();
         remaining.extend(report.blocked.iter().map(|b| name(&b.pod)));
@@ -72,21 +83,17 @@ impl ClusterPort for KubePort {
         })
     }
 
-    async fn uncordon_ours(&self, node: &str) -> Result<(), String> {
-        let outcome = self
-            .get()?
-            .uncordon_ours(node)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn uncordon_ours(&self, node: &str) -> Result<(), ClusterPortError> {
+        let outcome = self.get()?.uncordon_ours(node).await.map_err(api)?;
         tracing::info!(node, ?outcome, "uncordon");
         Ok(())
     }
 
-    async fn drain_plan(&self, nodes: &[String]) -> Result<Vec<NodeDrainPlan>, String> {
+    async fn drain_plan(&self, nodes: &[String]) -> Result<Vec<NodeDrainPlan>, ClusterPortError> {
         let cluster = self.get()?;
         let mut plans = Vec::with_capacity(nodes.len());
         for node in nodes {
-            let plan = cluster.drain_plan(node).await.map_err(|e| e.to_string())?;
+            let plan = cluster.drain_plan(node).await.map_err(api)?;
             plans.push(NodeDrainPlan {
                 node: plan.node,
                 pods: plan
@@ -126,12 +133,12 @@ impl HubAgents {
         }
     }
 
-    async fn send(&self, node: &str, command: Command) -> Result<CommandOutcome, String> {
+    async fn send(&self, node: &str, command: Command) -> Result<CommandOutcome, AgentPortError> {
         let result = self
             .hub
             .send_command_confirmed(node, command, self.confirm_timeout)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| AgentPortError::Command { source })?;
         Ok(outcome(&result))
     }
 }
@@ -154,7 +161,7 @@ impl AgentPort for HubAgents {
         command_id: u64,
         reason: &str,
         dry_run: bool,
-    ) -> Result<CommandOutcome, String> {
+    ) -> Result<CommandOutcome, AgentPortError> {
         let command = Command {
             command_id,
             dry_run,
@@ -173,7 +180,7 @@ impl AgentPort for HubAgents {
         off_delay: Duration,
         restore_delay: Duration,
         dry_run: bool,
-    ) -> Result<CommandOutcome, String> {
+    ) -> Result<CommandOutcome, AgentPortError> {
         let command = Command {
             command_id,
             dry_run,
@@ -191,11 +198,38 @@ impl AgentPort for HubAgents {
             .hub
             .send_command(owner, command, self.confirm_timeout)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| AgentPortError::Command { source })?;
         Ok(outcome(&result))
     }
 
     fn connected(&self, node: &str) -> bool {
         self.hub.is_connected(node)
+    }
+}
+
+impl LivePort for Hub {
+    fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
+        Hub::subscribe(self)
+    }
+    fn node_infos(&self) -> Vec<NodeInfo> {
+        Hub::node_infos(self)
+    }
+    fn ups_infos(&self) -> Vec<UpsInfo> {
+        Hub::ups_infos(self)
+    }
+}
+
+impl StorePort for Store {
+    fn power_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Store::power_states(self)
+    }
+    fn put_power_state(&self, domain: &str, state: &[u8]) -> Result<(), StoreError> {
+        Store::put_power_state(self, domain, state)
+    }
+    fn delete_power_state(&self, domain: &str) -> Result<(), StoreError> {
+        Store::delete_power_state(self, domain)
+    }
+    fn append_event(&self, event: Event) -> Result<(), StoreError> {
+        Store::append_event(self, event)
     }
 }

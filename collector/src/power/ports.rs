@@ -1,12 +1,57 @@
 //! What the orchestrator needs from the outside world: the Kubernetes API
-//! (`ClusterPort`, implemented over kube-rs in `cluster/`) and the agents'
-//! command channel (`AgentPort`, implemented over the hub). Tests and the
-//! benchmark use in-memory implementations.
+//! (`ClusterPort`, implemented over kube-rs in `cluster/`), the agents'
+//! command channel (`AgentPort`), the live state it follows (`LivePort`) and
+//! the store it keeps its machines and events in (`StorePort`), the last
+//! three implemented over the hub and the store in `adapters`. Tests use
+//! in-memory implementations of all four.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use nodewarden_proto::v1::{Event, NodeInfo, UpsInfo};
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::state::commands::CommandError;
+use crate::state::hub::HubEvent;
+use crate::store::StoreError;
+
+/// Why a Kubernetes call of the sequence failed. Its text is what the
+/// timeline and the log show.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterPortError {
+    /// The collector runs without a Kubernetes API.
+    #[error("no Kubernetes API configured")]
+    NotConfigured,
+    /// The Kubernetes API could not be reached when the collector started.
+    #[error("{source}")]
+    Unavailable {
+        /// Why connecting failed.
+        #[source]
+        source: Arc<crate::cluster::ClusterError>,
+    },
+    /// The call itself failed.
+    #[error("{source}")]
+    Api {
+        /// What the API said, or why it could not be asked.
+        #[source]
+        source: crate::cluster::ClusterError,
+    },
+}
+
+/// Why a command to an agent got no answer. Its text is what the timeline
+/// shows.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentPortError {
+    /// The command could not be sent, or its result did not come.
+    #[error("{source}")]
+    Command {
+        /// What the command channel said.
+        #[source]
+        source: CommandError,
+    },
+}
 
 /// A Kubernetes node as the sequence needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,23 +122,26 @@ pub struct CommandOutcome {
 /// The Kubernetes API, as far as the sequence uses it.
 pub trait ClusterPort: Send + Sync + 'static {
     /// Every node with its role label and cordon state.
-    fn nodes(&self) -> impl Future<Output = Result<Vec<ClusterNode>, String>> + Send;
+    fn nodes(&self) -> impl Future<Output = Result<Vec<ClusterNode>, ClusterPortError>> + Send;
     /// Cordons `node`, recording that nodewarden did; `Ok(true)` when it was
     /// already cordoned by someone else (then it must stay cordoned).
-    fn cordon(&self, node: &str) -> impl Future<Output = Result<bool, String>> + Send;
+    fn cordon(&self, node: &str) -> impl Future<Output = Result<bool, ClusterPortError>> + Send;
     /// Evicts the node's pods with kubectl-drain semantics until `deadline`.
     fn drain(
         &self,
         node: &str,
         deadline: tokio::time::Instant,
-    ) -> impl Future<Output = Result<DrainSummary, String>> + Send;
+    ) -> impl Future<Output = Result<DrainSummary, ClusterPortError>> + Send;
     /// Uncordons `node` only if nodewarden cordoned it, and clears the record.
-    fn uncordon_ours(&self, node: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn uncordon_ours(
+        &self,
+        node: &str,
+    ) -> impl Future<Output = Result<(), ClusterPortError>> + Send;
     /// What draining `nodes` would evict now, and which PDBs would block.
     fn drain_plan(
         &self,
         nodes: &[String],
-    ) -> impl Future<Output = Result<Vec<NodeDrainPlan>, String>> + Send;
+    ) -> impl Future<Output = Result<Vec<NodeDrainPlan>, ClusterPortError>> + Send;
 }
 
 /// The command channel to the agents.
@@ -105,7 +153,7 @@ pub trait AgentPort: Send + Sync + 'static {
         command_id: u64,
         reason: &str,
         dry_run: bool,
-    ) -> impl Future<Output = Result<CommandOutcome, String>> + Send;
+    ) -> impl Future<Output = Result<CommandOutcome, AgentPortError>> + Send;
     /// Asks the UPS owner's agent for shutdown-with-return.
     fn ups_shutdown_return(
         &self,
@@ -115,7 +163,7 @@ pub trait AgentPort: Send + Sync + 'static {
         off_delay: Duration,
         restore_delay: Duration,
         dry_run: bool,
-    ) -> impl Future<Output = Result<CommandOutcome, String>> + Send;
+    ) -> impl Future<Output = Result<CommandOutcome, AgentPortError>> + Send;
     /// Whether `node`'s agent has a stream open now.
     fn connected(&self, node: &str) -> bool;
 }
@@ -125,22 +173,49 @@ pub trait AgentPort: Send + Sync + 'static {
 #[derive(Debug, Clone, Default)]
 pub struct NoCluster;
 
-const NO_CLUSTER: &str = "no Kubernetes API configured";
-
 impl ClusterPort for NoCluster {
-    async fn nodes(&self) -> Result<Vec<ClusterNode>, String> {
-        Err(NO_CLUSTER.into())
+    async fn nodes(&self) -> Result<Vec<ClusterNode>, ClusterPortError> {
+        Err(ClusterPortError::NotConfigured)
     }
-    async fn cordon(&self, _: &str) -> Result<bool, String> {
-        Err(NO_CLUSTER.into())
+    async fn cordon(&self, _: &str) -> Result<bool, ClusterPortError> {
+        Err(ClusterPortError::NotConfigured)
     }
-    async fn drain(&self, _: &str, _: tokio::time::Instant) -> Result<DrainSummary, String> {
-        Err(NO_CLUSTER.into())
+    async fn drain(
+        &self,
+        _: &str,
+        _: tokio::time::Instant,
+    ) -> Result<DrainSummary, ClusterPortError> {
+        Err(ClusterPortError::NotConfigured)
     }
-    async fn uncordon_ours(&self, _: &str) -> Result<(), String> {
-        Err(NO_CLUSTER.into())
+    async fn uncordon_ours(&self, _: &str) -> Result<(), ClusterPortError> {
+        Err(ClusterPortError::NotConfigured)
     }
-    async fn drain_plan(&self, _: &[String]) -> Result<Vec<NodeDrainPlan>, String> {
-        Err(NO_CLUSTER.into())
+    async fn drain_plan(&self, _: &[String]) -> Result<Vec<NodeDrainPlan>, ClusterPortError> {
+        Err(ClusterPortError::NotConfigured)
     }
+}
+
+/// The live state the orchestrator follows: which agents are connected and
+/// what the UPSes report, now and as it changes.
+pub trait LivePort: Send + Sync + 'static {
+    /// Connections and UPS statuses from now on.
+    fn subscribe(&self) -> broadcast::Receiver<HubEvent>;
+    /// Every known node now.
+    fn node_infos(&self) -> Vec<NodeInfo>;
+    /// Every UPS status known now.
+    fn ups_infos(&self) -> Vec<UpsInfo>;
+}
+
+/// What the orchestrator keeps on disk: each domain's machine (opaque bytes
+/// here; the orchestrator encodes them) and the events of its sequences.
+/// Called from blocking tasks.
+pub trait StorePort: Send + Sync + 'static {
+    /// Every saved machine, by domain.
+    fn power_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Saves `domain`'s machine.
+    fn put_power_state(&self, domain: &str, state: &[u8]) -> Result<(), StoreError>;
+    /// Forgets a domain that is no longer configured.
+    fn delete_power_state(&self, domain: &str) -> Result<(), StoreError>;
+    /// Records one event.
+    fn append_event(&self, event: Event) -> Result<(), StoreError>;
 }

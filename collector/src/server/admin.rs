@@ -9,7 +9,7 @@ use nodewarden_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::hub::Hub;
+use crate::state::hub::Hub;
 use nodewarden_common::clock::now_ms;
 
 pub struct AdminService {

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::hub::Hub;
+use crate::state::hub::Hub;
 
 fn respond(hub: &Hub, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let build = |status: StatusCode, ctype: &'static str, body: String| {

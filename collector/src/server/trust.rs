@@ -14,8 +14,8 @@ use nodewarden_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::auth::{Permission, require};
-use super::hub::Hub;
 use crate::pki::{Authority, NodeCert, PkiError, tls, token};
+use crate::state::hub::Hub;
 
 /// Join and Renew, on the agent link port.
 pub struct JoinService {

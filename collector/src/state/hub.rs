@@ -11,9 +11,9 @@ use nodewarden_proto::v1::{
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::commands::{CommandError, CommandIds, PendingCommand, Waiters};
+use super::events::EventThresholds;
 use super::events::{self, NodeEventState};
 use super::journal::Journal;
-use crate::config::EventThresholds;
 use crate::store::{NodeRecord, Record, Store};
 
 #[derive(Debug)]
@@ -125,7 +125,7 @@ impl Hub {
             thresholds,
             events: broadcast::channel(EVENT_BACKLOG).0,
             waiters: Waiters::default(),
-            ids: CommandIds::new(super::now_ms()),
+            ids: CommandIds::new(nodewarden_common::clock::now_ms()),
             connections: watch::Sender::new(0),
         }
     }

@@ -4,7 +4,26 @@
 use nodewarden_proto::throttle::{self, OCCURRED_SHIFT, UNDER_VOLTAGE};
 use nodewarden_proto::v1::{Event, Sample, Severity, UpsStatus};
 
-use crate::config::EventThresholds;
+use serde::Deserialize;
+
+/// The thresholds of the sample rules (`[events]` in the collector config).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventThresholds {
+    /// CPU temperature that raises a temperature_high event.
+    pub temperature_high_celsius: f64,
+    /// Drop below high minus this to clear it (no flapping at the threshold).
+    pub temperature_hysteresis_celsius: f64,
+}
+
+impl Default for EventThresholds {
+    fn default() -> Self {
+        EventThresholds {
+            temperature_high_celsius: 80.0,
+            temperature_hysteresis_celsius: 5.0,
+        }
+    }
+}
 
 /// What the collector remembers per node to notice changes.
 #[derive(Debug, Clone, Default, PartialEq)]

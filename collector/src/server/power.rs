@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use crate::server::auth::{Permission, require};
+use super::auth::{Permission, require};
 use nodewarden_proto::v1::power_server::Power;
 use nodewarden_proto::v1::{
     DomainPlan as PlanMsg, DrillEvent, DrillRequest, GetPowerRequest, GetPowerResponse,
@@ -13,8 +13,8 @@ use nodewarden_proto::v1::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::machine::{CordonState, Machine, NodeProgress, PowerState, Role, TimelineEntry};
-use super::orchestrator::{DomainPlan, DrillOptions, DrillUpdate, PowerHandle, describe};
+use crate::power::machine::{CordonState, Machine, NodeProgress, PowerState, Role, TimelineEntry};
+use crate::power::orchestrator::{DomainPlan, DrillOptions, DrillUpdate, PowerHandle, describe};
 
 /// Answers the CLI from the running orchestrator.
 #[derive(Debug, Clone)]
@@ -187,7 +187,11 @@ impl Power for PowerService {
 
     async fn plan(&self, request: Request<PlanRequest>) -> Result<Response<PlanResponse>, Status> {
         require(&request, Permission::Read)?;
-        let plan = self.handle.plan().await.map_err(Status::unavailable)?;
+        let plan = self
+            .handle
+            .plan()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(PlanResponse {
             domains: plan.domains.into_iter().map(plan_msg).collect(),
             warnings: plan.warnings,
@@ -212,7 +216,7 @@ impl Power for PowerService {
                 simulated_ups: r.simulated_ups,
             })
             .await
-            .map_err(Status::unavailable)?;
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let stream = async_stream(move |tx| async move {
             while let Some(u) = rx.recv().await {
                 let (ev, done) = match u {
@@ -251,3 +255,7 @@ where
     tokio::spawn(f(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
+
+#[cfg(test)]
+#[path = "power_tests.rs"]
+mod tests;

@@ -1,0 +1,110 @@
+//! `nodewarden plan`: what would happen if power failed now, with the pods a
+//! drain would evict and what stands in the way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::runner::Runner;
+use super::{API_CALL_TIMEOUT, DomainPlan, PlanReport};
+use crate::power::config::PowerConfig;
+use crate::power::machine::Machine;
+use crate::power::ports::{AgentPort, ClusterPort, LivePort, StorePort};
+
+impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S> {
+    /// The machines a plan is made from.
+    pub(super) fn plan_base(&self) -> Vec<Machine> {
+        self.machines.values().cloned().collect()
+    }
+}
+
+/// Completes the plan of `machines` with the cluster's drain plan.
+pub(super) async fn finish_plan<C: ClusterPort>(
+    machines: Vec<Machine>,
+    cluster: Arc<C>,
+    config: PowerConfig,
+) -> PlanReport {
+    let mut domains = Vec::new();
+    for m in machines {
+        let stages = m.preview_stages();
+        let k8s: Vec<String> = m
+            .members
+            .iter()
+            .filter(|x| x.role.in_cluster())
+            .map(|x| x.name.clone())
+            .collect();
+        let (drain, drain_error) = if k8s.is_empty() {
+            (Vec::new(), None)
+        } else {
+            match tokio::time::timeout(API_CALL_TIMEOUT, cluster.drain_plan(&k8s)).await {
+                Ok(Ok(p)) => (p, None),
+                Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+                Err(_) => (Vec::new(), Some("the Kubernetes API did not answer".into())),
+            }
+        };
+        let s = &m.spec.settings;
+        let longest_grace = drain
+            .iter()
+            .flat_map(|n| n.pods.iter().map(|p| i64::from(p.grace_seconds) * 1000))
+            .max()
+            .unwrap_or(0);
+        let drain_estimate_ms = if drain_error.is_some() {
+            s.drain_timeout_ms
+        } else {
+            longest_grace.min(s.drain_timeout_ms)
+        };
+        let waits: i64 = stages.iter().map(|st| st.timeout_ms).sum();
+        let total_estimate_ms = drain_estimate_ms + waits + config.halt_time.as_millis() as i64;
+        let runtime_ms = m.ups.as_ref().and_then(|u| u.runtime_ms);
+        let mut warnings = Vec::new();
+        if m.spec.owner.is_empty() {
+            warnings.push("no UPS reported yet: no agent reads a UPS for this domain".to_string());
+        }
+        if let Some(r) = runtime_ms
+            && r < total_estimate_ms
+        {
+            warnings.push(format!(
+                "runtime left {} is less than the estimated sequence {}",
+                nodewarden_common::units::format_duration(Duration::from_millis(r.max(0) as u64)),
+                nodewarden_common::units::format_duration(Duration::from_millis(
+                    total_estimate_ms as u64
+                ))
+            ));
+        }
+        for n in &drain {
+            for p in n.pods.iter().filter(|p| p.blocked_by.is_some()) {
+                warnings.push(format!(
+                    "{}/{} on {} is blocked by PodDisruptionBudget {}: the drain will wait for it until its timeout",
+                    p.namespace,
+                    p.name,
+                    n.node,
+                    p.blocked_by.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        for x in &m.members {
+            if !m.connected.get(&x.name).copied().unwrap_or(false) {
+                warnings.push(format!(
+                    "{}: agent not connected; it cannot be powered off",
+                    x.name
+                ));
+            }
+        }
+        domains.push(DomainPlan {
+            domain: m.spec.name.clone(),
+            ups: m.spec.ups.clone(),
+            owner: m.spec.owner.clone(),
+            runtime_ms,
+            members: m.members.clone(),
+            stages,
+            drain,
+            drain_error,
+            drain_estimate_ms,
+            total_estimate_ms,
+            warnings,
+        });
+    }
+    PlanReport {
+        domains,
+        warnings: config.warnings(),
+    }
+}

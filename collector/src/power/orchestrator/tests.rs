@@ -1,0 +1,384 @@
+//! The orchestrator against in-memory ports (live state, store, Kubernetes
+//! and agents, see `power::testing`): no redb file, no sockets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::*;
+use crate::power::machine::{Machine, Role};
+use crate::power::ports::{LivePort, NoCluster, StorePort};
+use crate::power::testing::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_runs_the_whole_sequence_in_order() {
+    let c = cluster();
+    let Started {
+        live,
+        store,
+        agents,
+        handle: h,
+        stop: _stop,
+    } = started(c.clone()).await;
+    live.ups_status("s1", ups(&["OB", "DISCHRG"]));
+    until("awaiting return", 10, || {
+        phase(&h) == Some(Phase::AwaitingReturn)
+    })
+    .await;
+    until("the last poweroff", 5, || {
+        agents.calls().iter().any(|c| c.starts_with("poweroff s1"))
+    })
+    .await;
+    let k8s = c.calls();
+    let mut first: Vec<String> = k8s[..5].to_vec();
+    first.sort();
+    assert_eq!(
+        first,
+        [
+            "cordon s1",
+            "cordon s2",
+            "cordon s3",
+            "cordon w1",
+            "cordon w2"
+        ]
+    );
+    assert!(k8s[5..].iter().all(|x| x.starts_with("drained")), "{k8s:?}");
+    let order: Vec<String> = agents
+        .calls()
+        .iter()
+        .map(|c| {
+            c.split(" #")
+                .next()
+                .unwrap()
+                .split(" off")
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(order.len(), 6, "{order:?}");
+    let mut workers = order[..2].to_vec();
+    workers.sort();
+    let mut servers = order[2..4].to_vec();
+    servers.sort();
+    assert_eq!(workers, ["poweroff w1", "poweroff w2"]);
+    assert_eq!(servers, ["poweroff s2", "poweroff s3"]);
+    assert_eq!(order[4..], ["ups s1/riello", "poweroff s1"]);
+    assert!(agents.calls()[4].contains("off 120s restore 60s"));
+    // The state is in the store, and the events log has the story.
+    let saved = store.power_states().unwrap();
+    let m = Machine::from_persisted(&saved[0].1).unwrap();
+    assert_eq!(m.phase, Phase::AwaitingReturn);
+    // Events are written off the sequence's path: give them a moment.
+    for k in [
+        "power_on_battery",
+        "power_shutdown_started",
+        "power_poweroff_sent",
+        "power_node_down",
+        "power_ups_cycle",
+    ] {
+        until(k, 5, || store.event_kinds().iter().any(|kind| kind == k)).await;
+    }
+
+    // Mains returns, nodes come back: exactly ours are uncordoned (not w2).
+    until("every node down", 5, || {
+        live.node_infos().iter().all(|n| !n.online)
+    })
+    .await;
+    live.ups_status("s1", ups(&["OL"]));
+    connect_all(&live);
+    until("recovered", 10, || phase(&h) == Some(Phase::OnMains)).await;
+    let mut unc: Vec<String> = c
+        .calls()
+        .into_iter()
+        .filter(|x| x.starts_with("uncordon"))
+        .collect();
+    unc.sort();
+    assert_eq!(
+        unc,
+        ["uncordon s1", "uncordon s2", "uncordon s3", "uncordon w1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_cordon_follows_a_low_battery_report_within_a_second() {
+    let c = cluster();
+    let Started {
+        live, stop: _stop, ..
+    } = started(c.clone()).await;
+    let t0 = Instant::now();
+    live.ups_status("s1", ups(&["OB", "LB"]));
+    until("first cordon", 5, || !c.calls().is_empty()).await;
+    let first = c.log.lock().unwrap()[0].0;
+    let latency = first - t0;
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mains_back_during_the_drain_cancels_and_powers_nothing_off() {
+    let mut fc = Arc::try_unwrap(cluster()).ok().unwrap();
+    fc.drain_time.insert("w1".into(), Duration::from_secs(30));
+    let c = Arc::new(fc);
+    let Started {
+        live,
+        store: _,
+        agents,
+        handle: h,
+        stop: _stop,
+    } = started(c.clone()).await;
+    live.ups_status("s1", ups(&["OB"]));
+    until("draining", 5, || phase(&h) == Some(Phase::Draining)).await;
+    live.ups_status("s1", ups(&["OL"]));
+    until("cancelled", 5, || phase(&h) == Some(Phase::OnMains)).await;
+    assert!(agents.calls().is_empty(), "{:?}", agents.calls());
+    let mut unc: Vec<String> = c
+        .calls()
+        .into_iter()
+        .filter(|x| x.starts_with("uncordon"))
+        .collect();
+    unc.sort();
+    assert_eq!(
+        unc,
+        ["uncordon s1", "uncordon s2", "uncordon s3", "uncordon w1"]
+    );
+    assert!(
+        !c.calls().contains(&"drained w1".to_string()),
+        "the drain was stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_kubernetes_api_the_poweroffs_still_happen() {
+    let (live, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
+    connect_all(&live);
+    live.ups_status("s1", ups(&["OL"]));
+    let agents = agents(&live, &[]);
+    let (_stop, rx) = watch::channel(false);
+    let h = spawn(
+        power_config(),
+        ports(&live, &store, Arc::new(NoCluster), &agents),
+        rx,
+    );
+    until("adopted", 5, || {
+        h.domains()
+            .first()
+            .is_some_and(|d| d.machine.spec.owner == "s1")
+    })
+    .await;
+    live.ups_status("s1", ups(&["OB", "LB"]));
+    until("awaiting return", 30, || {
+        phase(&h) == Some(Phase::AwaitingReturn)
+    })
+    .await;
+    until("the last poweroff", 5, || {
+        agents.calls().iter().any(|c| c.starts_with("poweroff s1"))
+    })
+    .await;
+    assert_eq!(
+        agents
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("poweroff"))
+            .count(),
+        5,
+        "{:?}",
+        agents.calls()
+    );
+    let tl = &h.domains()[0].machine.timeline;
+    assert!(
+        tl.iter()
+            .any(|e| e.text.contains("no Kubernetes API configured")),
+        "{tl:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_orchestrator_resumes_without_powering_anything_off_twice() {
+    let c = cluster();
+    // The store outlives the first collector; its hub's memory does not.
+    let (first, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
+    let ids_before;
+    {
+        connect_all(&first);
+        first.ups_status("s1", ups(&["OL"]));
+        // Servers never answer: the first collector stops while waiting on them.
+        let agents = agents(&first, &["s2", "s3"]);
+        let (stop, rx) = watch::channel(false);
+        let h = spawn(
+            power_config(),
+            ports(&first, &store, c.clone(), &agents),
+            rx,
+        );
+        until("adopted", 5, || {
+            h.domains().first().is_some_and(|d| {
+                d.machine.spec.owner == "s1"
+                        && d.machine.members.len() == 5
+                        // Roles come from the (asynchronous) Kubernetes node list.
+                        && d.machine.members.iter().any(|m| m.role == Role::Server)
+            })
+        })
+        .await;
+        first.ups_status("s1", ups(&["OB", "LB"]));
+        until("servers asked", 10, || {
+            agents.calls().iter().any(|c| c.starts_with("poweroff s2"))
+        })
+        .await;
+        ids_before = agents.calls();
+        stop.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new collector on the same store (its hub reloads the nodes, all
+    // offline, and the last UPS statuses): agents reconnect.
+    let live = Arc::new(first.restarted());
+    drop(first);
+    let agents = agents(&live, &[]);
+    let (_stop, rx) = watch::channel(false);
+    let h = spawn(power_config(), ports(&live, &store, c.clone(), &agents), rx);
+    for n in ["s1", "s2", "s3"] {
+        live.connected(n);
+    }
+    until("awaiting return", 10, || {
+        phase(&h) == Some(Phase::AwaitingReturn)
+    })
+    .await;
+    let after = agents.calls();
+    // The servers' commands are resent with the very same ids; workers are not asked again.
+    for s in ["poweroff s2", "poweroff s3"] {
+        let before = ids_before.iter().find(|c| c.starts_with(s)).unwrap();
+        assert_eq!(
+            after
+                .iter()
+                .filter(|c| c.starts_with(s))
+                .collect::<Vec<_>>(),
+            [before]
+        );
+    }
+    assert!(
+        !after.iter().any(|c| c.starts_with("poweroff w")),
+        "{after:?}"
+    );
+    assert!(after.iter().any(|c| c.starts_with("ups s1")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_reports_every_step_and_changes_nothing() {
+    let c = cluster();
+    let Started {
+        live,
+        store,
+        agents,
+        handle: h,
+        stop: _stop,
+    } = started(c.clone()).await;
+    let mut rx = h.drill(DrillOptions::default()).await.unwrap();
+    let mut lines = Vec::new();
+    while let Some(DrillUpdate::Step(_, e)) =
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+    {
+        lines.push(e.text);
+    }
+    assert!(
+        c.calls().is_empty(),
+        "no cordon without --cordon: {:?}",
+        c.calls()
+    );
+    assert!(
+        agents.calls().iter().all(|c| c.ends_with("(dry run)")),
+        "{:?}",
+        agents.calls()
+    );
+    assert_eq!(agents.calls().len(), 6);
+    assert!(
+        live.node_infos().iter().all(|n| n.online),
+        "every node is still up"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("would cordon and drain")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("drill complete")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("did not disconnect")),
+        "{lines:?}"
+    );
+    assert_eq!(phase(&h), Some(Phase::OnMains));
+    until("the drill's events", 5, || {
+        store
+            .event_kinds()
+            .iter()
+            .any(|kind| kind == "power_drill_shutdown_started")
+    })
+    .await;
+
+    // With --cordon: real cordons, undone at the end.
+    let mut rx = h
+        .drill(DrillOptions {
+            cordon: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    while let Some(u) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+    {
+        if u == DrillUpdate::Done {
+            break;
+        }
+    }
+    let calls = c.calls();
+    assert_eq!(calls.iter().filter(|c| c.starts_with("cordon")).count(), 5);
+    assert!(
+        !calls.iter().any(|c| c.starts_with("drained")),
+        "a drill never evicts"
+    );
+    let mut unc: Vec<&String> = calls.iter().filter(|c| c.starts_with("uncordon")).collect();
+    unc.sort();
+    assert_eq!(
+        unc,
+        ["uncordon s1", "uncordon s2", "uncordon s3", "uncordon w1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_lists_stages_pods_pdbs_and_warnings() {
+    let Started {
+        handle: h,
+        stop: _stop,
+        ..
+    } = started(cluster()).await;
+    let plan = h.plan().await.unwrap();
+    let d = &plan.domains[0];
+    let stages: Vec<(String, Vec<String>)> = d
+        .stages
+        .iter()
+        .map(|s| (s.label.clone(), s.nodes.clone()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            (
+                "workers".to_string(),
+                vec!["w1".to_string(), "w2".to_string()]
+            ),
+            (
+                "servers".to_string(),
+                vec!["s2".to_string(), "s3".to_string()]
+            ),
+            ("UPS host and collector".to_string(), vec!["s1".to_string()]),
+        ]
+    );
+    assert_eq!(d.drain.len(), 5);
+    assert!(
+        d.warnings.iter().any(|w| w.contains("web-pdb")),
+        "{:?}",
+        d.warnings
+    );
+    assert_eq!(d.runtime_ms, Some(1_200_000));
+}
