@@ -325,10 +325,23 @@ impl Machine {
         let Some(p) = self.nodes.get_mut(&node) else {
             return;
         };
-        if !expected || !matches!(p.power, PowerState::Sent { .. }) {
+        // A failure after the confirm still counts: the agent accepted, then
+        // logind refused (polkit, an inhibitor lock). Without it the node
+        // would hold its stage until the timeout.
+        let failed_after_confirm = !ok && p.power == PowerState::Confirmed;
+        if !expected || !(matches!(p.power, PowerState::Sent { .. }) || failed_after_confirm) {
             return;
         }
-        if ok {
+        if failed_after_confirm {
+            p.power = PowerState::Failed(message.clone());
+            self.notify(
+                now_ms,
+                out,
+                NoticeKind::PoweroffFailed,
+                Some(&node),
+                format!("{node} accepted the poweroff, then it failed: {message}; carrying on"),
+            );
+        } else if ok {
             p.power = PowerState::Confirmed;
             let verb = if self.dry_run {
                 "would power off (dry run)"

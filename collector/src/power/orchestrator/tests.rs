@@ -7,9 +7,53 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::*;
-use crate::power::machine::{Machine, Role};
+use crate::power::machine::{Machine, PowerState, Role};
 use crate::power::ports::{LivePort, NoCluster, StorePort};
 use crate::power::testing::*;
+
+/// A worker whose agent confirms the poweroff and then reports it failed
+/// (logind refused: an inhibitor lock) ends its wait at once: the servers
+/// go next, well before the 2 s stage timeout, and the failure is an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poweroff_that_fails_after_its_confirm_ends_the_wait_early() {
+    let c = cluster();
+    let Started {
+        live,
+        store,
+        agents,
+        handle: h,
+        stop: _stop,
+    } = started_with(c.clone(), |live| agents_failing_after_accept(live, &["w1"])).await;
+    live.ups_status("s1", ups(&["OB", "DISCHRG"]));
+    until("the servers' poweroffs", 10, || {
+        agents.calls().iter().any(|c| c.starts_with("poweroff s2"))
+    })
+    .await;
+    let log = agents.log.lock().unwrap().clone();
+    let at = |p: &str| {
+        log.iter()
+            .find(|(_, c)| c.starts_with(p))
+            .map(|(t, _)| *t)
+            .unwrap()
+    };
+    let waited = at("poweroff s2").duration_since(at("poweroff w1"));
+    assert!(
+        waited < Duration::from_millis(1500),
+        "the servers waited {waited:?} for a worker that had already failed"
+    );
+    let w1 = h.domains()[0].machine.nodes["w1"].power.clone();
+    assert!(
+        matches!(&w1, PowerState::Failed(why) if why.contains("inhibitor")),
+        "{w1:?}"
+    );
+    until("the poweroff_failed event", 5, || {
+        store
+            .event_kinds()
+            .iter()
+            .any(|k| k == "power_poweroff_failed")
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_outage_runs_the_whole_sequence_in_order() {
