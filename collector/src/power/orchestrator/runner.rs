@@ -100,6 +100,21 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             .cluster_nodes
             .as_ref()
             .map(|c| c.iter().map(|n| (n.name.as_str(), n.server)).collect());
+        // Without an answer from the Kubernetes API (no kubeconfig yet, or
+        // the API down after a restart) the roles last learnt stand: they are
+        // persisted with the machine. A server must never become a worker
+        // for lack of an answer, or it would go down with the workers and
+        // take etcd's quorum with it.
+        let known: HashMap<&str, Role> = self
+            .machines
+            .get(&spec.name)
+            .map(|m| {
+                m.members
+                    .iter()
+                    .map(|x| (x.name.as_str(), x.role))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut names: Vec<String> = match self
             .config
             .domains
@@ -135,9 +150,10 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                         Some(None) => Role::External {
                             order: self.config.external.len() as u32 + 1,
                         },
-                        None => match hub_roles.get(name.as_str()).copied() {
-                            Some("server") => Role::Server,
-                            _ => Role::Worker,
+                        None => match (known.get(name.as_str()), hub_roles.get(name.as_str())) {
+                            (Some(role), _) => *role,
+                            (None, Some(&"server")) => Role::Server,
+                            (None, _) => Role::Worker,
                         },
                     }
                 });

@@ -305,6 +305,61 @@ async fn a_restarted_orchestrator_resumes_without_powering_anything_off_twice() 
     assert!(after.iter().any(|c| c.starts_with("ups s1")));
 }
 
+/// A collector restarted while the Kubernetes API is down keeps the roles
+/// it had learnt (persisted with the machine): the servers stay servers, so
+/// they still go down together after the workers, not with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_learnt_before_a_restart_survive_a_missing_kubernetes_api() {
+    let c = cluster();
+    let (first, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
+    {
+        connect_all(&first);
+        first.ups_status("s1", ups(&["OL"]));
+        let agents = agents(&first, &[]);
+        let (stop, rx) = watch::channel(false);
+        let _h = spawn(power_config(), ports(&first, &store, c, &agents), rx);
+        until("roles saved", 5, || {
+            store.power_states().unwrap().iter().any(|(_, b)| {
+                Machine::from_persisted(b)
+                    .is_ok_and(|m| m.members.iter().filter(|x| x.role == Role::Server).count() == 3)
+            })
+        })
+        .await;
+        stop.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = Arc::new(first.restarted());
+    drop(first);
+    connect_all(&live);
+    let agents = agents(&live, &[]);
+    let (_stop, rx) = watch::channel(false);
+    let h = spawn(
+        power_config(),
+        ports(&live, &store, Arc::new(NoCluster), &agents),
+        rx,
+    );
+    until("members known again", 5, || {
+        h.domains()
+            .first()
+            .is_some_and(|d| d.machine.members.len() == 5)
+    })
+    .await;
+    // Give a refresh of the members (connection news) the chance to demote.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let roles: Vec<(String, Role)> = h.domains()[0]
+        .machine
+        .members
+        .iter()
+        .map(|m| (m.name.clone(), m.role))
+        .collect();
+    for s in ["s1", "s2", "s3"] {
+        assert!(
+            roles.contains(&(s.to_string(), Role::Server)),
+            "{s} lost its server role without an API: {roles:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_reports_every_step_and_changes_nothing() {
     let c = cluster();
