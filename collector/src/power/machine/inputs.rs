@@ -96,7 +96,10 @@ impl Machine {
                 );
                 self.finish(now_ms);
             }
-            Phase::Cordoning | Phase::Draining if !self.point_of_no_return => {
+            // Nothing sent yet (a stage of offline nodes sends nothing): undo.
+            Phase::Cordoning | Phase::Draining | Phase::PoweringOff | Phase::UpsCycle
+                if !self.point_of_no_return =>
+            {
                 self.notify(
                     now_ms,
                     out,
@@ -105,6 +108,7 @@ impl Machine {
                     "mains returned before any node was powered off: cancelling, uncordoning what we cordoned".into(),
                 );
                 self.enter(Phase::Cancelling, now_ms);
+                self.ups_retry_at_ms = None;
                 for p in self.nodes.values_mut() {
                     p.draining = false;
                 }
@@ -127,6 +131,9 @@ impl Machine {
         self.point_of_no_return = false;
         self.stage = 0;
         self.ups_command = PowerState::Waiting;
+        self.ups_attempts = 0;
+        self.ups_retry_at_ms = None;
+        self.held = false;
         self.retry_at_ms = None;
         self.nodes = self.fresh_nodes();
         self.stages = self.plan_stages();
@@ -263,6 +270,7 @@ impl Machine {
             && p.power == PowerState::NotConnected
         {
             p.power = PowerState::Sent { at_ms: now_ms };
+            self.point_of_no_return = true;
             self.note(
                 now_ms,
                 format!("{node} connected: sending its poweroff now"),
@@ -296,29 +304,9 @@ impl Machine {
         message: String,
         out: &mut Vec<Action>,
     ) {
-        if command_id == self.ups_command_id() && node == self.spec.owner {
-            if matches!(self.ups_command, PowerState::Sent { .. }) {
-                let ups = self.spec.ups.clone();
-                if ok {
-                    self.ups_command = PowerState::Confirmed;
-                    self.notify(
-                        now_ms,
-                        out,
-                        NoticeKind::UpsCycle,
-                        Some(&node),
-                        format!("UPS {ups} accepted shutdown-with-return: {message}"),
-                    );
-                } else {
-                    self.ups_command = PowerState::Failed(message.clone());
-                    self.notify(
-                        now_ms,
-                        out,
-                        NoticeKind::UpsCycleFailed,
-                        Some(&node),
-                        format!("UPS {ups} shutdown-with-return failed: {message}; carrying on"),
-                    );
-                }
-            }
+        if node == self.spec.owner
+            && self.on_ups_answer(now_ms, command_id, ok, message.clone(), out)
+        {
             return;
         }
         let expected = command_id == self.poweroff_id(&node);

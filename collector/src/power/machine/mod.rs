@@ -10,6 +10,7 @@
 //! `types` holds the vocabulary (inputs, actions, phases, per node progress),
 //! `inputs` what each input changes, `advance` one method per phase that
 //! moves the sequence on, `stage` how a poweroff stage is sent and ended,
+//! `cycle` the UPS command with its retries and the hold when it fails,
 //! `plan` the order of the poweroffs and the drain's budget, and `persist`
 //! the versioned saved form.
 
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 mod advance;
+mod cycle;
 mod inputs;
 mod persist;
 mod plan;
@@ -25,6 +27,7 @@ mod stage;
 mod types;
 
 pub use persist::{PERSISTED_VERSION, RestoreError};
+pub use plan::{Budget, StageBudget};
 pub use types::*;
 
 /// Longest timeline kept per event (a flapping UPS must not grow it forever).
@@ -33,6 +36,10 @@ const TIMELINE_MAX: usize = 300;
 const CORDON_TIMEOUT_MS: i64 = 15_000;
 /// Wait between uncordon attempts while the API is not back yet.
 const UNCORDON_RETRY_MS: i64 = 30_000;
+/// Longest wait between two tries at a held UPS cycle (the waits double).
+const HELD_RETRY_MAX_MS: i64 = 300_000;
+/// Why a stage gave up on a node that took its poweroff and did not leave.
+const TIMED_OUT: &str = "timed out";
 
 /// The whole persisted state of one domain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +84,16 @@ pub struct Machine {
     pub point_of_no_return: bool,
     /// What happened in this event.
     pub timeline: Vec<TimelineEntry>,
+    /// Tries at the UPS command in this event (the first uses `ups_command_id`).
+    #[serde(default)]
+    pub ups_attempts: u32,
+    /// When the next try at the UPS command is due.
+    #[serde(default)]
+    pub ups_retry_at_ms: Option<i64>,
+    /// The UPS could not cycle with mains present: the stages from the UPS
+    /// command on are kept running until it can.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// A command id stable for (domain, event, node, what): FNV-1a, never 0.
@@ -126,6 +143,9 @@ impl Machine {
             retry_at_ms: None,
             point_of_no_return: false,
             timeline: Vec::new(),
+            ups_attempts: 0,
+            ups_retry_at_ms: None,
+            held: false,
         }
     }
 
@@ -158,6 +178,9 @@ impl Machine {
             at(d);
         }
         if let Some(r) = self.retry_at_ms {
+            at(r);
+        }
+        if let Some(r) = self.ups_retry_at_ms {
             at(r);
         }
         if self.phase == Phase::AwaitingReturn
@@ -296,9 +319,21 @@ impl Machine {
         command_id(&self.spec.name, self.event_id, node, "poweroff")
     }
 
-    /// The UPS command id of this event.
+    /// The UPS command id of this event (its first try).
     pub fn ups_command_id(&self) -> u64 {
         command_id(&self.spec.name, self.event_id, &self.spec.owner, "ups")
+    }
+
+    /// The id of try `attempt` (from 1) at the UPS command. The first keeps
+    /// `ups_command_id`, so a command in flight across a restart is resent
+    /// unchanged; a retry needs an id of its own, since an agent answers a
+    /// resent id with its first result.
+    pub fn ups_attempt_id(&self, attempt: u32) -> u64 {
+        if attempt <= 1 {
+            return self.ups_command_id();
+        }
+        let what = format!("ups#{attempt}");
+        command_id(&self.spec.name, self.event_id, &self.spec.owner, &what)
     }
 
     fn power_off_action(&self, node: &str) -> Action {
@@ -315,7 +350,7 @@ impl Machine {
         Action::UpsShutdownReturn {
             owner: self.spec.owner.clone(),
             ups: self.spec.ups.clone(),
-            command_id: self.ups_command_id(),
+            command_id: self.ups_attempt_id(self.ups_attempts),
             off_delay_ms: s.ups_off_delay_ms,
             restore_delay_ms: s.ups_restore_delay_ms,
             dry_run: self.dry_run,
@@ -327,6 +362,8 @@ impl Machine {
         self.event_id = 0;
         self.retry_at_ms = None;
         self.point_of_no_return = false;
+        self.ups_retry_at_ms = None;
+        self.held = false;
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Machine, NodeProgress, PowerState, Role, Stage};
+use serde::{Deserialize, Serialize};
+
+use super::{CORDON_TIMEOUT_MS, Machine, NodeProgress, PowerState, Role, Stage};
 
 impl Machine {
     pub(super) fn fresh_nodes(&self) -> BTreeMap<String, NodeProgress> {
@@ -121,6 +123,57 @@ impl Machine {
             .unwrap_or(self.stages.len())
     }
 
+    /// The time budget of a sequence: what it needs after the drain, stage
+    /// by stage, and what that leaves the drain with the latest runtime. The
+    /// frozen stages while a sequence runs, else the ones it would use now.
+    pub fn budget(&self) -> Budget {
+        let s = &self.spec.settings;
+        let stages = if self.active() {
+            self.stages.clone()
+        } else {
+            self.preview_stages()
+        };
+        let stages: Vec<StageBudget> = stages
+            .into_iter()
+            .map(|st| StageBudget {
+                label: st.label,
+                timeout_ms: st.timeout_ms,
+            })
+            .collect();
+        let ups_command_ms = s.agent_confirm_timeout_ms;
+        let counted = CORDON_TIMEOUT_MS
+            + stages.iter().map(|st| st.timeout_ms).sum::<i64>()
+            + ups_command_ms
+            + s.halt_time_ms;
+        let reserve_ms = counted.max(s.poweroff_reserve_ms);
+        let runtime_ms = self.ups.as_ref().and_then(|u| u.runtime_ms);
+        let drain_ms = runtime_ms
+            .map_or(s.drain_timeout_ms, |r| {
+                (r - reserve_ms).min(s.drain_timeout_ms)
+            })
+            .max(0);
+        Budget {
+            cordon_ms: CORDON_TIMEOUT_MS,
+            drain_ms,
+            stages,
+            ups_command_ms,
+            halt_ms: s.halt_time_ms,
+            reserve_ms,
+            runtime_ms,
+        }
+    }
+
+    /// What the stages from the current one on need, and the last halt.
+    pub(super) fn remaining_need_ms(&self) -> i64 {
+        let waits: i64 = self
+            .stages
+            .iter()
+            .skip(self.stage)
+            .map(|st| st.timeout_ms)
+            .sum();
+        waits + self.spec.settings.halt_time_ms
+    }
+
     pub(super) fn drain_deadline(&self, now_ms: i64) -> i64 {
         let s = &self.spec.settings;
         let by_battery = self
@@ -131,4 +184,33 @@ impl Machine {
         let budget = by_battery.map_or(s.drain_timeout_ms, |b| b.min(s.drain_timeout_ms));
         now_ms + budget.max(0)
     }
+}
+
+/// The time a sequence needs, as [`Machine::budget`] counts it (ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Cordoning, at most.
+    pub cordon_ms: i64,
+    /// The drain: its timeout, or the runtime left minus `reserve_ms`.
+    pub drain_ms: i64,
+    /// Each poweroff stage's bounded wait, in order.
+    pub stages: Vec<StageBudget>,
+    /// The wait for the owner's answer to the UPS command (one try).
+    pub ups_command_ms: i64,
+    /// The last node's halt after its agent leaves.
+    pub halt_ms: i64,
+    /// Kept back from the drain: cordon, stages, UPS command and halt (at
+    /// least the configured reserve).
+    pub reserve_ms: i64,
+    /// The runtime the drain was measured against, if the UPS reports one.
+    pub runtime_ms: Option<i64>,
+}
+
+/// One stage's share of a [`Budget`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageBudget {
+    /// The stage ("workers", "servers", ...).
+    pub label: String,
+    /// Its bounded wait.
+    pub timeout_ms: i64,
 }

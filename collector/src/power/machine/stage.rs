@@ -2,7 +2,7 @@
 //! sending one stage, deciding it is done, and giving up on it; and the
 //! uncordon that ends every sequence.
 
-use super::{Action, Machine, NoticeKind, Phase, PowerState, fmt_ms};
+use super::{Action, Machine, NoticeKind, Phase, PowerState, TIMED_OUT, fmt_ms};
 
 impl Machine {
     pub(super) fn uncordon_ours(&mut self, now_ms: i64, out: &mut Vec<Action>) {
@@ -57,7 +57,6 @@ impl Machine {
             now_ms,
         );
         self.deadline_ms = Some(now_ms + stage.timeout_ms);
-        self.point_of_no_return = true;
         let mut sent = Vec::new();
         for node in &stage.nodes {
             let up = self.connected.get(node).copied().unwrap_or(false);
@@ -79,6 +78,8 @@ impl Machine {
             }
         }
         if !sent.is_empty() {
+            // Only a poweroff really sent makes a cancel impossible.
+            self.point_of_no_return = true;
             let verb = if self.dry_run {
                 "drill: asking to report poweroff of"
             } else {
@@ -140,7 +141,7 @@ impl Machine {
                 && matches!(p.power, PowerState::Sent { .. } | PowerState::Confirmed)
             {
                 let confirmed = p.power == PowerState::Confirmed;
-                p.power = PowerState::Failed("timed out".into());
+                p.power = PowerState::Failed(TIMED_OUT.into());
                 let what = if confirmed {
                     "confirmed but did not disconnect"
                 } else {
@@ -154,44 +155,6 @@ impl Machine {
                     ),
                 );
             }
-        }
-    }
-
-    /// Tells the UPS owner to cycle the UPS before the last stages go down.
-    fn start_ups_cycle(&mut self, now_ms: i64, out: &mut Vec<Action>) {
-        self.enter(Phase::UpsCycle, now_ms);
-        self.deadline_ms = Some(now_ms + self.spec.settings.agent_confirm_timeout_ms);
-        let owner_up = self
-            .connected
-            .get(&self.spec.owner)
-            .copied()
-            .unwrap_or(false);
-        self.point_of_no_return = true;
-        if owner_up {
-            self.ups_command = PowerState::Sent { at_ms: now_ms };
-            let s = &self.spec.settings;
-            let text = format!(
-                "telling {} to cycle UPS {} (off in {}, back {} after mains returns)",
-                self.spec.owner,
-                self.spec.ups,
-                fmt_ms(s.ups_off_delay_ms),
-                fmt_ms(s.ups_restore_delay_ms)
-            );
-            self.note(now_ms, text);
-            out.push(self.ups_action());
-        } else {
-            let text = format!(
-                "UPS owner {} is not connected: cannot cycle UPS {}; its agent's standalone mode must",
-                self.spec.owner, self.spec.ups
-            );
-            self.ups_command = PowerState::Failed("owner not connected".into());
-            self.notify(
-                now_ms,
-                out,
-                NoticeKind::UpsCycleFailed,
-                Some(&self.spec.owner.clone()),
-                text,
-            );
         }
     }
 }

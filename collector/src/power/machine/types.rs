@@ -68,6 +68,56 @@ pub struct Settings {
     pub mains_stable_ms: i64,
     /// After mains is stable, uncordon even if some nodes are still missing.
     pub return_timeout_ms: i64,
+    /// Tries at the UPS command before it counts as failed.
+    #[serde(default = "default_ups_command_attempts")]
+    pub ups_command_attempts: u32,
+    /// Wait between two tries at the UPS command.
+    #[serde(default = "default_ups_command_retry_ms")]
+    pub ups_command_retry_ms: i64,
+    /// How long a node takes from its poweroff command to halted.
+    #[serde(default = "default_halt_time_ms")]
+    pub halt_time_ms: i64,
+    /// Consecutive readings an estimated floor or a lost UPS must last to count.
+    #[serde(default = "default_estimated_confirmations")]
+    pub estimated_confirmations: u32,
+    /// ... or this long, whichever comes first (readings may come only on change).
+    #[serde(default = "default_estimated_window_ms")]
+    pub estimated_window_ms: i64,
+    /// Tries at uncordoning a node before it is left to a person.
+    #[serde(default = "default_uncordon_attempts")]
+    pub uncordon_attempts: u32,
+}
+
+/// Three tries: a serial glitch or a busy driver passes, a refusal stays.
+pub const DEFAULT_UPS_COMMAND_ATTEMPTS: u32 = 3;
+/// Ten seconds between tries at the UPS command.
+pub const DEFAULT_UPS_COMMAND_RETRY_MS: i64 = 10_000;
+/// What `halt_time` defaults to in the config.
+pub const DEFAULT_HALT_TIME_MS: i64 = 45_000;
+/// Three readings in a row: a voltage sag or one failed poll does not count.
+pub const DEFAULT_ESTIMATED_CONFIRMATIONS: u32 = 3;
+/// Ten seconds: the grace-like bound on the debounce when readings are rare.
+pub const DEFAULT_ESTIMATED_WINDOW_MS: i64 = 10_000;
+/// Ten tries, 30 s apart: five minutes for an API to come back.
+pub const DEFAULT_UNCORDON_ATTEMPTS: u32 = 10;
+
+fn default_ups_command_attempts() -> u32 {
+    DEFAULT_UPS_COMMAND_ATTEMPTS
+}
+fn default_ups_command_retry_ms() -> i64 {
+    DEFAULT_UPS_COMMAND_RETRY_MS
+}
+fn default_halt_time_ms() -> i64 {
+    DEFAULT_HALT_TIME_MS
+}
+fn default_estimated_confirmations() -> u32 {
+    DEFAULT_ESTIMATED_CONFIRMATIONS
+}
+fn default_estimated_window_ms() -> i64 {
+    DEFAULT_ESTIMATED_WINDOW_MS
+}
+fn default_uncordon_attempts() -> u32 {
+    DEFAULT_UNCORDON_ATTEMPTS
 }
 
 /// Milliseconds as a `Duration` (negative ones as zero).
@@ -283,6 +333,11 @@ pub enum NoticeKind {
     DrillDone,
     /// Recovery finished uncordoning.
     Recovered,
+    /// The UPS could not cycle with mains present: powered-off nodes stay
+    /// off until someone power-cycles them.
+    ManualPowerCycleNeeded,
+    /// Nodes we cordoned could not be uncordoned within the retries.
+    UncordonFailed,
 }
 
 impl NoticeKind {
@@ -303,6 +358,8 @@ impl NoticeKind {
             NoticeKind::CancelDone => "cancel_done",
             NoticeKind::DrillDone => "drill_done",
             NoticeKind::Recovered => "recovered",
+            NoticeKind::ManualPowerCycleNeeded => "manual_power_cycle_needed",
+            NoticeKind::UncordonFailed => "uncordon_failed",
         }
     }
 
@@ -314,8 +371,10 @@ impl NoticeKind {
             NoticeKind::ShutdownStarted
             | NoticeKind::PoweroffSent
             | NoticeKind::PoweroffFailed
-            | NoticeKind::UpsCycleFailed => Severity::Critical,
+            | NoticeKind::UpsCycleFailed
+            | NoticeKind::ManualPowerCycleNeeded => Severity::Critical,
             NoticeKind::OnBattery
+            | NoticeKind::UncordonFailed
             | NoticeKind::NodeDown
             | NoticeKind::UpsCycle
             | NoticeKind::Cancelled
