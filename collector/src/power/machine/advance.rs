@@ -18,6 +18,17 @@ impl Machine {
 
     /// One move; false when the current phase must wait.
     fn advance_once(&mut self, now_ms: i64, out: &mut Vec<Action>) -> bool {
+        if self.new_outage()
+            && let Some(reason) = self.trigger(now_ms)
+        {
+            let during = self.phase.as_str();
+            self.start(
+                now_ms,
+                format!("{reason} (a new outage during {during})"),
+                out,
+            );
+            return true;
+        }
         match self.phase {
             Phase::OnMains => false,
             Phase::OnBattery => self.advance_on_battery(now_ms, out),
@@ -192,21 +203,36 @@ impl Machine {
     }
 
     /// `Recovering` and `Cancelling`: done once every node we cordoned is
-    /// uncordoned.
+    /// uncordoned, or its tries ran out (then a person is told).
     fn advance_recovering(&mut self, now_ms: i64, out: &mut Vec<Action>) -> bool {
         if self.retry_at_ms.is_some_and(|r| now_ms >= r) {
             self.uncordon_ours(now_ms, out);
         }
-        let left = self
-            .nodes
-            .values()
-            .any(|p| p.uncordoning || (p.ours_to_uncordon() && self.retry_at_ms.is_some()));
+        let tries = self.spec.settings.uncordon_attempts.max(1);
+        let retrying = self.retry_at_ms.is_some();
+        let left = self.nodes.values().any(|p| {
+            p.uncordoning || (p.ours_to_uncordon() && retrying && p.uncordon_failures < tries)
+        });
         let cordon_pending = self
             .nodes
             .values()
             .any(|p| p.cordon == Some(CordonState::Pending));
         if left || (cordon_pending && !timed_out_cordon(self, now_ms)) {
             return false;
+        }
+        let stuck: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, p)| p.ours_to_uncordon() && p.uncordon_failures >= tries)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !stuck.is_empty() {
+            let list = stuck.join(", ");
+            let text = format!(
+                "could not uncordon {list} after {tries} tries: they stay cordoned; run `kubectl uncordon {}` once the Kubernetes API answers",
+                stuck.join(" ")
+            );
+            self.notify(now_ms, out, NoticeKind::UncordonFailed, None, text);
         }
         let (kind, text) = if self.phase == Phase::Cancelling {
             (

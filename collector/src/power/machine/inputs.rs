@@ -125,6 +125,18 @@ impl Machine {
     }
 
     pub(super) fn start(&mut self, now_ms: i64, reason: String, out: &mut Vec<Action>) {
+        // A new outage cutting an event short: what we cordoned and did not
+        // uncordon yet stays ours to uncordon at the end of this one.
+        let carried: Vec<String> = if self.active() {
+            self.nodes
+                .iter()
+                .filter(|(_, p)| p.ours_to_uncordon())
+                .map(|(n, _)| n.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.event_outage_ms = self.on_battery_since_ms;
         self.event_id = now_ms.max(1);
         self.reason = reason.clone();
         self.timeline.retain(|_| false);
@@ -136,6 +148,11 @@ impl Machine {
         self.held = false;
         self.retry_at_ms = None;
         self.nodes = self.fresh_nodes();
+        for n in &carried {
+            if let Some(p) = self.nodes.get_mut(n) {
+                p.ours_before = true;
+            }
+        }
         self.stages = self.plan_stages();
         let what = if self.dry_run { "drill" } else { "shutdown" };
         let summary = self
@@ -151,6 +168,15 @@ impl Machine {
             None,
             format!("{what} started: {reason}; order: {summary}"),
         );
+        if !carried.is_empty() {
+            self.note(
+                now_ms,
+                format!(
+                    "still ours to uncordon from the event this one cut short: {}",
+                    carried.join(", ")
+                ),
+            );
+        }
         let cluster: Vec<String> = self
             .nodes
             .iter()
@@ -195,6 +221,9 @@ impl Machine {
         }
         let text = match &result {
             Ok(false) => format!("cordoned {node}"),
+            Ok(true) if p.ours_before => {
+                format!("{node} is still cordoned from the event this one cut short")
+            }
             Ok(true) => format!("{node} was already cordoned; it stays cordoned after recovery"),
             Err(e) => format!("cordon {node} failed: {e}; carrying on"),
         };
@@ -244,14 +273,18 @@ impl Machine {
                 self.note(now_ms, format!("uncordoned {node}"));
             }
             Err(e) => {
-                self.retry_at_ms = Some(now_ms + UNCORDON_RETRY_MS);
-                self.note(
-                    now_ms,
+                p.uncordon_failures += 1;
+                let tries = self.spec.settings.uncordon_attempts.max(1);
+                let text = if p.uncordon_failures < tries {
+                    self.retry_at_ms = Some(now_ms + UNCORDON_RETRY_MS);
                     format!(
                         "uncordon {node} failed: {e}; retrying in {}",
                         fmt_ms(UNCORDON_RETRY_MS)
-                    ),
-                );
+                    )
+                } else {
+                    format!("uncordon {node} failed: {e}; giving up after {tries} tries")
+                };
+                self.note(now_ms, text);
             }
         }
     }

@@ -94,6 +94,10 @@ pub struct Machine {
     /// command on are kept running until it can.
     #[serde(default)]
     pub held: bool,
+    /// When the outage this event started in began (`on_battery_since_ms`
+    /// then): an outage that begins later is a new one.
+    #[serde(default)]
+    pub event_outage_ms: Option<i64>,
 }
 
 /// A command id stable for (domain, event, node, what): FNV-1a, never 0.
@@ -146,6 +150,7 @@ impl Machine {
             ups_attempts: 0,
             ups_retry_at_ms: None,
             held: false,
+            event_outage_ms: None,
         }
     }
 
@@ -169,7 +174,7 @@ impl Machine {
         let s = &self.spec.settings;
         let mut t: Option<i64> = None;
         let mut at = |x: i64| t = Some(t.map_or(x, |t| t.min(x)));
-        if self.phase == Phase::OnBattery
+        if (self.phase == Phase::OnBattery || self.new_outage())
             && let Some(since) = self.on_battery_since_ms
         {
             at(since + s.grace_ms);
@@ -190,6 +195,17 @@ impl Machine {
             at(m + s.mains_stable_ms + s.return_timeout_ms);
         }
         t
+    }
+
+    /// On battery again in an outage that began after this event's own, while
+    /// the event waits for mains or undoes its cordons: grids reclose, so this
+    /// is a new outage, and the trigger may start a new event.
+    pub fn new_outage(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::AwaitingReturn | Phase::Recovering | Phase::Cancelling
+        ) && self.on_battery_since_ms.is_some()
+            && self.on_battery_since_ms != self.event_outage_ms
     }
 
     /// Whether a sequence runs (cordoned or beyond).

@@ -22,6 +22,9 @@ impl Machine {
                         power: PowerState::Waiting,
                         uncordoning: false,
                         uncordoned: false,
+                        ours_before: false,
+                        uncordon_failures: 0,
+                        skipped: false,
                     },
                 )
             })

@@ -6,10 +6,11 @@ use super::{Action, Machine, NoticeKind, Phase, PowerState, TIMED_OUT, fmt_ms};
 
 impl Machine {
     pub(super) fn uncordon_ours(&mut self, now_ms: i64, out: &mut Vec<Action>) {
+        let tries = self.spec.settings.uncordon_attempts.max(1);
         let nodes: Vec<String> = self
             .nodes
             .iter_mut()
-            .filter(|(_, p)| p.ours_to_uncordon() && !p.uncordoning)
+            .filter(|(_, p)| p.ours_to_uncordon() && !p.uncordoning && p.uncordon_failures < tries)
             .map(|(n, p)| {
                 p.uncordoning = true;
                 n.clone()

@@ -531,17 +531,30 @@ pub struct NodeProgress {
     pub uncordoning: bool,
     /// We uncordoned it.
     pub uncordoned: bool,
+    /// We cordoned it in an earlier event cut short by this one (a new
+    /// outage) and had not uncordoned it: ours whatever the new cordon says.
+    #[serde(default)]
+    pub ours_before: bool,
+    /// Uncordon tries that failed in this event.
+    #[serde(default)]
+    pub uncordon_failures: u32,
+    /// Its agent was not connected when the sequence started: not cordoned,
+    /// drained or waited for.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 impl NodeProgress {
-    /// We cordoned it and an admin had not: ours to uncordon.
+    /// We cordoned it (now or in the event this one cut short) and an admin
+    /// had not: ours to uncordon.
     pub fn ours_to_uncordon(&self) -> bool {
-        matches!(
+        let now = matches!(
             self.cordon,
             Some(CordonState::Done {
                 was_cordoned: false
             })
-        ) && !self.uncordoned
+        );
+        (now || self.ours_before) && !self.uncordoned
     }
 }
 
