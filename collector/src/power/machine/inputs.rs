@@ -153,6 +153,7 @@ impl Machine {
                 p.ours_before = true;
             }
         }
+        let offline = self.mark_offline();
         self.stages = self.plan_stages();
         let what = if self.dry_run { "drill" } else { "shutdown" };
         let summary = self
@@ -168,6 +169,13 @@ impl Machine {
             None,
             format!("{what} started: {reason}; order: {summary}"),
         );
+        for n in &offline {
+            // Its pods cannot terminate and its agent cannot confirm.
+            self.note(
+                now_ms,
+                format!("{n} skipped: offline (agent not connected when the sequence started)"),
+            );
+        }
         if !carried.is_empty() {
             self.note(
                 now_ms,
@@ -180,7 +188,7 @@ impl Machine {
         let cluster: Vec<String> = self
             .nodes
             .iter()
-            .filter(|(_, p)| p.role.in_cluster())
+            .filter(|(_, p)| p.role.in_cluster() && !p.skipped)
             .map(|(n, _)| n.clone())
             .collect();
         if cluster.is_empty() || (self.dry_run && !self.drill_cordon) {

@@ -35,7 +35,20 @@ impl Machine {
     pub fn preview_stages(&self) -> Vec<Stage> {
         let mut m = self.clone();
         m.nodes = m.fresh_nodes();
+        m.mark_offline();
         m.plan_stages()
+    }
+
+    /// Marks the nodes whose agents are not connected as skipped; returns them.
+    pub(super) fn mark_offline(&mut self) -> Vec<String> {
+        let mut offline = Vec::new();
+        for (n, p) in self.nodes.iter_mut() {
+            if !self.connected.get(n).copied().unwrap_or(false) {
+                p.skipped = true;
+                offline.push(n.clone());
+            }
+        }
+        offline
     }
 
     /// Workers, then servers together, then external hosts by order; the UPS
@@ -57,6 +70,7 @@ impl Machine {
                 label: "workers".into(),
                 nodes: workers,
                 timeout_ms: s.agent_confirm_timeout_ms,
+                skipped: Vec::new(),
             });
         }
         let servers = pick(&|r| r == Role::Server);
@@ -65,6 +79,7 @@ impl Machine {
                 label: "servers".into(),
                 nodes: servers,
                 timeout_ms: s.servers_timeout_ms,
+                skipped: Vec::new(),
             });
         }
         let mut orders: Vec<u32> = self
@@ -84,6 +99,7 @@ impl Machine {
                     label: format!("external hosts (order {o})"),
                     nodes,
                     timeout_ms: s.agent_confirm_timeout_ms,
+                    skipped: Vec::new(),
                 });
             }
         }
@@ -95,6 +111,7 @@ impl Machine {
                 label: "UPS host".into(),
                 nodes: vec![owner.clone()],
                 timeout_ms: s.agent_confirm_timeout_ms,
+                skipped: Vec::new(),
             });
         }
         if let Some(c) = collector
@@ -108,7 +125,16 @@ impl Machine {
                 },
                 nodes: vec![c.to_string()],
                 timeout_ms: s.agent_confirm_timeout_ms,
+                skipped: Vec::new(),
             });
+        }
+        for st in &mut stages {
+            st.skipped = st
+                .nodes
+                .iter()
+                .filter(|n| self.nodes.get(*n).is_some_and(|p| p.skipped))
+                .cloned()
+                .collect();
         }
         stages
     }

@@ -124,7 +124,8 @@ impl Machine {
             self.nodes.get(n).is_none_or(|p| match &p.power {
                 // Seen gone: done. Not heard of since a restart: it may still
                 // connect within the stage's wait.
-                PowerState::NotConnected => self.connected.get(n) == Some(&false),
+                // Skipped (offline at the start): never waited for.
+                PowerState::NotConnected => p.skipped || self.connected.get(n) == Some(&false),
                 PowerState::Gone | PowerState::Failed(_) => true,
                 // A drill's agents stay up: their report is the confirmation.
                 PowerState::Confirmed => self.dry_run,

@@ -1464,7 +1464,47 @@ fn uncordon_tries_are_bounded_then_a_notice_and_the_machine_is_armed_again() {
         uncordons(&m.step(t + 3600 * S, Input::Tick)),
         Vec::<String>::new()
     );
-    // And a new outage is handled.
+    // And a new outage is handled (w2 never came back: skipped).
     m.step(t + 3700 * S, Input::Ups(battery()));
-    assert_eq!(cordons(&m.step(t + 3730 * S, Input::Tick)).len(), 5);
+    let a = m.step(t + 3730 * S, Input::Tick);
+    assert_eq!(cordons(&a), ["s1", "s2", "s3", "w1"]);
+}
+
+// ---- Item: nodes that cannot take part do not hold the others ----
+
+#[test]
+fn a_node_offline_at_the_start_is_skipped_not_cordoned_drained_or_waited_for() {
+    let mut m = machine();
+    m.step(0, Input::AgentDisconnected("w2".into()));
+    let preview = m.preview_stages();
+    assert_eq!(preview[0].label, "workers");
+    assert_eq!(preview[0].skipped, ["w2"]);
+    m.step(S, Input::Ups(battery()));
+    let a = m.step(31 * S, Input::Tick);
+    assert_eq!(cordons(&a), ["s1", "s2", "s3", "w1"], "w2 is not cordoned");
+    assert!(
+        m.timeline
+            .iter()
+            .any(|e| e.text.starts_with("w2 skipped: offline")),
+        "{:?}",
+        m.timeline
+    );
+    assert_eq!(m.stages[0].skipped, ["w2"]);
+    let b = cordon_all(&mut m, 32 * S, &[]);
+    let drained = b
+        .iter()
+        .find_map(|x| match x {
+            Action::Drain { nodes, .. } => Some(nodes.clone()),
+            _ => None,
+        })
+        .expect("drain");
+    assert!(!drained.contains(&"w2".to_string()));
+    // A collector restart forgets who is connected: w2 is still not waited for.
+    let mut m = restarted(&m, 33 * S, &["w1", "s1", "s2", "s3", "db"]);
+    let c = drain_all(&mut m, 40 * S);
+    let names: Vec<String> = poweroffs(&c).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["w1"]);
+    let d = obey(&mut m, 41 * S, &c);
+    let names: Vec<String> = poweroffs(&d).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["s2", "s3"], "the workers' stage ends without w2");
 }

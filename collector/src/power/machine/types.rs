@@ -567,6 +567,10 @@ pub struct Stage {
     pub nodes: Vec<String>,
     /// The bounded wait.
     pub timeout_ms: i64,
+    /// Its nodes whose agents were offline when the sequence started: not
+    /// cordoned, drained or waited for ("skipped: offline").
+    #[serde(default)]
+    pub skipped: Vec<String>,
 }
 
 /// One line of the event's timeline.
