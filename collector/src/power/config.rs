@@ -9,7 +9,7 @@ use nodewarden_common::units::{format_duration, serde_duration};
 use serde::Deserialize;
 
 use super::machine::{
-    DEFAULT_ESTIMATED_CONFIRMATIONS, DEFAULT_ESTIMATED_WINDOW_MS, DEFAULT_UNCORDON_ATTEMPTS,
+    DEFAULT_COMM_LOST_WINDOW_MS, DEFAULT_ESTIMATED_CONFIRMATIONS, DEFAULT_UNCORDON_ATTEMPTS,
     DEFAULT_UPS_COMMAND_ATTEMPTS, DEFAULT_UPS_COMMAND_RETRY_MS, Role, Settings,
 };
 
@@ -65,7 +65,7 @@ pub struct PowerConfig {
     pub estimated_confirmations: u32,
     /// ... or this long, whichever comes first.
     #[serde(with = "serde_duration")]
-    pub estimated_window: Duration,
+    pub comm_lost_window: Duration,
     /// Tries at uncordoning a node after an event (30 s apart) before a notice.
     pub uncordon_attempts: u32,
     /// Hosts outside Kubernetes, in the order they go down (after the servers).
@@ -130,7 +130,7 @@ impl Default for PowerConfig {
             ups_command_attempts: DEFAULT_UPS_COMMAND_ATTEMPTS,
             ups_command_retry: Duration::from_millis(DEFAULT_UPS_COMMAND_RETRY_MS as u64),
             estimated_confirmations: DEFAULT_ESTIMATED_CONFIRMATIONS,
-            estimated_window: Duration::from_millis(DEFAULT_ESTIMATED_WINDOW_MS as u64),
+            comm_lost_window: Duration::from_millis(DEFAULT_COMM_LOST_WINDOW_MS as u64),
             uncordon_attempts: DEFAULT_UNCORDON_ATTEMPTS,
             external: Vec::new(),
             roles: BTreeMap::new(),
@@ -180,7 +180,7 @@ impl PowerConfig {
             ups_command_retry_ms: ms(self.ups_command_retry),
             halt_time_ms: ms(self.halt_time),
             estimated_confirmations: self.estimated_confirmations,
-            estimated_window_ms: ms(self.estimated_window),
+            comm_lost_window_ms: ms(self.comm_lost_window),
             uncordon_attempts: self.uncordon_attempts,
         }
     }

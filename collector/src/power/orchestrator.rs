@@ -973,6 +973,7 @@ impl<C: ClusterPort, A: AgentPort> Runner<C, A> {
                         .as_ref()
                         .and_then(|u| u.runtime_ms)
                         .or(Some(1_800_000)),
+                    ..Default::default()
                 })
             } else {
                 Input::Start {

@@ -11,7 +11,11 @@ use super::{
 
 impl Machine {
     pub(super) fn on_ups(&mut self, now_ms: i64, obs: UpsObservation, out: &mut Vec<Action>) {
+        self.count_doubtful(now_ms, &obs);
         let prev = self.ups.replace(obs.clone());
+        if self.phase == Phase::Draining {
+            self.recheck_drain(now_ms, prev.as_ref());
+        }
         let was_on_battery = prev.as_ref().is_some_and(|p| p.on_battery);
         let comm_was_ok = prev.as_ref().is_none_or(|p| p.comm_ok);
         if obs.comm_ok && obs.on_battery && !was_on_battery {
@@ -66,22 +70,107 @@ impl Machine {
     }
 
     /// Why the sequence must start now, if it must: the shared battery rule
-    /// read against the latest reading and the time on battery.
+    /// read against the latest reading and the time on battery. An estimated
+    /// charge or runtime below its floor, or a lost UPS, counts only once
+    /// believed (`Debounce`); until then the grace still runs.
     pub(super) fn trigger(&self, now_ms: i64) -> Option<Trigger> {
         let obs = self.ups.as_ref()?;
+        let s = &self.spec.settings;
+        let n = s.estimated_confirmations;
+        let lost = !obs.comm_ok
+            && self
+                .comm_lost
+                .believed(now_ms, n, Some(s.comm_lost_window_ms));
+        let trusted = self.estimated_low.believed(now_ms, n, None);
+        let doubtful_loss = !obs.comm_ok && !lost;
         let state = BatteryState {
-            comm_ok: obs.comm_ok,
+            comm_ok: obs.comm_ok || doubtful_loss,
             on_battery: obs.on_battery,
-            low_battery: obs.low_battery,
-            charge_percent: obs.charge_percent,
-            runtime: obs.runtime_ms.map(ms),
+            low_battery: obs.low_battery && !doubtful_loss,
+            charge_percent: obs
+                .charge_percent
+                .filter(|_| !doubtful_loss && (trusted || !obs.charge_estimated)),
+            runtime: obs
+                .runtime_ms
+                .filter(|_| !doubtful_loss && (trusted || !obs.runtime_estimated))
+                .map(ms),
             // Before the outage began (a clock step back) counts as not yet.
             on_battery_for: self
                 .on_battery_since_ms
                 .filter(|since| now_ms >= *since)
                 .map(|since| ms(now_ms - since)),
         };
-        self.spec.settings.thresholds().trigger(&state)
+        s.thresholds().trigger(&state)
+    }
+
+    /// Counts the readings that need confirming before they are believed.
+    fn count_doubtful(&mut self, now_ms: i64, obs: &UpsObservation) {
+        let s = &self.spec.settings;
+        let low_estimate = obs.comm_ok
+            && obs.on_battery
+            && ((obs.charge_estimated
+                && obs
+                    .charge_percent
+                    .is_some_and(|c| c <= s.min_charge_percent))
+                || (obs.runtime_estimated
+                    && obs.runtime_ms.is_some_and(|r| r <= s.min_runtime_ms)));
+        self.estimated_low.observe(now_ms, low_estimate);
+        self.comm_lost.observe(now_ms, !obs.comm_ok);
+    }
+
+    /// During the drain the battery is still read: a runtime that no longer
+    /// covers what comes after the drain shortens it (to now, if it is
+    /// below), and the UPS's low-battery flag or the charge floor newly
+    /// reached ends it now.
+    fn recheck_drain(&mut self, now_ms: i64, prev: Option<&UpsObservation>) {
+        let Some(deadline) = self.deadline_ms else {
+            return;
+        };
+        let Some(obs) = self.ups.clone() else {
+            return;
+        };
+        if !obs.comm_ok || !obs.on_battery {
+            return;
+        }
+        let s = &self.spec.settings;
+        let trusted = self
+            .estimated_low
+            .believed(now_ms, s.estimated_confirmations, None);
+        let newly_low = obs.low_battery && !prev.is_some_and(|p| p.low_battery);
+        let floor = s.min_charge_percent;
+        let newly_charge = (trusted || !obs.charge_estimated)
+            && obs.charge_percent.is_some_and(|c| c <= floor)
+            && !prev
+                .and_then(|p| p.charge_percent)
+                .is_some_and(|c| c <= floor);
+        let by_runtime = if trusted || !obs.runtime_estimated {
+            self.drain_deadline(now_ms)
+        } else {
+            deadline
+        };
+        let (new, why) = if newly_low {
+            (now_ms, "the UPS reports low battery".to_string())
+        } else if newly_charge {
+            (now_ms, format!("battery charge fell to {floor:.0}%"))
+        } else if by_runtime < deadline {
+            let left = obs.runtime_ms.unwrap_or(0);
+            (
+                by_runtime,
+                format!("battery runtime fell to {}", fmt_ms(left)),
+            )
+        } else {
+            return;
+        };
+        if new >= deadline {
+            return;
+        }
+        self.deadline_ms = Some(new);
+        let text = if new <= now_ms {
+            format!("{why}: ending the drain now")
+        } else {
+            format!("{why}: the drain ends in {}", fmt_ms(new - now_ms))
+        };
+        self.note(now_ms, text);
     }
 
     pub(super) fn on_mains_again(&mut self, now_ms: i64, out: &mut Vec<Action>) {

@@ -98,6 +98,12 @@ pub struct Machine {
     /// then): an outage that begins later is a new one.
     #[serde(default)]
     pub event_outage_ms: Option<i64>,
+    /// Readings with an estimated charge or runtime below its floor.
+    #[serde(default)]
+    pub estimated_low: Debounce,
+    /// Readings with the UPS not answering.
+    #[serde(default)]
+    pub comm_lost: Debounce,
 }
 
 /// A command id stable for (domain, event, node, what): FNV-1a, never 0.
@@ -151,6 +157,8 @@ impl Machine {
             ups_retry_at_ms: None,
             held: false,
             event_outage_ms: None,
+            estimated_low: Debounce::default(),
+            comm_lost: Debounce::default(),
         }
     }
 
@@ -187,6 +195,11 @@ impl Machine {
         }
         if let Some(r) = self.ups_retry_at_ms {
             at(r);
+        }
+        if (self.phase == Phase::OnBattery || self.new_outage())
+            && let Some(since) = self.comm_lost.since_ms
+        {
+            at(since + s.comm_lost_window_ms);
         }
         if self.phase == Phase::AwaitingReturn
             && let Some(m) = self.mains_since_ms

@@ -203,15 +203,10 @@ impl Machine {
         waits + self.spec.settings.halt_time_ms
     }
 
+    /// When the drain gives up: its timeout, or sooner so the battery still
+    /// covers every stage after it (`budget`).
     pub(super) fn drain_deadline(&self, now_ms: i64) -> i64 {
-        let s = &self.spec.settings;
-        let by_battery = self
-            .ups
-            .as_ref()
-            .and_then(|u| u.runtime_ms)
-            .map(|r| r - s.poweroff_reserve_ms);
-        let budget = by_battery.map_or(s.drain_timeout_ms, |b| b.min(s.drain_timeout_ms));
-        now_ms + budget.max(0)
+        now_ms + self.budget().drain_ms
     }
 }
 

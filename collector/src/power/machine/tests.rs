@@ -25,7 +25,7 @@ fn settings() -> Settings {
         ups_command_retry_ms: 10 * S,
         halt_time_ms: 45 * S,
         estimated_confirmations: 3,
-        estimated_window_ms: 10 * S,
+        comm_lost_window_ms: 10 * S,
         uncordon_attempts: 10,
     }
 }
@@ -71,6 +71,8 @@ fn mains() -> UpsObservation {
         low_battery: false,
         charge_percent: Some(100.0),
         runtime_ms: Some(1200 * S),
+        charge_estimated: false,
+        runtime_estimated: false,
     }
 }
 
@@ -255,17 +257,37 @@ fn low_charge_on_mains_does_not_start_anything() {
 
 #[test]
 fn communication_lost_on_battery_starts_but_not_on_mains() {
-    let mut m = machine();
-    m.step(S, Input::Ups(battery()));
-    let a = m.step(
-        2 * S,
+    let lost = || {
         Input::Ups(UpsObservation {
             comm_ok: false,
             ..battery()
-        }),
+        })
+    };
+    // Three lost readings in a row (estimated_confirmations) start it.
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    assert!(
+        cordons(&m.step(2 * S, lost())).is_empty(),
+        "one failed poll"
     );
+    assert!(cordons(&m.step(3 * S, lost())).is_empty());
+    let a = m.step(4 * S, lost());
     assert_eq!(cordons(&a).len(), 5);
     assert!(m.reason.contains("communication lost"));
+    // One lost reading and silence: it counts after comm_lost_window.
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    m.step(2 * S, lost());
+    assert_eq!(m.wake_at(), Some(12 * S));
+    assert!(cordons(&m.step(11 * S, Input::Tick)).is_empty());
+    assert_eq!(cordons(&m.step(12 * S, Input::Tick)).len(), 5);
+    // A failed poll between good ones: nothing.
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    m.step(2 * S, lost());
+    m.step(3 * S, Input::Ups(battery()));
+    assert!(cordons(&m.step(13 * S, Input::Tick)).is_empty());
+    assert_eq!(m.phase, Phase::OnBattery);
 
     let mut m = machine();
     let a = m.step(
@@ -490,15 +512,18 @@ fn drain_is_bounded_by_remaining_runtime_and_times_out() {
         ],
         deadline_ms: 152 * S
     }));
+    // 290 s left (below the 300 s floor); every stage after the drain is
+    // kept back: cordon 15 + stages 30+60+30+30 + UPS command 30 + halt 45.
     let mut m = machine();
     m.step(S, Input::Ups(battery()));
     m.step(
         2 * S,
         Input::Ups(UpsObservation {
-            runtime_ms: Some(200 * S),
+            runtime_ms: Some(290 * S),
             ..battery()
         }),
     );
+    assert_eq!(m.budget().reserve_ms, 240 * S);
     let a = cordon_all(&mut m, 3 * S, &[]);
     let deadline = a
         .iter()
@@ -1507,4 +1532,153 @@ fn a_node_offline_at_the_start_is_skipped_not_cordoned_drained_or_waited_for() {
     let d = obey(&mut m, 41 * S, &c);
     let names: Vec<String> = poweroffs(&d).into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["s2", "s3"], "the workers' stage ends without w2");
+}
+
+// ---- Item: the budget counts every stage and follows the battery ----
+
+#[test]
+fn the_budget_counts_every_stage_after_the_drain() {
+    let m = machine();
+    let b = m.budget();
+    let stages: Vec<(&str, i64)> = b
+        .stages
+        .iter()
+        .map(|s| (s.label.as_str(), s.timeout_ms))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("workers", 30 * S),
+            ("servers", 60 * S),
+            ("external hosts (order 1)", 30 * S),
+            ("UPS host and collector", 30 * S)
+        ]
+    );
+    assert_eq!(
+        (b.cordon_ms, b.ups_command_ms, b.halt_ms, b.reserve_ms),
+        (15 * S, 30 * S, 45 * S, 240 * S)
+    );
+    // 1200 s left: the drain gets its whole timeout.
+    assert_eq!((b.runtime_ms, b.drain_ms), (Some(1200 * S), 120 * S));
+}
+
+/// On battery, cordoned, draining with the whole drain timeout (until 152 s).
+fn draining() -> Machine {
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    m.step(31 * S, Input::Tick);
+    cordon_all(&mut m, 32 * S, &[]);
+    assert_eq!(m.deadline_ms, Some(152 * S));
+    m
+}
+
+#[test]
+fn a_runtime_collapsing_during_the_drain_cuts_it_short() {
+    let mut m = draining();
+    // 300 s left: 60 s over the reserve: the drain ends at 100 s.
+    let a = m.step(
+        40 * S,
+        Input::Ups(UpsObservation {
+            runtime_ms: Some(300 * S),
+            ..battery()
+        }),
+    );
+    assert!(poweroffs(&a).is_empty());
+    assert_eq!(m.deadline_ms, Some(100 * S));
+    // 200 s left: below what the stages need: the drain ends now.
+    let b = m.step(
+        50 * S,
+        Input::Ups(UpsObservation {
+            runtime_ms: Some(200 * S),
+            ..battery()
+        }),
+    );
+    assert_eq!(poweroffs(&b).len(), 2, "workers at once: {b:?}");
+    assert!(
+        m.timeline
+            .iter()
+            .any(|e| e.text == "battery runtime fell to 3m20s: ending the drain now"),
+        "{:?}",
+        m.timeline
+    );
+}
+
+#[test]
+fn low_battery_or_the_charge_floor_during_the_drain_ends_it_now() {
+    let mut m = draining();
+    let a = m.step(
+        40 * S,
+        Input::Ups(UpsObservation {
+            low_battery: true,
+            ..battery()
+        }),
+    );
+    assert_eq!(poweroffs(&a).len(), 2);
+    let mut m = draining();
+    let a = m.step(
+        40 * S,
+        Input::Ups(UpsObservation {
+            charge_percent: Some(25.0),
+            ..battery()
+        }),
+    );
+    assert_eq!(poweroffs(&a).len(), 2);
+}
+
+#[test]
+fn one_estimated_reading_below_a_floor_does_not_start_the_sequence_three_in_a_row_do() {
+    let sag = UpsObservation {
+        charge_percent: Some(20.0),
+        charge_estimated: true,
+        runtime_ms: Some(100 * S),
+        runtime_estimated: true,
+        ..battery()
+    };
+    let fine = UpsObservation {
+        charge_percent: Some(60.0),
+        charge_estimated: true,
+        runtime_ms: Some(900 * S),
+        runtime_estimated: true,
+        ..battery()
+    };
+    let mut m = machine();
+    m.step(S, Input::Ups(fine.clone()));
+    // A voltage sag: one reading, then back up.
+    assert!(cordons(&m.step(2 * S, Input::Ups(sag.clone()))).is_empty());
+    assert!(cordons(&m.step(3 * S, Input::Ups(fine.clone()))).is_empty());
+    assert!(cordons(&m.step(4 * S, Input::Ups(sag.clone()))).is_empty());
+    assert!(cordons(&m.step(5 * S, Input::Ups(sag.clone()))).is_empty());
+    assert!(
+        cordons(&m.step(10 * S, Input::Tick)).is_empty(),
+        "no window for estimates"
+    );
+    assert_eq!(m.phase, Phase::OnBattery);
+    let a = m.step(11 * S, Input::Ups(sag.clone()));
+    assert_eq!(cordons(&a).len(), 5, "three in a row");
+    assert!(m.reason.contains("charge"), "{}", m.reason);
+    // The same value reported by the UPS itself counts at once.
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    let reported = UpsObservation {
+        charge_estimated: false,
+        runtime_estimated: false,
+        ..sag
+    };
+    assert_eq!(cordons(&m.step(2 * S, Input::Ups(reported))).len(), 5);
+}
+
+#[test]
+fn the_estimated_flags_come_from_the_agents_status() {
+    let s = nodewarden_proto::v1::UpsStatus {
+        communication_ok: true,
+        status: vec!["OB".into()],
+        battery_charge_percent: Some(40.0),
+        battery_charge_estimated: true,
+        battery_runtime_seconds: Some(600.0),
+        battery_runtime_estimated: false,
+        ..Default::default()
+    };
+    let o = UpsObservation::from_status(&s);
+    assert!(o.charge_estimated && !o.runtime_estimated);
+    assert_eq!(o.runtime_ms, Some(600 * S));
 }

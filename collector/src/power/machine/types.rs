@@ -77,12 +77,14 @@ pub struct Settings {
     /// How long a node takes from its poweroff command to halted.
     #[serde(default = "default_halt_time_ms")]
     pub halt_time_ms: i64,
-    /// Consecutive readings an estimated floor or a lost UPS must last to count.
+    /// Consecutive readings an estimated charge or runtime below its floor,
+    /// or a lost UPS, must last before it starts the sequence.
     #[serde(default = "default_estimated_confirmations")]
     pub estimated_confirmations: u32,
-    /// ... or this long, whichever comes first (readings may come only on change).
-    #[serde(default = "default_estimated_window_ms")]
-    pub estimated_window_ms: i64,
+    /// A lost UPS also counts once lost this long (the agent pushes changes,
+    /// so a UPS that stays silent may send one reading only).
+    #[serde(default = "default_comm_lost_window_ms")]
+    pub comm_lost_window_ms: i64,
     /// Tries at uncordoning a node before it is left to a person.
     #[serde(default = "default_uncordon_attempts")]
     pub uncordon_attempts: u32,
@@ -96,8 +98,8 @@ pub const DEFAULT_UPS_COMMAND_RETRY_MS: i64 = 10_000;
 pub const DEFAULT_HALT_TIME_MS: i64 = 45_000;
 /// Three readings in a row: a voltage sag or one failed poll does not count.
 pub const DEFAULT_ESTIMATED_CONFIRMATIONS: u32 = 3;
-/// Ten seconds: the grace-like bound on the debounce when readings are rare.
-pub const DEFAULT_ESTIMATED_WINDOW_MS: i64 = 10_000;
+/// Ten seconds: a lost UPS counts after this even without more readings.
+pub const DEFAULT_COMM_LOST_WINDOW_MS: i64 = 10_000;
 /// Ten tries, 30 s apart: five minutes for an API to come back.
 pub const DEFAULT_UNCORDON_ATTEMPTS: u32 = 10;
 
@@ -113,8 +115,8 @@ fn default_halt_time_ms() -> i64 {
 fn default_estimated_confirmations() -> u32 {
     DEFAULT_ESTIMATED_CONFIRMATIONS
 }
-fn default_estimated_window_ms() -> i64 {
-    DEFAULT_ESTIMATED_WINDOW_MS
+fn default_comm_lost_window_ms() -> i64 {
+    DEFAULT_COMM_LOST_WINDOW_MS
 }
 fn default_uncordon_attempts() -> u32 {
     DEFAULT_UNCORDON_ATTEMPTS
@@ -169,6 +171,12 @@ pub struct UpsObservation {
     pub charge_percent: Option<f64>,
     /// Remaining runtime, ms.
     pub runtime_ms: Option<i64>,
+    /// The charge is estimated from battery voltage (Megatec), not reported.
+    #[serde(default)]
+    pub charge_estimated: bool,
+    /// The runtime is estimated from charge and load, not reported.
+    #[serde(default)]
+    pub runtime_estimated: bool,
 }
 
 impl UpsObservation {
@@ -185,6 +193,8 @@ impl UpsObservation {
                 .battery_runtime_seconds
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .map(|r| (r * 1000.0) as i64),
+            charge_estimated: s.battery_charge_estimated,
+            runtime_estimated: s.battery_runtime_estimated,
         }
     }
 
@@ -571,6 +581,34 @@ pub struct Stage {
     /// cordoned, drained or waited for ("skipped: offline").
     #[serde(default)]
     pub skipped: Vec<String>,
+}
+
+/// A doubtful condition (an estimated floor, a lost UPS) counted until it
+/// is believed: consecutive readings, and since when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Debounce {
+    /// Consecutive readings with the condition.
+    pub readings: u32,
+    /// When the first of them came.
+    pub since_ms: Option<i64>,
+}
+
+impl Debounce {
+    /// One more reading: with the condition or without (which resets).
+    pub fn observe(&mut self, now_ms: i64, on: bool) {
+        if on {
+            self.readings += 1;
+            self.since_ms.get_or_insert(now_ms);
+        } else {
+            *self = Debounce::default();
+        }
+    }
+
+    /// `readings` in a row, or (with a window) the condition lasting it.
+    pub fn believed(&self, now_ms: i64, readings: u32, window_ms: Option<i64>) -> bool {
+        self.readings >= readings.max(1)
+            || window_ms.is_some_and(|w| self.since_ms.is_some_and(|s| now_ms - s >= w))
+    }
 }
 
 /// One line of the event's timeline.
