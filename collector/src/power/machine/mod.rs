@@ -11,14 +11,16 @@
 //! `inputs` what each input changes, `advance` one method per phase that
 //! moves the sequence on, `stage` how a poweroff stage is sent and ended,
 //! `cycle` the UPS command with its retries and the hold when it fails,
-//! `plan` the order of the poweroffs and the drain's budget, and `persist`
-//! the versioned saved form.
+//! `plan` the order of the poweroffs and the drain's budget, `check` the
+//! checks a caller runs on a domain's description, and `persist` the
+//! versioned saved form.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 mod advance;
+mod check;
 mod cycle;
 mod inputs;
 mod persist;
@@ -26,6 +28,7 @@ mod plan;
 mod stage;
 mod types;
 
+pub use check::{SpecError, validate_collector_node};
 pub use persist::{PERSISTED_VERSION, RestoreError};
 pub use plan::{Budget, StageBudget};
 pub use types::*;

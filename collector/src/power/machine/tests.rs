@@ -1682,3 +1682,42 @@ fn the_estimated_flags_come_from_the_agents_status() {
     assert!(o.charge_estimated && !o.runtime_estimated);
     assert_eq!(o.runtime_ms, Some(600 * S));
 }
+
+// ---- Item: one decision-maker at a time (collector_node) ----
+
+#[test]
+fn the_collector_node_must_be_one_of_the_domains_nodes() {
+    let m = machine();
+    assert_eq!(m.spec.validate(&m.members), Ok(()));
+    let mut spec = m.spec.clone();
+    spec.collector_node = Some("k3s-server-1".into());
+    let e = spec.validate(&m.members).unwrap_err();
+    assert_eq!(
+        e,
+        SpecError::CollectorNodeUnknown {
+            node: "k3s-server-1".into(),
+            domains: vec!["`main`".into()],
+            nodes: ["db", "s1", "s2", "s3", "w1", "w2"]
+                .map(String::from)
+                .to_vec(),
+        }
+    );
+    assert!(
+        e.to_string().starts_with(
+            "key `power.collector_node`: `k3s-server-1` is not a node of power domain `main` (its nodes: db, s1, s2, s3, w1, w2)"
+        ),
+        "{e}"
+    );
+    // Several domains: the collector's node is in one of them.
+    let other = DomainSpec {
+        name: "rack-b".into(),
+        ..spec.clone()
+    };
+    let b = vec![member("k3s-server-1", Role::Server)];
+    assert_eq!(
+        validate_collector_node(&[(&spec, &m.members), (&other, &b)]),
+        Ok(())
+    );
+    spec.collector_node = None;
+    assert_eq!(spec.validate(&[]), Ok(()), "none set: nothing to check");
+}
