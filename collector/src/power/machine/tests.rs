@@ -827,6 +827,7 @@ fn random_runs_keep_the_safety_rules() {
         let mut t = 0i64;
         let mut log: Vec<(i64, Action)> = Vec::new();
         let mut cordoned_before: BTreeSet<String> = BTreeSet::new();
+        let mut held = false;
         for _ in 0..200 {
             t += rng.random_range(0..20) * S;
             let input = match rng.random_range(0..10) {
@@ -834,6 +835,8 @@ fn random_runs_keep_the_safety_rules() {
                 1 | 2 => Input::Ups(UpsObservation {
                     runtime_ms: Some(rng.random_range(0..1500) * S),
                     low_battery: rng.random_bool(0.05),
+                    comm_ok: rng.random_bool(0.95),
+                    runtime_estimated: rng.random_bool(0.3),
                     ..battery()
                 }),
                 3 => Input::AgentDisconnected(nodes[rng.random_range(0..6)].into()),
@@ -895,9 +898,22 @@ fn random_runs_keep_the_safety_rules() {
             let out = m.step(t, input);
             for a in &out {
                 match a {
-                    // A new event: earlier answers are about an earlier cordon.
-                    Action::Notify(n) if n.kind == NoticeKind::ShutdownStarted => {
-                        cordoned_before.clear()
+                    // Held after a failed cycle with mains present: the UPS
+                    // host / collector s1 stays up until the UPS takes a
+                    // cycle or a new event starts.
+                    Action::Notify(n) if n.kind == NoticeKind::ManualPowerCycleNeeded => {
+                        held = true
+                    }
+                    Action::Notify(n)
+                        if matches!(n.kind, NoticeKind::UpsCycle | NoticeKind::ShutdownStarted) =>
+                    {
+                        held = false;
+                        if n.kind == NoticeKind::ShutdownStarted {
+                            cordoned_before.clear();
+                        }
+                    }
+                    Action::PowerOff { node, .. } if node == "s1" => {
+                        assert!(!held, "seed {seed}: s1 powered off while held");
                     }
                     Action::Uncordon(ns) => {
                         for n in ns {
@@ -1720,4 +1736,69 @@ fn the_collector_node_must_be_one_of_the_domains_nodes() {
     );
     spec.collector_node = None;
     assert_eq!(spec.validate(&[]), Ok(()), "none set: nothing to check");
+}
+
+#[test]
+fn a_state_saved_before_this_round_still_loads_with_the_defaults() {
+    let mut m = machine_with_an_absent_agent();
+    m.ups_attempts = 0;
+    let mut value = serde_json::to_value(&m).unwrap();
+    let strip = |v: &mut serde_json::Value| {
+        let o = v.as_object_mut().unwrap();
+        for k in [
+            "ups_attempts",
+            "ups_retry_at_ms",
+            "held",
+            "event_outage_ms",
+            "estimated_low",
+            "comm_lost",
+        ] {
+            o.remove(k);
+        }
+        let settings = o["spec"]["settings"].as_object_mut().unwrap();
+        for k in [
+            "ups_command_attempts",
+            "ups_command_retry_ms",
+            "halt_time_ms",
+            "estimated_confirmations",
+            "comm_lost_window_ms",
+            "uncordon_attempts",
+        ] {
+            settings.remove(k);
+        }
+        for (_, p) in o["nodes"].as_object_mut().unwrap() {
+            let p = p.as_object_mut().unwrap();
+            p.remove("ours_before");
+            p.remove("uncordon_failures");
+            p.remove("skipped");
+        }
+        for st in o["stages"].as_array_mut().unwrap() {
+            st.as_object_mut().unwrap().remove("skipped");
+        }
+        let ups = o["ups"].as_object_mut().unwrap();
+        ups.remove("charge_estimated");
+        ups.remove("runtime_estimated");
+    };
+    strip(&mut value);
+    // What the previous collector wrote: the version 1 envelope, none of
+    // this round's fields.
+    let old = serde_json::to_vec(&serde_json::json!({"version": 1, "machine": value})).unwrap();
+    let back = Machine::from_persisted(&old).expect("the previous format loads");
+    let s = &back.spec.settings;
+    assert_eq!(
+        (
+            s.ups_command_attempts,
+            s.ups_command_retry_ms,
+            s.halt_time_ms,
+            s.estimated_confirmations,
+            s.comm_lost_window_ms,
+            s.uncordon_attempts
+        ),
+        (3, 10 * S, 45 * S, 3, 10 * S, 10)
+    );
+    assert!(!back.held && back.ups_attempts == 0 && back.event_outage_ms.is_none());
+    assert!(back.nodes.values().all(|p| !p.ours_before && !p.skipped));
+    let mut again = serde_json::to_value(&back).unwrap();
+    strip(&mut again);
+    assert_eq!(again, value, "everything else reads back as it was");
 }
