@@ -98,8 +98,9 @@ pub struct Machine {
     #[serde(default)]
     pub held: bool,
     /// When the outage this event started in began (`on_battery_since_ms`
-    /// then): an outage that begins later is a new one.
-    #[serde(default)]
+    /// then): an outage that begins later is a new one. A state saved before
+    /// this field reads as `UNKNOWN_OUTAGE` until `resume` settles it.
+    #[serde(default = "unknown_outage")]
     pub event_outage_ms: Option<i64>,
     /// Readings with an estimated charge or runtime below its floor.
     #[serde(default)]
@@ -107,6 +108,13 @@ pub struct Machine {
     /// Readings with the UPS not answering.
     #[serde(default)]
     pub comm_lost: Debounce,
+}
+
+/// `event_outage_ms` of a state saved before it existed.
+const UNKNOWN_OUTAGE: i64 = i64::MIN;
+
+fn unknown_outage() -> Option<i64> {
+    Some(UNKNOWN_OUTAGE)
 }
 
 /// A command id stable for (domain, event, node, what): FNV-1a, never 0.
@@ -268,6 +276,11 @@ impl Machine {
     pub fn resume(&mut self, now_ms: i64) -> Vec<Action> {
         // Who is connected is fed again by the orchestrator.
         self.connected.clear();
+        // Saved before outages were told apart: the one on now is the
+        // event's own (the old behaviour), not a new one.
+        if self.event_outage_ms == Some(UNKNOWN_OUTAGE) {
+            self.event_outage_ms = self.on_battery_since_ms;
+        }
         let mut out = Vec::new();
         if self.active() {
             self.note(now_ms, "collector restarted; resuming");

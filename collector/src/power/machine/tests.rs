@@ -1796,9 +1796,30 @@ fn a_state_saved_before_this_round_still_loads_with_the_defaults() {
         ),
         (3, 10 * S, 45 * S, 3, 10 * S, 10)
     );
-    assert!(!back.held && back.ups_attempts == 0 && back.event_outage_ms.is_none());
+    assert!(!back.held && back.ups_attempts == 0);
     assert!(back.nodes.values().all(|p| !p.ours_before && !p.skipped));
+    let mut resumed = back.clone();
+    resumed.resume(50 * S);
+    assert_eq!(resumed.event_outage_ms, m.on_battery_since_ms);
     let mut again = serde_json::to_value(&back).unwrap();
     strip(&mut again);
     assert_eq!(again, value, "everything else reads back as it was");
+}
+
+#[test]
+fn a_state_saved_before_outages_were_told_apart_does_not_restart_its_own_outage() {
+    // Awaiting return, still on battery (the collector runs off the domain).
+    let mut m = machine();
+    m.spec.collector_node = None;
+    full_sequence(&mut m);
+    assert_eq!(m.phase, Phase::AwaitingReturn);
+    assert!(m.on_battery_since_ms.is_some());
+    let mut value = serde_json::to_value(&m).unwrap();
+    value.as_object_mut().unwrap().remove("event_outage_ms");
+    let old = serde_json::to_vec(&serde_json::json!({"version": 1, "machine": value})).unwrap();
+    let mut back = Machine::from_persisted(&old).unwrap();
+    back.resume(200 * S);
+    let a = back.step(200 * S, Input::Tick);
+    assert_eq!(started(&a), 0, "{a:?}");
+    assert_eq!(back.phase, Phase::AwaitingReturn);
 }
