@@ -1823,3 +1823,55 @@ fn a_state_saved_before_outages_were_told_apart_does_not_restart_its_own_outage(
     assert_eq!(started(&a), 0, "{a:?}");
     assert_eq!(back.phase, Phase::AwaitingReturn);
 }
+
+#[test]
+fn mains_dropping_again_while_held_powers_off_the_held_nodes_through_a_new_event() {
+    let mut m = machine();
+    let (t, first) = until_ups_command(&mut m);
+    m.step(t, Input::Ups(mains()));
+    m.step(t, ups_answer(first, false));
+    let second = ups_ids(&m.step(t + 10 * S, Input::Tick))[0];
+    m.step(t + 10 * S, ups_answer(second, false));
+    let third = ups_ids(&m.step(t + 20 * S, Input::Tick))[0];
+    m.step(t + 20 * S, ups_answer(third, false));
+    assert!(m.held);
+    // Power goes again: within the grace nothing is tried (no mains).
+    let drop = t + 25 * S;
+    let a = m.step(drop, Input::Ups(battery()));
+    assert!(ups_ids(&a).is_empty() && poweroffs(&a).is_empty());
+    assert!(ups_ids(&m.step(drop + 20 * S, Input::Tick)).is_empty());
+    // Past the grace: a new event for the nodes still up (s1), ours kept.
+    let b = m.step(drop + 30 * S, Input::Tick);
+    assert_eq!(started(&b), 1);
+    assert!(!m.held);
+    assert_eq!(cordons(&b), ["s1"], "the others are off: skipped");
+    let mut out = m.step(
+        drop + 31 * S,
+        Input::Cordoned {
+            node: "s1".into(),
+            result: Ok(true),
+        },
+    );
+    assert!(m.nodes["s1"].ours_to_uncordon());
+    out.extend(m.step(
+        drop + 32 * S,
+        Input::Drained {
+            node: "s1".into(),
+            result: Ok("0 pods".into()),
+        },
+    ));
+    // A fresh try at the UPS command (a new event, a new id); on battery its
+    // failure carries on: s1 goes down and the battery will cut the output.
+    let id = ups_ids(&out)[0];
+    assert_eq!(id, m.ups_command_id());
+    assert_ne!(id, first);
+    let mut t2 = drop + 33 * S;
+    let mut last = m.step(t2, ups_answer(id, false));
+    for _ in 0..2 {
+        t2 += 10 * S;
+        let next = ups_ids(&m.step(t2, Input::Tick))[0];
+        last = m.step(t2, ups_answer(next, false));
+    }
+    let names: Vec<String> = poweroffs(&last).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["s1"], "{last:?}");
+}
