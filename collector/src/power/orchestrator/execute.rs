@@ -176,12 +176,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             notice.kind.severity(),
             notice.message.clone(),
         );
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.append_event(event) {
-                tracing::error!("power: cannot record event: {e}");
-            }
-        });
+        self.record(event);
         self.notifier.send(Notification {
             event: notice.kind,
             domain: domain.clone(),

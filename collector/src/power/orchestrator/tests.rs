@@ -445,6 +445,77 @@ async fn a_drill_reports_every_step_and_changes_nothing() {
     );
 }
 
+/// `plan` carries the time budget the sequence keeps, counted from the
+/// planned stages (cordon, every stage's wait, the UPS command, the halt),
+/// and names a node whose agent is offline as skipped in its stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_budget_from_every_stage_and_the_offline_nodes() {
+    let Started {
+        live,
+        handle: h,
+        stop: _stop,
+        ..
+    } = started(cluster()).await;
+    live.disconnected("w2");
+    until("w2 seen offline", 5, || {
+        h.domains()[0].machine.connected.get("w2") == Some(&false)
+    })
+    .await;
+    let plan = h.plan().await.unwrap();
+    let d = &plan.domains[0];
+    let b = &d.budget;
+    let stage_waits: i64 = d.stages.iter().map(|s| s.timeout_ms).sum();
+    assert_eq!(
+        b.reserve_ms,
+        b.cordon_ms + stage_waits + b.ups_command_ms + b.halt_ms,
+        "{b:?}"
+    );
+    assert_eq!((b.ups_command_ms, b.halt_ms), (2_000, 100));
+    assert_eq!(d.total_estimate_ms, d.drain_estimate_ms + b.reserve_ms);
+    let workers = d.stages.iter().find(|s| s.label == "workers").unwrap();
+    assert_eq!(workers.skipped, ["w2"]);
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.contains("w2") && w.contains("skipped: offline")),
+        "{:?}",
+        d.warnings
+    );
+}
+
+/// A `collector_node` that names no node of the domain (the host name
+/// differs from the Kubernetes node name) is said loudly: a critical event,
+/// and a warning in `plan`, since that node would go down with the servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_node_outside_the_domain_is_reported() {
+    let (live, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
+    connect_all(&live);
+    live.ups_status("s1", ups(&["OL"]));
+    let agents = agents(&live, &[]);
+    let (_stop, rx) = watch::channel(false);
+    let config = crate::power::config::PowerConfig {
+        collector_node: "k3s-server".into(),
+        ..power_config()
+    };
+    let h = spawn(config, ports(&live, &store, cluster(), &agents), rx);
+    until("the event", 5, || {
+        store
+            .event_kinds()
+            .iter()
+            .any(|k| k == "power_collector_node_unknown")
+    })
+    .await;
+    let plan = h.plan().await.unwrap();
+    assert!(
+        plan.domains[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("`k3s-server` is not a node of power domain")),
+        "{:?}",
+        plan.domains[0].warnings
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_lists_stages_pods_pdbs_and_warnings() {
     let Started {
