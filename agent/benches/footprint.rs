@@ -26,6 +26,7 @@
 //! measured window (default 60). FOOTPRINT_AGENT runs another agent binary
 //! (e.g. `target/release/nodewarden-agent`, the glibc build) against the
 //! same release collector.
+#![allow(clippy::expect_used)] // bench code: a panic is the failure report
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -8,6 +8,7 @@
 //!
 //! `cargo bench -p nodewarden-agent --bench sample_cost`; SAMPLE_COST_N sets
 //! the samples per row (default 2000).
+#![allow(clippy::expect_used)] // bench code: a panic is the failure report
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! What a user would see from the agent's sensors on each real board, read
 //! from the fixture trees in tests/fixtures/boards/<board> (workspace root).
-// The helpers below are test code too: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used)]
+// The helpers below are test code too: a failed unwrap or expect is a
+// failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

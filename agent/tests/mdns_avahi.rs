@@ -7,6 +7,7 @@
 //! Needs root (a network namespace), avahi-daemon and iproute2, which
 //! tests/setup/install-test-tools.sh installs (scripts/test.sh runs it before
 //! any test: a test never installs, two at once would fight over apt's lock).
+#![allow(clippy::expect_used)] // test code: a panic is the failure report
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The Megatec driver and the monitor against the simulated UPS over real
 //! pseudo-terminals: what a user would see when mains fails, the battery
 //! drains, the cable misbehaves or the adapter is replugged.
+#![allow(clippy::expect_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 //!
 //! Knobs (environment): NW_HISTORY_NODES (default 10), NW_HISTORY_RUNS
 //! (default 50), NW_BENCH_DIR (where the database goes).
+#![allow(clippy::expect_used)] // bench code: a panic is the failure report
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

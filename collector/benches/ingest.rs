@@ -18,6 +18,7 @@
 //! Knobs (environment): NW_INGEST_LADDER (default "500,1000,2000,3000,5000,7500"),
 //! NW_INGEST_SECS (measured seconds per step, default 30), NW_INGEST_RUNS
 //! (history runs, default 30), NW_BENCH_DIR (where the data dir goes).
+#![allow(clippy::expect_used)] // bench code: a panic is the failure report
 
 use std::collections::VecDeque;
 use std::io::Write;

@@ -7,7 +7,7 @@
 //!
 //! `cargo bench -p nodewarden --bench power_sequence`
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use nodewarden::power::machine::Phase;
 use nodewarden::power::orchestrator::{Ports, PowerHandle, spawn};
 use nodewarden::power::ports::{
     AgentPort, AgentPortError, ClusterNode, ClusterPort, ClusterPortError, CommandOutcome,
-    DrainSummary, NodeDrainPlan,
+    DrainSummary, LateAnswer, NodeDrainPlan,
 };
 use nodewarden::state::hub::Hub;
 use nodewarden::store::{NodeRecord, Retention, Store};
@@ -104,6 +104,7 @@ impl AgentPort for Agents {
         _: u64,
         _: &str,
         _: bool,
+        _: LateAnswer,
     ) -> Result<CommandOutcome, AgentPortError> {
         self.go_down(node);
         Ok(CommandOutcome {

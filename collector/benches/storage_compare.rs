@@ -9,6 +9,7 @@
 //! NW_WEEK_INTERVAL_S (sample interval of the week fill, default 5),
 //! NW_WEEK_COMMIT_S (simulated seconds per commit in the week fill, default 60),
 //! NW_BENCH_DIR (where the databases go, default a temp dir under target/).
+#![allow(clippy::expect_used)] // bench code: a panic is the failure report
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};

@@ -300,4 +300,37 @@ webhook = "http://127.0.0.1:9000/hook"
         let w = p.warnings().join("\n");
         assert!(w.contains("drain will be cut short"), "{w}");
     }
+
+    #[test]
+    fn the_retry_and_debounce_keys_parse_and_reach_the_machine() {
+        let c: CollectorConfig = parse_toml(
+            Path::new("c.toml"),
+            r#"
+[power]
+ups_command_attempts = 5
+ups_command_retry = "20s"
+estimated_confirmations = 4
+comm_lost_window = "15s"
+uncordon_attempts = 2
+"#,
+        )
+        .unwrap();
+        let s = c.power.settings();
+        assert_eq!(
+            (
+                s.ups_command_attempts,
+                s.ups_command_retry_ms,
+                s.estimated_confirmations,
+                s.comm_lost_window_ms,
+                s.uncordon_attempts,
+                s.halt_time_ms
+            ),
+            (5, 20_000, 4, 15_000, 2, 45_000)
+        );
+        let p = PowerConfig {
+            ups_command_attempts: 0,
+            ..Default::default()
+        };
+        assert!(p.errors().join("\n").contains("power.ups_command_attempts"));
+    }
 }

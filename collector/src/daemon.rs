@@ -392,7 +392,12 @@ async fn spawn_power(
             Err(e)
         }
     };
-    let agents = HubAgents::new(hub.clone(), config.power.agent_confirm_timeout);
+    let agents = HubAgents::new(hub.clone(), config.power.agent_confirm_timeout).with_late_wait(
+        config
+            .power
+            .agent_confirm_timeout
+            .max(config.power.servers_timeout),
+    );
     let ports = Ports {
         cluster: Arc::new(KubePort::new(cluster)),
         agents: Arc::new(agents),

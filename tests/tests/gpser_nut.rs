@@ -2,6 +2,7 @@
 //! reads it on a real pseudo-terminal, upsd serves what it read, and
 //! nodewarden's NUT source and GPSER driver must agree value for value.
 //! Needs root and NUT: tests/setup/install-test-tools.sh (scripts/test.sh runs it).
+#![allow(clippy::expect_used)] // test code: a panic is the failure report
 
 mod nut_support;
 

@@ -2,6 +2,7 @@
 //! read the same simulated UPS over a pty and must report the same thing:
 //! the simulator is faithful where NUT looks, and our driver reads it as
 //! NUT does. Needs NUT: tests/setup/install-test-tools.sh (scripts/test.sh runs it).
+#![allow(clippy::expect_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::io::Read;

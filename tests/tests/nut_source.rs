@@ -1,6 +1,7 @@
 //! nodewarden's NUT source against Debian's real upsd serving the dummy-ups
 //! driver. Needs root (the programs run with `-u root`) and NUT:
 //! tests/setup/install-test-tools.sh (scripts/test.sh runs it).
+#![allow(clippy::expect_used)] // test code: a panic is the failure report
 
 mod nut_support;
 

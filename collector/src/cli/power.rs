@@ -202,6 +202,9 @@ pub fn render_plan(r: &PlanResponse, style: Style) -> String {
                 st.nodes.join(", "),
                 dur(st.timeout_ms)
             );
+            if !st.skipped.is_empty() {
+                let _ = writeln!(s, "     skipped: offline: {}", st.skipped.join(", "));
+            }
             step += 1;
         }
         if !ups_done {
@@ -217,6 +220,17 @@ pub fn render_plan(r: &PlanResponse, style: Style) -> String {
             "  estimated: {} until the last node halts; battery runtime now: {runtime}",
             dur(d.total_estimate_ms)
         );
+        if let Some(b) = &d.budget {
+            let _ = writeln!(
+                s,
+                "  budget: drain {} (runtime less {} kept back: cordon {}, stages, UPS command {}, halt {})",
+                dur(b.drain_ms),
+                dur(b.reserve_ms),
+                dur(b.cordon_ms),
+                dur(b.ups_command_ms),
+                dur(b.halt_ms)
+            );
+        }
         if !d.drain_error.is_empty() {
             let _ = writeln!(s, "  pods: unknown ({})", d.drain_error);
         }

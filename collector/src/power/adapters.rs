@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use super::ports::{
     AgentPort, AgentPortError, ClusterNode, ClusterPort, ClusterPortError, CommandOutcome,
-    DrainSummary, LivePort, NodeDrainPlan, PodPlan, StorePort,
+    DrainSummary, LateAnswer, LivePort, NodeDrainPlan, PodPlan, StorePort,
 };
 use crate::cluster::{ClusterError, KubeCluster, NodeRole};
 use crate::state::hub::{Hub, HubEvent};
@@ -118,6 +118,7 @@ impl ClusterPort for KubePort {
 pub struct HubAgents {
     hub: Arc<Hub>,
     confirm_timeout: Duration,
+    late_wait: Duration,
 }
 
 impl HubAgents {
@@ -130,16 +131,15 @@ impl HubAgents {
         HubAgents {
             hub,
             confirm_timeout: confirm_timeout + Duration::from_secs(1),
+            late_wait: confirm_timeout + Duration::from_secs(1),
         }
     }
 
-    async fn send(&self, node: &str, command: Command) -> Result<CommandOutcome, AgentPortError> {
-        let result = self
-            .hub
-            .send_command_confirmed(node, command, self.confirm_timeout)
-            .await
-            .map_err(|source| AgentPortError::Command { source })?;
-        Ok(outcome(&result))
+    /// How long to keep listening after a poweroff's confirm for a failure
+    /// (the longest stage wait: a later one finds the stage over anyway).
+    pub fn with_late_wait(mut self, wait: Duration) -> Self {
+        self.late_wait = wait + Duration::from_secs(1);
+        self
     }
 }
 
@@ -161,6 +161,7 @@ impl AgentPort for HubAgents {
         command_id: u64,
         reason: &str,
         dry_run: bool,
+        late: LateAnswer,
     ) -> Result<CommandOutcome, AgentPortError> {
         let command = Command {
             command_id,
@@ -169,7 +170,29 @@ impl AgentPort for HubAgents {
                 reason: reason.to_string(),
             })),
         };
-        self.send(node, command).await
+        let mut pending = self
+            .hub
+            .start_command(node, command)
+            .map_err(|source| AgentPortError::Command { source })?;
+        let first = pending
+            .confirmed(self.confirm_timeout)
+            .await
+            .map_err(|source| AgentPortError::Command { source })?;
+        if first.state == CommandState::Accepted as i32 {
+            // Keep listening: the agent runs the poweroff after it confirms,
+            // and a refusal then (polkit, logind, an inhibitor) is the only
+            // word the sequence gets before the stage times out. A halting
+            // node never answers DONE; the wait is bounded.
+            let wait = self.late_wait;
+            tokio::spawn(async move {
+                if let Ok(last) = pending.finished(wait).await
+                    && last.state != CommandState::Done as i32
+                {
+                    late(outcome(&last));
+                }
+            });
+        }
+        Ok(outcome(&first))
     }
 
     async fn ups_shutdown_return(

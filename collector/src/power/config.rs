@@ -8,7 +8,10 @@ use std::time::Duration;
 use nodewarden_common::units::{format_duration, serde_duration};
 use serde::Deserialize;
 
-use super::machine::{Role, Settings};
+use super::machine::{
+    DEFAULT_COMM_LOST_WINDOW_MS, DEFAULT_ESTIMATED_CONFIRMATIONS, DEFAULT_UNCORDON_ATTEMPTS,
+    DEFAULT_UPS_COMMAND_ATTEMPTS, DEFAULT_UPS_COMMAND_RETRY_MS, Role, Settings,
+};
 
 /// The `[power]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -52,6 +55,19 @@ pub struct PowerConfig {
     /// After mains is stable, uncordon even if some nodes have not come back.
     #[serde(with = "serde_duration")]
     pub return_timeout: Duration,
+    /// Tries at the UPS shutdown-with-return command before it counts as failed.
+    pub ups_command_attempts: u32,
+    /// Wait between two tries at the UPS command.
+    #[serde(with = "serde_duration")]
+    pub ups_command_retry: Duration,
+    /// Consecutive readings an estimated charge/runtime below its floor, or a
+    /// lost UPS, must last before it starts the sequence.
+    pub estimated_confirmations: u32,
+    /// ... or this long, whichever comes first.
+    #[serde(with = "serde_duration")]
+    pub comm_lost_window: Duration,
+    /// Tries at uncordoning a node after an event (30 s apart) before a notice.
+    pub uncordon_attempts: u32,
     /// Hosts outside Kubernetes, in the order they go down (after the servers).
     pub external: Vec<String>,
     /// Role overrides by node name: "server", "worker" or "external".
@@ -111,6 +127,11 @@ impl Default for PowerConfig {
             ups_restore_delay: Duration::from_secs(60),
             mains_stable: Duration::from_secs(60),
             return_timeout: Duration::from_secs(600),
+            ups_command_attempts: DEFAULT_UPS_COMMAND_ATTEMPTS,
+            ups_command_retry: Duration::from_millis(DEFAULT_UPS_COMMAND_RETRY_MS as u64),
+            estimated_confirmations: DEFAULT_ESTIMATED_CONFIRMATIONS,
+            comm_lost_window: Duration::from_millis(DEFAULT_COMM_LOST_WINDOW_MS as u64),
+            uncordon_attempts: DEFAULT_UNCORDON_ATTEMPTS,
             external: Vec::new(),
             roles: BTreeMap::new(),
             domains: Vec::new(),
@@ -155,6 +176,12 @@ impl PowerConfig {
             ups_restore_delay_ms: ms(self.ups_restore_delay),
             mains_stable_ms: ms(self.mains_stable),
             return_timeout_ms: ms(self.return_timeout),
+            ups_command_attempts: self.ups_command_attempts,
+            ups_command_retry_ms: ms(self.ups_command_retry),
+            halt_time_ms: ms(self.halt_time),
+            estimated_confirmations: self.estimated_confirmations,
+            comm_lost_window_ms: ms(self.comm_lost_window),
+            uncordon_attempts: self.uncordon_attempts,
         }
     }
 
@@ -242,6 +269,12 @@ impl PowerConfig {
         if self.mains_stable.is_zero() {
             e.push(
                 "key `power.mains_stable`: must be at least 1s (a flicker must not uncordon)"
+                    .into(),
+            );
+        }
+        if self.ups_command_attempts == 0 || self.uncordon_attempts == 0 {
+            e.push(
+                "key `power.ups_command_attempts` / `power.uncordon_attempts`: must be at least 1"
                     .into(),
             );
         }

@@ -144,15 +144,23 @@ pub trait ClusterPort: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<NodeDrainPlan>, ClusterPortError>> + Send;
 }
 
+/// Where a poweroff's answer after the confirm goes: an agent that accepted
+/// can still fail when it runs it (polkit denied, logind busy, an inhibitor
+/// lock), and the sequence must hear that rather than wait out the stage.
+pub type LateAnswer = Box<dyn FnOnce(CommandOutcome) + Send>;
+
 /// The command channel to the agents.
 pub trait AgentPort: Send + Sync + 'static {
-    /// Asks `node`'s agent to power off (it confirms, then runs it once per id).
+    /// Asks `node`'s agent to power off (it confirms, then runs it once per
+    /// id) and returns at the confirm; a failure reported after it goes to
+    /// `late`.
     fn power_off(
         &self,
         node: &str,
         command_id: u64,
         reason: &str,
         dry_run: bool,
+        late: LateAnswer,
     ) -> impl Future<Output = Result<CommandOutcome, AgentPortError>> + Send;
     /// Asks the UPS owner's agent for shutdown-with-return.
     fn ups_shutdown_return(

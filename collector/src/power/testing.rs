@@ -15,7 +15,7 @@ use super::machine::{Phase, Role};
 use super::orchestrator::{Ports, PowerHandle, spawn};
 use super::ports::{
     AgentPort, AgentPortError, ClusterNode, ClusterPort, ClusterPortError, CommandOutcome,
-    DrainSummary, LivePort, NodeDrainPlan, PodPlan, StorePort,
+    DrainSummary, LateAnswer, LivePort, NodeDrainPlan, PodPlan, StorePort,
 };
 use crate::state::hub::HubEvent;
 use crate::store::StoreError;
@@ -234,6 +234,9 @@ pub(crate) struct FakeAgents {
     pub(crate) live: std::sync::Weak<MemLive>,
     pub(crate) log: Mutex<Vec<(Instant, String)>>,
     pub(crate) silent: BTreeSet<String>,
+    /// Nodes whose agent confirms the poweroff, then reports it failed (an
+    /// inhibitor lock, polkit) and stays up.
+    pub(crate) fail_after_accept: BTreeSet<String>,
 }
 
 impl FakeAgents {
@@ -254,6 +257,7 @@ impl AgentPort for FakeAgents {
         id: u64,
         _: &str,
         dry_run: bool,
+        late: LateAnswer,
     ) -> Result<CommandOutcome, AgentPortError> {
         let d = if dry_run { " (dry run)" } else { "" };
         self.log
@@ -262,6 +266,19 @@ impl AgentPort for FakeAgents {
             .push((Instant::now(), format!("poweroff {node} #{id}{d}")));
         if self.silent.contains(node) {
             std::future::pending::<()>().await;
+        }
+        if self.fail_after_accept.contains(node) {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                late(CommandOutcome {
+                    ok: false,
+                    message: "poweroff refused by logind: an inhibitor lock is held".into(),
+                });
+            });
+            return Ok(CommandOutcome {
+                ok: true,
+                message: "accepted".into(),
+            });
         }
         if !dry_run && let Some(live) = self.live.upgrade() {
             let node = node.to_string();
@@ -349,6 +366,21 @@ pub(crate) fn agents(live: &Arc<MemLive>, silent: &[&str]) -> Arc<FakeAgents> {
         live: Arc::downgrade(live),
         log: Mutex::default(),
         silent: silent.iter().map(|s| s.to_string()).collect(),
+        fail_after_accept: BTreeSet::new(),
+    })
+}
+
+/// Agents over `live` that answer at once, except that the `refusing` ones
+/// confirm the poweroff and then report it failed.
+pub(crate) fn agents_failing_after_accept(
+    live: &Arc<MemLive>,
+    refusing: &[&str],
+) -> Arc<FakeAgents> {
+    Arc::new(FakeAgents {
+        live: Arc::downgrade(live),
+        log: Mutex::default(),
+        silent: BTreeSet::new(),
+        fail_after_accept: refusing.iter().map(|s| s.to_string()).collect(),
     })
 }
 
@@ -402,10 +434,18 @@ pub(crate) struct Started {
 /// An orchestrator on mains with every node connected, once its domain has
 /// adopted the UPS and learnt the roles.
 pub(crate) async fn started(c: Arc<FakeCluster>) -> Started {
+    started_with(c, |live| agents(live, &[])).await
+}
+
+/// `started`, with the agents `make` builds over the live state.
+pub(crate) async fn started_with(
+    c: Arc<FakeCluster>,
+    make: impl FnOnce(&Arc<MemLive>) -> Arc<FakeAgents>,
+) -> Started {
     let (live, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
     connect_all(&live);
     live.ups_status("s1", ups(&["OL"]));
-    let agents = agents(&live, &[]);
+    let agents = make(&live);
     let (stop, rx) = watch::channel(false);
     let h = spawn(power_config(), ports(&live, &store, c, &agents), rx);
     until("the domain to adopt the UPS", 5, || {

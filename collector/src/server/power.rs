@@ -7,8 +7,8 @@ use super::auth::{Permission, require};
 use nodewarden_proto::v1::power_server::Power;
 use nodewarden_proto::v1::{
     DomainPlan as PlanMsg, DrillEvent, DrillRequest, GetPowerRequest, GetPowerResponse,
-    NodeDrainPlan as DrainMsg, PlanRequest, PlanResponse, PlanStage, PodEvictionPlan, PowerDomain,
-    PowerNode, PowerTimelineEntry, PowerUpsState,
+    NodeDrainPlan as DrainMsg, PlanRequest, PlanResponse, PlanStage, PodEvictionPlan, PowerBudget,
+    PowerDomain, PowerNode, PowerTimelineEntry, PowerUpsState,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -138,6 +138,7 @@ fn plan_msg(d: DomainPlan) -> PlanMsg {
                 label: s.label,
                 nodes: s.nodes,
                 timeout_ms: s.timeout_ms,
+                skipped: s.skipped,
             })
             .collect(),
         drain: d
@@ -162,6 +163,14 @@ fn plan_msg(d: DomainPlan) -> PlanMsg {
         drain_estimate_ms: d.drain_estimate_ms,
         total_estimate_ms: d.total_estimate_ms,
         warnings: d.warnings,
+        budget: Some(PowerBudget {
+            cordon_ms: d.budget.cordon_ms,
+            drain_ms: d.budget.drain_ms,
+            ups_command_ms: d.budget.ups_command_ms,
+            halt_ms: d.budget.halt_ms,
+            reserve_ms: d.budget.reserve_ms,
+            runtime_ms: d.budget.runtime_ms,
+        }),
     }
 }
 

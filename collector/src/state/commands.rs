@@ -137,11 +137,6 @@ impl PendingCommand {
         }
     }
 
-    /// The ACCEPTED result once it came (None before).
-    pub fn accepted_result(&self) -> Option<&CommandResult> {
-        self.accepted.as_ref()
-    }
-
     /// Waits for the agent's confirm (ACCEPTED) or a final result, whichever
     /// comes first. A poweroff confirms and then the node halts: it may
     /// never report DONE.

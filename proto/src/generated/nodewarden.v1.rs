@@ -2899,6 +2899,10 @@ pub struct DomainPlan {
     pub total_estimate_ms: i64,
     #[prost(string, repeated, tag = "11")]
     pub warnings: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The time budget the sequence keeps: what is held back from the drain
+    /// for everything after it, counted from the planned stages.
+    #[prost(message, optional, tag = "12")]
+    pub budget: ::core::option::Option<PowerBudget>,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -2910,6 +2914,33 @@ pub struct PlanStage {
     /// The bounded wait of this stage.
     #[prost(int64, tag = "3")]
     pub timeout_ms: i64,
+    /// Its nodes whose agents are offline now: not cordoned, drained or waited
+    /// for ("skipped: offline").
+    #[prost(string, repeated, tag = "4")]
+    pub skipped: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PowerBudget {
+    /// Cordoning, at most.
+    #[prost(int64, tag = "1")]
+    pub cordon_ms: i64,
+    /// The drain: its timeout, or the runtime left minus the reserve.
+    #[prost(int64, tag = "2")]
+    pub drain_ms: i64,
+    /// The wait for the UPS owner's answer to the UPS command (one try).
+    #[prost(int64, tag = "3")]
+    pub ups_command_ms: i64,
+    /// The last node's halt after its agent leaves.
+    #[prost(int64, tag = "4")]
+    pub halt_ms: i64,
+    /// Held back from the drain: cordon, every stage, UPS command and halt
+    /// (at least power.poweroff_reserve).
+    #[prost(int64, tag = "5")]
+    pub reserve_ms: i64,
+    /// The runtime the drain was measured against, if the UPS reports one.
+    #[prost(int64, optional, tag = "6")]
+    pub runtime_ms: ::core::option::Option<i64>,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, ::prost::Message)]

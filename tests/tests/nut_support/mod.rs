@@ -1,5 +1,6 @@
 //! Debian's real upsd and a real NUT driver, run from a private config
 //! directory on a free loopback port, killed when dropped.
+#![allow(clippy::expect_used)] // test code: a panic is the failure report
 
 use std::fs;
 use std::net::TcpListener;

@@ -2,8 +2,7 @@
 //! phase is complete (or timed out) and, if so, what comes next.
 
 use super::{
-    Action, CORDON_TIMEOUT_MS, CordonState, Machine, NoticeKind, Phase, PowerState, UpsObservation,
-    fmt_ms,
+    Action, CORDON_TIMEOUT_MS, CordonState, Machine, NoticeKind, Phase, UpsObservation, fmt_ms,
 };
 
 impl Machine {
@@ -19,6 +18,17 @@ impl Machine {
 
     /// One move; false when the current phase must wait.
     fn advance_once(&mut self, now_ms: i64, out: &mut Vec<Action>) -> bool {
+        if self.new_outage()
+            && let Some(reason) = self.trigger(now_ms)
+        {
+            let during = self.phase.as_str();
+            self.start(
+                now_ms,
+                format!("{reason} (a new outage during {during})"),
+                out,
+            );
+            return true;
+        }
         match self.phase {
             Phase::OnMains => false,
             Phase::OnBattery => self.advance_on_battery(now_ms, out),
@@ -30,7 +40,7 @@ impl Machine {
         }
     }
 
-    fn timed_out(&self, now_ms: i64) -> bool {
+    pub(super) fn timed_out(&self, now_ms: i64) -> bool {
         self.deadline_ms.is_some_and(|d| now_ms >= d)
     }
 
@@ -132,32 +142,8 @@ impl Machine {
 
     /// `PoweringOff` and `UpsCycle`: the UPS command's answer, then each stage.
     fn advance_powering_off(&mut self, now_ms: i64, out: &mut Vec<Action>) -> bool {
-        if self.phase == Phase::UpsCycle && matches!(self.ups_command, PowerState::Sent { .. }) {
-            if !self.timed_out(now_ms) {
-                return false;
-            }
-            self.ups_command = PowerState::Failed("no answer".into());
-            let text = format!(
-                "UPS owner {} did not answer the UPS command; carrying on",
-                self.spec.owner
-            );
-            self.notify(now_ms, out, NoticeKind::UpsCycleFailed, None, text);
-            self.start_stage(now_ms, out);
-            return true;
-        }
-        if self.phase == Phase::UpsCycle
-            && self.stage == self.ups_stage()
-            && self.stages.get(self.stage).is_none_or(|s| {
-                s.nodes.iter().all(|n| {
-                    self.nodes
-                        .get(n)
-                        .is_some_and(|p| p.power == PowerState::Waiting)
-                })
-            })
-        {
-            // UPS command answered: now the last nodes.
-            self.start_stage(now_ms, out);
-            return true;
+        if self.phase == Phase::UpsCycle && self.awaiting_ups() {
+            return self.advance_ups_command(now_ms, out);
         }
         if !self.stage_done(now_ms) {
             return false;
@@ -171,6 +157,9 @@ impl Machine {
     }
 
     fn advance_awaiting_return(&mut self, now_ms: i64, out: &mut Vec<Action>) -> bool {
+        if self.advance_held_cycle(now_ms, out) {
+            return true;
+        }
         let s = &self.spec.settings;
         let Some(since) = self.mains_since_ms else {
             return false;
@@ -208,26 +197,42 @@ impl Machine {
         };
         self.note(now_ms, text);
         self.enter(Phase::Recovering, now_ms);
+        self.ups_retry_at_ms = None;
         self.uncordon_ours(now_ms, out);
         true
     }
 
     /// `Recovering` and `Cancelling`: done once every node we cordoned is
-    /// uncordoned.
+    /// uncordoned, or its tries ran out (then a person is told).
     fn advance_recovering(&mut self, now_ms: i64, out: &mut Vec<Action>) -> bool {
         if self.retry_at_ms.is_some_and(|r| now_ms >= r) {
             self.uncordon_ours(now_ms, out);
         }
-        let left = self
-            .nodes
-            .values()
-            .any(|p| p.uncordoning || (p.ours_to_uncordon() && self.retry_at_ms.is_some()));
+        let tries = self.spec.settings.uncordon_attempts.max(1);
+        let retrying = self.retry_at_ms.is_some();
+        let left = self.nodes.values().any(|p| {
+            p.uncordoning || (p.ours_to_uncordon() && retrying && p.uncordon_failures < tries)
+        });
         let cordon_pending = self
             .nodes
             .values()
             .any(|p| p.cordon == Some(CordonState::Pending));
         if left || (cordon_pending && !timed_out_cordon(self, now_ms)) {
             return false;
+        }
+        let stuck: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, p)| p.ours_to_uncordon() && p.uncordon_failures >= tries)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !stuck.is_empty() {
+            let list = stuck.join(", ");
+            let text = format!(
+                "could not uncordon {list} after {tries} tries: they stay cordoned; run `kubectl uncordon {}` once the Kubernetes API answers",
+                stuck.join(" ")
+            );
+            self.notify(now_ms, out, NoticeKind::UncordonFailed, None, text);
         }
         let (kind, text) = if self.phase == Phase::Cancelling {
             (

@@ -11,7 +11,11 @@ use super::{
 
 impl Machine {
     pub(super) fn on_ups(&mut self, now_ms: i64, obs: UpsObservation, out: &mut Vec<Action>) {
+        self.count_doubtful(now_ms, &obs);
         let prev = self.ups.replace(obs.clone());
+        if self.phase == Phase::Draining {
+            self.recheck_drain(now_ms, prev.as_ref());
+        }
         let was_on_battery = prev.as_ref().is_some_and(|p| p.on_battery);
         let comm_was_ok = prev.as_ref().is_none_or(|p| p.comm_ok);
         if obs.comm_ok && obs.on_battery && !was_on_battery {
@@ -66,22 +70,107 @@ impl Machine {
     }
 
     /// Why the sequence must start now, if it must: the shared battery rule
-    /// read against the latest reading and the time on battery.
+    /// read against the latest reading and the time on battery. An estimated
+    /// charge or runtime below its floor, or a lost UPS, counts only once
+    /// believed (`Debounce`); until then the grace still runs.
     pub(super) fn trigger(&self, now_ms: i64) -> Option<Trigger> {
         let obs = self.ups.as_ref()?;
+        let s = &self.spec.settings;
+        let n = s.estimated_confirmations;
+        let lost = !obs.comm_ok
+            && self
+                .comm_lost
+                .believed(now_ms, n, Some(s.comm_lost_window_ms));
+        let trusted = self.estimated_low.believed(now_ms, n, None);
+        let doubtful_loss = !obs.comm_ok && !lost;
         let state = BatteryState {
-            comm_ok: obs.comm_ok,
+            comm_ok: obs.comm_ok || doubtful_loss,
             on_battery: obs.on_battery,
-            low_battery: obs.low_battery,
-            charge_percent: obs.charge_percent,
-            runtime: obs.runtime_ms.map(ms),
+            low_battery: obs.low_battery && !doubtful_loss,
+            charge_percent: obs
+                .charge_percent
+                .filter(|_| !doubtful_loss && (trusted || !obs.charge_estimated)),
+            runtime: obs
+                .runtime_ms
+                .filter(|_| !doubtful_loss && (trusted || !obs.runtime_estimated))
+                .map(ms),
             // Before the outage began (a clock step back) counts as not yet.
             on_battery_for: self
                 .on_battery_since_ms
                 .filter(|since| now_ms >= *since)
                 .map(|since| ms(now_ms - since)),
         };
-        self.spec.settings.thresholds().trigger(&state)
+        s.thresholds().trigger(&state)
+    }
+
+    /// Counts the readings that need confirming before they are believed.
+    fn count_doubtful(&mut self, now_ms: i64, obs: &UpsObservation) {
+        let s = &self.spec.settings;
+        let low_estimate = obs.comm_ok
+            && obs.on_battery
+            && ((obs.charge_estimated
+                && obs
+                    .charge_percent
+                    .is_some_and(|c| c <= s.min_charge_percent))
+                || (obs.runtime_estimated
+                    && obs.runtime_ms.is_some_and(|r| r <= s.min_runtime_ms)));
+        self.estimated_low.observe(now_ms, low_estimate);
+        self.comm_lost.observe(now_ms, !obs.comm_ok);
+    }
+
+    /// During the drain the battery is still read: a runtime that no longer
+    /// covers what comes after the drain shortens it (to now, if it is
+    /// below), and the UPS's low-battery flag or the charge floor newly
+    /// reached ends it now.
+    fn recheck_drain(&mut self, now_ms: i64, prev: Option<&UpsObservation>) {
+        let Some(deadline) = self.deadline_ms else {
+            return;
+        };
+        let Some(obs) = self.ups.clone() else {
+            return;
+        };
+        if !obs.comm_ok || !obs.on_battery {
+            return;
+        }
+        let s = &self.spec.settings;
+        let trusted = self
+            .estimated_low
+            .believed(now_ms, s.estimated_confirmations, None);
+        let newly_low = obs.low_battery && !prev.is_some_and(|p| p.low_battery);
+        let floor = s.min_charge_percent;
+        let newly_charge = (trusted || !obs.charge_estimated)
+            && obs.charge_percent.is_some_and(|c| c <= floor)
+            && !prev
+                .and_then(|p| p.charge_percent)
+                .is_some_and(|c| c <= floor);
+        let by_runtime = if trusted || !obs.runtime_estimated {
+            self.drain_deadline(now_ms)
+        } else {
+            deadline
+        };
+        let (new, why) = if newly_low {
+            (now_ms, "the UPS reports low battery".to_string())
+        } else if newly_charge {
+            (now_ms, format!("battery charge fell to {floor:.0}%"))
+        } else if by_runtime < deadline {
+            let left = obs.runtime_ms.unwrap_or(0);
+            (
+                by_runtime,
+                format!("battery runtime fell to {}", fmt_ms(left)),
+            )
+        } else {
+            return;
+        };
+        if new >= deadline {
+            return;
+        }
+        self.deadline_ms = Some(new);
+        let text = if new <= now_ms {
+            format!("{why}: ending the drain now")
+        } else {
+            format!("{why}: the drain ends in {}", fmt_ms(new - now_ms))
+        };
+        self.note(now_ms, text);
     }
 
     pub(super) fn on_mains_again(&mut self, now_ms: i64, out: &mut Vec<Action>) {
@@ -96,7 +185,10 @@ impl Machine {
                 );
                 self.finish(now_ms);
             }
-            Phase::Cordoning | Phase::Draining if !self.point_of_no_return => {
+            // Nothing sent yet (a stage of offline nodes sends nothing): undo.
+            Phase::Cordoning | Phase::Draining | Phase::PoweringOff | Phase::UpsCycle
+                if !self.point_of_no_return =>
+            {
                 self.notify(
                     now_ms,
                     out,
@@ -105,6 +197,7 @@ impl Machine {
                     "mains returned before any node was powered off: cancelling, uncordoning what we cordoned".into(),
                 );
                 self.enter(Phase::Cancelling, now_ms);
+                self.ups_retry_at_ms = None;
                 for p in self.nodes.values_mut() {
                     p.draining = false;
                 }
@@ -121,14 +214,35 @@ impl Machine {
     }
 
     pub(super) fn start(&mut self, now_ms: i64, reason: String, out: &mut Vec<Action>) {
+        // A new outage cutting an event short: what we cordoned and did not
+        // uncordon yet stays ours to uncordon at the end of this one.
+        let carried: Vec<String> = if self.active() {
+            self.nodes
+                .iter()
+                .filter(|(_, p)| p.ours_to_uncordon())
+                .map(|(n, _)| n.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.event_outage_ms = self.on_battery_since_ms;
         self.event_id = now_ms.max(1);
         self.reason = reason.clone();
         self.timeline.retain(|_| false);
         self.point_of_no_return = false;
         self.stage = 0;
         self.ups_command = PowerState::Waiting;
+        self.ups_attempts = 0;
+        self.ups_retry_at_ms = None;
+        self.held = false;
         self.retry_at_ms = None;
         self.nodes = self.fresh_nodes();
+        for n in &carried {
+            if let Some(p) = self.nodes.get_mut(n) {
+                p.ours_before = true;
+            }
+        }
+        let offline = self.mark_offline();
         self.stages = self.plan_stages();
         let what = if self.dry_run { "drill" } else { "shutdown" };
         let summary = self
@@ -144,10 +258,26 @@ impl Machine {
             None,
             format!("{what} started: {reason}; order: {summary}"),
         );
+        for n in &offline {
+            // Its pods cannot terminate and its agent cannot confirm.
+            self.note(
+                now_ms,
+                format!("{n} skipped: offline (agent not connected when the sequence started)"),
+            );
+        }
+        if !carried.is_empty() {
+            self.note(
+                now_ms,
+                format!(
+                    "still ours to uncordon from the event this one cut short: {}",
+                    carried.join(", ")
+                ),
+            );
+        }
         let cluster: Vec<String> = self
             .nodes
             .iter()
-            .filter(|(_, p)| p.role.in_cluster())
+            .filter(|(_, p)| p.role.in_cluster() && !p.skipped)
             .map(|(n, _)| n.clone())
             .collect();
         if cluster.is_empty() || (self.dry_run && !self.drill_cordon) {
@@ -188,6 +318,9 @@ impl Machine {
         }
         let text = match &result {
             Ok(false) => format!("cordoned {node}"),
+            Ok(true) if p.ours_before => {
+                format!("{node} is still cordoned from the event this one cut short")
+            }
             Ok(true) => format!("{node} was already cordoned; it stays cordoned after recovery"),
             Err(e) => format!("cordon {node} failed: {e}; carrying on"),
         };
@@ -237,14 +370,18 @@ impl Machine {
                 self.note(now_ms, format!("uncordoned {node}"));
             }
             Err(e) => {
-                self.retry_at_ms = Some(now_ms + UNCORDON_RETRY_MS);
-                self.note(
-                    now_ms,
+                p.uncordon_failures += 1;
+                let tries = self.spec.settings.uncordon_attempts.max(1);
+                let text = if p.uncordon_failures < tries {
+                    self.retry_at_ms = Some(now_ms + UNCORDON_RETRY_MS);
                     format!(
                         "uncordon {node} failed: {e}; retrying in {}",
                         fmt_ms(UNCORDON_RETRY_MS)
-                    ),
-                );
+                    )
+                } else {
+                    format!("uncordon {node} failed: {e}; giving up after {tries} tries")
+                };
+                self.note(now_ms, text);
             }
         }
     }
@@ -263,6 +400,7 @@ impl Machine {
             && p.power == PowerState::NotConnected
         {
             p.power = PowerState::Sent { at_ms: now_ms };
+            self.point_of_no_return = true;
             self.note(
                 now_ms,
                 format!("{node} connected: sending its poweroff now"),
@@ -296,39 +434,32 @@ impl Machine {
         message: String,
         out: &mut Vec<Action>,
     ) {
-        if command_id == self.ups_command_id() && node == self.spec.owner {
-            if matches!(self.ups_command, PowerState::Sent { .. }) {
-                let ups = self.spec.ups.clone();
-                if ok {
-                    self.ups_command = PowerState::Confirmed;
-                    self.notify(
-                        now_ms,
-                        out,
-                        NoticeKind::UpsCycle,
-                        Some(&node),
-                        format!("UPS {ups} accepted shutdown-with-return: {message}"),
-                    );
-                } else {
-                    self.ups_command = PowerState::Failed(message.clone());
-                    self.notify(
-                        now_ms,
-                        out,
-                        NoticeKind::UpsCycleFailed,
-                        Some(&node),
-                        format!("UPS {ups} shutdown-with-return failed: {message}; carrying on"),
-                    );
-                }
-            }
+        if node == self.spec.owner
+            && self.on_ups_answer(now_ms, command_id, ok, message.clone(), out)
+        {
             return;
         }
         let expected = command_id == self.poweroff_id(&node);
         let Some(p) = self.nodes.get_mut(&node) else {
             return;
         };
-        if !expected || !matches!(p.power, PowerState::Sent { .. }) {
+        // A failure after the confirm still counts: the agent accepted, then
+        // logind refused (polkit, an inhibitor lock). Without it the node
+        // would hold its stage until the timeout.
+        let failed_after_confirm = !ok && p.power == PowerState::Confirmed;
+        if !expected || !(matches!(p.power, PowerState::Sent { .. }) || failed_after_confirm) {
             return;
         }
-        if ok {
+        if failed_after_confirm {
+            p.power = PowerState::Failed(message.clone());
+            self.notify(
+                now_ms,
+                out,
+                NoticeKind::PoweroffFailed,
+                Some(&node),
+                format!("{node} accepted the poweroff, then it failed: {message}; carrying on"),
+            );
+        } else if ok {
             p.power = PowerState::Confirmed;
             let verb = if self.dry_run {
                 "would power off (dry run)"

@@ -10,21 +10,27 @@
 //! `types` holds the vocabulary (inputs, actions, phases, per node progress),
 //! `inputs` what each input changes, `advance` one method per phase that
 //! moves the sequence on, `stage` how a poweroff stage is sent and ended,
-//! `plan` the order of the poweroffs and the drain's budget, and `persist`
-//! the versioned saved form.
+//! `cycle` the UPS command with its retries and the hold when it fails,
+//! `plan` the order of the poweroffs and the drain's budget, `check` the
+//! checks a caller runs on a domain's description, and `persist` the
+//! versioned saved form.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 mod advance;
+mod check;
+mod cycle;
 mod inputs;
 mod persist;
 mod plan;
 mod stage;
 mod types;
 
+pub use check::{SpecError, validate_collector_node};
 pub use persist::{PERSISTED_VERSION, RestoreError};
+pub use plan::{Budget, StageBudget};
 pub use types::*;
 
 /// Longest timeline kept per event (a flapping UPS must not grow it forever).
@@ -33,6 +39,10 @@ const TIMELINE_MAX: usize = 300;
 const CORDON_TIMEOUT_MS: i64 = 15_000;
 /// Wait between uncordon attempts while the API is not back yet.
 const UNCORDON_RETRY_MS: i64 = 30_000;
+/// Longest wait between two tries at a held UPS cycle (the waits double).
+const HELD_RETRY_MAX_MS: i64 = 300_000;
+/// Why a stage gave up on a node that took its poweroff and did not leave.
+const TIMED_OUT: &str = "timed out";
 
 /// The whole persisted state of one domain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +87,34 @@ pub struct Machine {
     pub point_of_no_return: bool,
     /// What happened in this event.
     pub timeline: Vec<TimelineEntry>,
+    /// Tries at the UPS command in this event (the first uses `ups_command_id`).
+    #[serde(default)]
+    pub ups_attempts: u32,
+    /// When the next try at the UPS command is due.
+    #[serde(default)]
+    pub ups_retry_at_ms: Option<i64>,
+    /// The UPS could not cycle with mains present: the stages from the UPS
+    /// command on are kept running until it can.
+    #[serde(default)]
+    pub held: bool,
+    /// When the outage this event started in began (`on_battery_since_ms`
+    /// then): an outage that begins later is a new one. A state saved before
+    /// this field reads as `UNKNOWN_OUTAGE` until `resume` settles it.
+    #[serde(default = "unknown_outage")]
+    pub event_outage_ms: Option<i64>,
+    /// Readings with an estimated charge or runtime below its floor.
+    #[serde(default)]
+    pub estimated_low: Debounce,
+    /// Readings with the UPS not answering.
+    #[serde(default)]
+    pub comm_lost: Debounce,
+}
+
+/// `event_outage_ms` of a state saved before it existed.
+const UNKNOWN_OUTAGE: i64 = i64::MIN;
+
+fn unknown_outage() -> Option<i64> {
+    Some(UNKNOWN_OUTAGE)
 }
 
 /// A command id stable for (domain, event, node, what): FNV-1a, never 0.
@@ -126,6 +164,12 @@ impl Machine {
             retry_at_ms: None,
             point_of_no_return: false,
             timeline: Vec::new(),
+            ups_attempts: 0,
+            ups_retry_at_ms: None,
+            held: false,
+            event_outage_ms: None,
+            estimated_low: Debounce::default(),
+            comm_lost: Debounce::default(),
         }
     }
 
@@ -149,7 +193,7 @@ impl Machine {
         let s = &self.spec.settings;
         let mut t: Option<i64> = None;
         let mut at = |x: i64| t = Some(t.map_or(x, |t| t.min(x)));
-        if self.phase == Phase::OnBattery
+        if (self.phase == Phase::OnBattery || self.new_outage())
             && let Some(since) = self.on_battery_since_ms
         {
             at(since + s.grace_ms);
@@ -160,6 +204,14 @@ impl Machine {
         if let Some(r) = self.retry_at_ms {
             at(r);
         }
+        if let Some(r) = self.ups_retry_at_ms {
+            at(r);
+        }
+        if (self.phase == Phase::OnBattery || self.new_outage())
+            && let Some(since) = self.comm_lost.since_ms
+        {
+            at(since + s.comm_lost_window_ms);
+        }
         if self.phase == Phase::AwaitingReturn
             && let Some(m) = self.mains_since_ms
         {
@@ -167,6 +219,17 @@ impl Machine {
             at(m + s.mains_stable_ms + s.return_timeout_ms);
         }
         t
+    }
+
+    /// On battery again in an outage that began after this event's own, while
+    /// the event waits for mains or undoes its cordons: grids reclose, so this
+    /// is a new outage, and the trigger may start a new event.
+    pub fn new_outage(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::AwaitingReturn | Phase::Recovering | Phase::Cancelling
+        ) && self.on_battery_since_ms.is_some()
+            && self.on_battery_since_ms != self.event_outage_ms
     }
 
     /// Whether a sequence runs (cordoned or beyond).
@@ -213,6 +276,11 @@ impl Machine {
     pub fn resume(&mut self, now_ms: i64) -> Vec<Action> {
         // Who is connected is fed again by the orchestrator.
         self.connected.clear();
+        // Saved before outages were told apart: the one on now is the
+        // event's own (the old behaviour), not a new one.
+        if self.event_outage_ms == Some(UNKNOWN_OUTAGE) {
+            self.event_outage_ms = self.on_battery_since_ms;
+        }
         let mut out = Vec::new();
         if self.active() {
             self.note(now_ms, "collector restarted; resuming");
@@ -296,9 +364,21 @@ impl Machine {
         command_id(&self.spec.name, self.event_id, node, "poweroff")
     }
 
-    /// The UPS command id of this event.
+    /// The UPS command id of this event (its first try).
     pub fn ups_command_id(&self) -> u64 {
         command_id(&self.spec.name, self.event_id, &self.spec.owner, "ups")
+    }
+
+    /// The id of try `attempt` (from 1) at the UPS command. The first keeps
+    /// `ups_command_id`, so a command in flight across a restart is resent
+    /// unchanged; a retry needs an id of its own, since an agent answers a
+    /// resent id with its first result.
+    pub fn ups_attempt_id(&self, attempt: u32) -> u64 {
+        if attempt <= 1 {
+            return self.ups_command_id();
+        }
+        let what = format!("ups#{attempt}");
+        command_id(&self.spec.name, self.event_id, &self.spec.owner, &what)
     }
 
     fn power_off_action(&self, node: &str) -> Action {
@@ -315,7 +395,7 @@ impl Machine {
         Action::UpsShutdownReturn {
             owner: self.spec.owner.clone(),
             ups: self.spec.ups.clone(),
-            command_id: self.ups_command_id(),
+            command_id: self.ups_attempt_id(self.ups_attempts),
             off_delay_ms: s.ups_off_delay_ms,
             restore_delay_ms: s.ups_restore_delay_ms,
             dry_run: self.dry_run,
@@ -327,6 +407,8 @@ impl Machine {
         self.event_id = 0;
         self.retry_at_ms = None;
         self.point_of_no_return = false;
+        self.ups_retry_at_ms = None;
+        self.held = false;
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Machine, NodeProgress, PowerState, Role, Stage};
+use serde::{Deserialize, Serialize};
+
+use super::{CORDON_TIMEOUT_MS, Machine, NodeProgress, PowerState, Role, Stage};
 
 impl Machine {
     pub(super) fn fresh_nodes(&self) -> BTreeMap<String, NodeProgress> {
@@ -20,6 +22,9 @@ impl Machine {
                         power: PowerState::Waiting,
                         uncordoning: false,
                         uncordoned: false,
+                        ours_before: false,
+                        uncordon_failures: 0,
+                        skipped: false,
                     },
                 )
             })
@@ -30,7 +35,20 @@ impl Machine {
     pub fn preview_stages(&self) -> Vec<Stage> {
         let mut m = self.clone();
         m.nodes = m.fresh_nodes();
+        m.mark_offline();
         m.plan_stages()
+    }
+
+    /// Marks the nodes whose agents are not connected as skipped; returns them.
+    pub(super) fn mark_offline(&mut self) -> Vec<String> {
+        let mut offline = Vec::new();
+        for (n, p) in self.nodes.iter_mut() {
+            if !self.connected.get(n).copied().unwrap_or(false) {
+                p.skipped = true;
+                offline.push(n.clone());
+            }
+        }
+        offline
     }
 
     /// Workers, then servers together, then external hosts by order; the UPS
@@ -52,6 +70,7 @@ impl Machine {
                 label: "workers".into(),
                 nodes: workers,
                 timeout_ms: s.agent_confirm_timeout_ms,
+                skipped: Vec::new(),
             });
         }
         let servers = pick(&|r| r == Role::Server);
@@ -60,6 +79,7 @@ impl Machine {
                 label: "servers".into(),
                 nodes: servers,
                 timeout_ms: s.servers_timeout_ms,
+                skipped: Vec::new(),
             });
         }
         let mut orders: Vec<u32> = self
@@ -79,6 +99,7 @@ impl Machine {
                     label: format!("external hosts (order {o})"),
                     nodes,
                     timeout_ms: s.agent_confirm_timeout_ms,
+                    skipped: Vec::new(),
                 });
             }
         }
@@ -90,6 +111,7 @@ impl Machine {
                 label: "UPS host".into(),
                 nodes: vec![owner.clone()],
                 timeout_ms: s.agent_confirm_timeout_ms,
+                skipped: Vec::new(),
             });
         }
         if let Some(c) = collector
@@ -103,7 +125,16 @@ impl Machine {
                 },
                 nodes: vec![c.to_string()],
                 timeout_ms: s.agent_confirm_timeout_ms,
+                skipped: Vec::new(),
             });
+        }
+        for st in &mut stages {
+            st.skipped = st
+                .nodes
+                .iter()
+                .filter(|n| self.nodes.get(*n).is_some_and(|p| p.skipped))
+                .cloned()
+                .collect();
         }
         stages
     }
@@ -121,14 +152,89 @@ impl Machine {
             .unwrap_or(self.stages.len())
     }
 
-    pub(super) fn drain_deadline(&self, now_ms: i64) -> i64 {
+    /// The time budget of a sequence: what it needs after the drain, stage
+    /// by stage, and what that leaves the drain with the latest runtime. The
+    /// frozen stages while a sequence runs, else the ones it would use now.
+    pub fn budget(&self) -> Budget {
         let s = &self.spec.settings;
-        let by_battery = self
-            .ups
-            .as_ref()
-            .and_then(|u| u.runtime_ms)
-            .map(|r| r - s.poweroff_reserve_ms);
-        let budget = by_battery.map_or(s.drain_timeout_ms, |b| b.min(s.drain_timeout_ms));
-        now_ms + budget.max(0)
+        let stages = if self.active() {
+            self.stages.clone()
+        } else {
+            self.preview_stages()
+        };
+        let stages: Vec<StageBudget> = stages
+            .into_iter()
+            .map(|st| StageBudget {
+                label: st.label,
+                timeout_ms: st.timeout_ms,
+            })
+            .collect();
+        let ups_command_ms = s.agent_confirm_timeout_ms;
+        let counted = CORDON_TIMEOUT_MS
+            + stages.iter().map(|st| st.timeout_ms).sum::<i64>()
+            + ups_command_ms
+            + s.halt_time_ms;
+        let reserve_ms = counted.max(s.poweroff_reserve_ms);
+        let runtime_ms = self.ups.as_ref().and_then(|u| u.runtime_ms);
+        let drain_ms = runtime_ms
+            .map_or(s.drain_timeout_ms, |r| {
+                (r - reserve_ms).min(s.drain_timeout_ms)
+            })
+            .max(0);
+        Budget {
+            cordon_ms: CORDON_TIMEOUT_MS,
+            drain_ms,
+            stages,
+            ups_command_ms,
+            halt_ms: s.halt_time_ms,
+            reserve_ms,
+            runtime_ms,
+        }
     }
+
+    /// What the stages from the current one on need, and the last halt.
+    pub(super) fn remaining_need_ms(&self) -> i64 {
+        let waits: i64 = self
+            .stages
+            .iter()
+            .skip(self.stage)
+            .map(|st| st.timeout_ms)
+            .sum();
+        waits + self.spec.settings.halt_time_ms
+    }
+
+    /// When the drain gives up: its timeout, or sooner so the battery still
+    /// covers every stage after it (`budget`).
+    pub(super) fn drain_deadline(&self, now_ms: i64) -> i64 {
+        now_ms + self.budget().drain_ms
+    }
+}
+
+/// The time a sequence needs, as [`Machine::budget`] counts it (ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Cordoning, at most.
+    pub cordon_ms: i64,
+    /// The drain: its timeout, or the runtime left minus `reserve_ms`.
+    pub drain_ms: i64,
+    /// Each poweroff stage's bounded wait, in order.
+    pub stages: Vec<StageBudget>,
+    /// The wait for the owner's answer to the UPS command (one try).
+    pub ups_command_ms: i64,
+    /// The last node's halt after its agent leaves.
+    pub halt_ms: i64,
+    /// Kept back from the drain: cordon, stages, UPS command and halt (at
+    /// least the configured reserve).
+    pub reserve_ms: i64,
+    /// The runtime the drain was measured against, if the UPS reports one.
+    pub runtime_ms: Option<i64>,
+}
+
+/// One stage's share of a [`Budget`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageBudget {
+    /// The stage ("workers", "servers", ...).
+    pub label: String,
+    /// Its bounded wait.
+    pub timeout_ms: i64,
 }

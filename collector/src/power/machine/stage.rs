@@ -2,14 +2,15 @@
 //! sending one stage, deciding it is done, and giving up on it; and the
 //! uncordon that ends every sequence.
 
-use super::{Action, Machine, NoticeKind, Phase, PowerState, fmt_ms};
+use super::{Action, Machine, NoticeKind, Phase, PowerState, TIMED_OUT, fmt_ms};
 
 impl Machine {
     pub(super) fn uncordon_ours(&mut self, now_ms: i64, out: &mut Vec<Action>) {
+        let tries = self.spec.settings.uncordon_attempts.max(1);
         let nodes: Vec<String> = self
             .nodes
             .iter_mut()
-            .filter(|(_, p)| p.ours_to_uncordon() && !p.uncordoning)
+            .filter(|(_, p)| p.ours_to_uncordon() && !p.uncordoning && p.uncordon_failures < tries)
             .map(|(n, p)| {
                 p.uncordoning = true;
                 n.clone()
@@ -57,7 +58,6 @@ impl Machine {
             now_ms,
         );
         self.deadline_ms = Some(now_ms + stage.timeout_ms);
-        self.point_of_no_return = true;
         let mut sent = Vec::new();
         for node in &stage.nodes {
             let up = self.connected.get(node).copied().unwrap_or(false);
@@ -79,6 +79,8 @@ impl Machine {
             }
         }
         if !sent.is_empty() {
+            // Only a poweroff really sent makes a cancel impossible.
+            self.point_of_no_return = true;
             let verb = if self.dry_run {
                 "drill: asking to report poweroff of"
             } else {
@@ -122,7 +124,8 @@ impl Machine {
             self.nodes.get(n).is_none_or(|p| match &p.power {
                 // Seen gone: done. Not heard of since a restart: it may still
                 // connect within the stage's wait.
-                PowerState::NotConnected => self.connected.get(n) == Some(&false),
+                // Skipped (offline at the start): never waited for.
+                PowerState::NotConnected => p.skipped || self.connected.get(n) == Some(&false),
                 PowerState::Gone | PowerState::Failed(_) => true,
                 // A drill's agents stay up: their report is the confirmation.
                 PowerState::Confirmed => self.dry_run,
@@ -140,7 +143,7 @@ impl Machine {
                 && matches!(p.power, PowerState::Sent { .. } | PowerState::Confirmed)
             {
                 let confirmed = p.power == PowerState::Confirmed;
-                p.power = PowerState::Failed("timed out".into());
+                p.power = PowerState::Failed(TIMED_OUT.into());
                 let what = if confirmed {
                     "confirmed but did not disconnect"
                 } else {
@@ -154,44 +157,6 @@ impl Machine {
                     ),
                 );
             }
-        }
-    }
-
-    /// Tells the UPS owner to cycle the UPS before the last stages go down.
-    fn start_ups_cycle(&mut self, now_ms: i64, out: &mut Vec<Action>) {
-        self.enter(Phase::UpsCycle, now_ms);
-        self.deadline_ms = Some(now_ms + self.spec.settings.agent_confirm_timeout_ms);
-        let owner_up = self
-            .connected
-            .get(&self.spec.owner)
-            .copied()
-            .unwrap_or(false);
-        self.point_of_no_return = true;
-        if owner_up {
-            self.ups_command = PowerState::Sent { at_ms: now_ms };
-            let s = &self.spec.settings;
-            let text = format!(
-                "telling {} to cycle UPS {} (off in {}, back {} after mains returns)",
-                self.spec.owner,
-                self.spec.ups,
-                fmt_ms(s.ups_off_delay_ms),
-                fmt_ms(s.ups_restore_delay_ms)
-            );
-            self.note(now_ms, text);
-            out.push(self.ups_action());
-        } else {
-            let text = format!(
-                "UPS owner {} is not connected: cannot cycle UPS {}; its agent's standalone mode must",
-                self.spec.owner, self.spec.ups
-            );
-            self.ups_command = PowerState::Failed("owner not connected".into());
-            self.notify(
-                now_ms,
-                out,
-                NoticeKind::UpsCycleFailed,
-                Some(&self.spec.owner.clone()),
-                text,
-            );
         }
     }
 }

@@ -21,6 +21,12 @@ fn settings() -> Settings {
         ups_restore_delay_ms: 60 * S,
         mains_stable_ms: 60 * S,
         return_timeout_ms: 600 * S,
+        ups_command_attempts: 3,
+        ups_command_retry_ms: 10 * S,
+        halt_time_ms: 45 * S,
+        estimated_confirmations: 3,
+        comm_lost_window_ms: 10 * S,
+        uncordon_attempts: 10,
     }
 }
 
@@ -65,6 +71,8 @@ fn mains() -> UpsObservation {
         low_battery: false,
         charge_percent: Some(100.0),
         runtime_ms: Some(1200 * S),
+        charge_estimated: false,
+        runtime_estimated: false,
     }
 }
 
@@ -249,17 +257,37 @@ fn low_charge_on_mains_does_not_start_anything() {
 
 #[test]
 fn communication_lost_on_battery_starts_but_not_on_mains() {
-    let mut m = machine();
-    m.step(S, Input::Ups(battery()));
-    let a = m.step(
-        2 * S,
+    let lost = || {
         Input::Ups(UpsObservation {
             comm_ok: false,
             ..battery()
-        }),
+        })
+    };
+    // Three lost readings in a row (estimated_confirmations) start it.
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    assert!(
+        cordons(&m.step(2 * S, lost())).is_empty(),
+        "one failed poll"
     );
+    assert!(cordons(&m.step(3 * S, lost())).is_empty());
+    let a = m.step(4 * S, lost());
     assert_eq!(cordons(&a).len(), 5);
     assert!(m.reason.contains("communication lost"));
+    // One lost reading and silence: it counts after comm_lost_window.
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    m.step(2 * S, lost());
+    assert_eq!(m.wake_at(), Some(12 * S));
+    assert!(cordons(&m.step(11 * S, Input::Tick)).is_empty());
+    assert_eq!(cordons(&m.step(12 * S, Input::Tick)).len(), 5);
+    // A failed poll between good ones: nothing.
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    m.step(2 * S, lost());
+    m.step(3 * S, Input::Ups(battery()));
+    assert!(cordons(&m.step(13 * S, Input::Tick)).is_empty());
+    assert_eq!(m.phase, Phase::OnBattery);
 
     let mut m = machine();
     let a = m.step(
@@ -484,15 +512,18 @@ fn drain_is_bounded_by_remaining_runtime_and_times_out() {
         ],
         deadline_ms: 152 * S
     }));
+    // 290 s left (below the 300 s floor); every stage after the drain is
+    // kept back: cordon 15 + stages 30+60+30+30 + UPS command 30 + halt 45.
     let mut m = machine();
     m.step(S, Input::Ups(battery()));
     m.step(
         2 * S,
         Input::Ups(UpsObservation {
-            runtime_ms: Some(200 * S),
+            runtime_ms: Some(290 * S),
             ..battery()
         }),
     );
+    assert_eq!(m.budget().reserve_ms, 240 * S);
     let a = cordon_all(&mut m, 3 * S, &[]);
     let deadline = a
         .iter()
@@ -796,6 +827,7 @@ fn random_runs_keep_the_safety_rules() {
         let mut t = 0i64;
         let mut log: Vec<(i64, Action)> = Vec::new();
         let mut cordoned_before: BTreeSet<String> = BTreeSet::new();
+        let mut held = false;
         for _ in 0..200 {
             t += rng.random_range(0..20) * S;
             let input = match rng.random_range(0..10) {
@@ -803,6 +835,8 @@ fn random_runs_keep_the_safety_rules() {
                 1 | 2 => Input::Ups(UpsObservation {
                     runtime_ms: Some(rng.random_range(0..1500) * S),
                     low_battery: rng.random_bool(0.05),
+                    comm_ok: rng.random_bool(0.95),
+                    runtime_estimated: rng.random_bool(0.3),
                     ..battery()
                 }),
                 3 => Input::AgentDisconnected(nodes[rng.random_range(0..6)].into()),
@@ -849,23 +883,37 @@ fn random_runs_keep_the_safety_rules() {
                 }
                 _ => Input::Tick,
             };
-            // Track which cordon answers the machine accepted as "already cordoned".
+            // Track which cordon answers the machine accepted as "already
+            // cordoned" (not our own cordon carried from a cut-short event).
             if let Input::Cordoned {
                 node,
                 result: Ok(true),
             } = &input
                 && m.nodes
                     .get(node)
-                    .is_some_and(|p| p.cordon == Some(CordonState::Pending))
+                    .is_some_and(|p| p.cordon == Some(CordonState::Pending) && !p.ours_before)
             {
                 cordoned_before.insert(node.clone());
             }
             let out = m.step(t, input);
             for a in &out {
                 match a {
-                    // A new event: earlier answers are about an earlier cordon.
-                    Action::Notify(n) if n.kind == NoticeKind::ShutdownStarted => {
-                        cordoned_before.clear()
+                    // Held after a failed cycle with mains present: the UPS
+                    // host / collector s1 stays up until the UPS takes a
+                    // cycle or a new event starts.
+                    Action::Notify(n) if n.kind == NoticeKind::ManualPowerCycleNeeded => {
+                        held = true
+                    }
+                    Action::Notify(n)
+                        if matches!(n.kind, NoticeKind::UpsCycle | NoticeKind::ShutdownStarted) =>
+                    {
+                        held = false;
+                        if n.kind == NoticeKind::ShutdownStarted {
+                            cordoned_before.clear();
+                        }
+                    }
+                    Action::PowerOff { node, .. } if node == "s1" => {
+                        assert!(!held, "seed {seed}: s1 powered off while held");
                     }
                     Action::Uncordon(ns) => {
                         for n in ns {
@@ -1056,4 +1104,774 @@ fn an_unknown_version_is_refused_with_a_clear_error() {
         matches!(wrong, RestoreError::Invalid { version: 1, .. }),
         "{wrong:?}"
     );
+}
+
+// ---- Item: a failed UPS cycle is a gate, not a shrug ----
+
+fn ups_ids(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::UpsShutdownReturn { command_id, .. } => Some(*command_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The owner's answer to a UPS command.
+fn ups_answer(command_id: u64, ok: bool) -> Input {
+    Input::CommandResult {
+        node: "s1".into(),
+        command_id,
+        ok,
+        message: if ok { "S02R0001 sent" } else { "NAK" }.into(),
+    }
+}
+
+fn notice(actions: &[Action], kind: NoticeKind) -> Option<Notice> {
+    actions.iter().find_map(|a| match a {
+        Action::Notify(n) if n.kind == kind => Some(n.clone()),
+        _ => None,
+    })
+}
+
+/// An outage run until the UPS command goes out: its time and id.
+fn until_ups_command(m: &mut Machine) -> (i64, u64) {
+    m.step(S, Input::Ups(battery()));
+    m.step(31 * S, Input::Tick);
+    cordon_all(m, 32 * S, &[]);
+    let mut a = drain_all(m, 40 * S);
+    let mut t = 40 * S;
+    loop {
+        if let Some(id) = ups_ids(&a).first() {
+            return (t, *id);
+        }
+        assert!(!poweroffs(&a).is_empty(), "stalled before the UPS command");
+        t += S;
+        let sent: Vec<Action> = a
+            .into_iter()
+            .filter(|x| matches!(x, Action::PowerOff { .. }))
+            .collect();
+        a = obey(m, t, &sent);
+    }
+}
+
+#[test]
+fn a_refused_ups_command_is_tried_again_with_a_new_id() {
+    let mut m = machine();
+    let (t, first) = until_ups_command(&mut m);
+    assert_eq!(
+        first,
+        m.ups_command_id(),
+        "the first try keeps the stable id"
+    );
+    let a = m.step(t, ups_answer(first, false));
+    assert!(ups_ids(&a).is_empty() && poweroffs(&a).is_empty(), "{a:?}");
+    assert_eq!(m.wake_at(), Some(t + 10 * S));
+    assert!(ups_ids(&m.step(t + 9 * S, Input::Tick)).is_empty());
+    let b = m.step(t + 10 * S, Input::Tick);
+    let second = ups_ids(&b)[0];
+    assert_ne!(second, first, "a retry needs an id of its own");
+    assert_eq!(second, m.ups_attempt_id(2));
+    // The agent answers the first id again with its first result: ignored.
+    assert!(m.step(t + 11 * S, ups_answer(first, false)).is_empty());
+    let c = m.step(t + 11 * S, ups_answer(second, true));
+    assert_eq!(kinds(&c), ["ups_cycle", "poweroff_sent"]);
+    let names: Vec<String> = poweroffs(&c).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["s1"]);
+}
+
+#[test]
+fn a_ups_command_that_keeps_failing_on_battery_carries_on() {
+    let mut m = machine();
+    let (t, first) = until_ups_command(&mut m);
+    // No answer at all: the try times out after agent_confirm_timeout.
+    let a = m.step(t + 30 * S, Input::Tick);
+    assert!(ups_ids(&a).is_empty() && poweroffs(&a).is_empty());
+    let b = m.step(t + 40 * S, Input::Tick);
+    let second = ups_ids(&b)[0];
+    m.step(t + 41 * S, ups_answer(second, false));
+    let c = m.step(t + 51 * S, Input::Tick);
+    let third = ups_ids(&c)[0];
+    assert!(first != third && second != third);
+    let d = m.step(t + 52 * S, ups_answer(third, false));
+    assert!(kinds(&d).contains(&"ups_cycle_failed".to_string()));
+    assert!(notice(&d, NoticeKind::ManualPowerCycleNeeded).is_none());
+    let names: Vec<String> = poweroffs(&d).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["s1"], "on battery the battery will cut the output");
+}
+
+#[test]
+fn a_failed_cycle_with_mains_back_holds_the_last_nodes_and_asks_for_a_power_cycle() {
+    let mut m = machine();
+    let (t, first) = until_ups_command(&mut m);
+    m.step(t, Input::Ups(mains()));
+    let mut out = m.step(t, ups_answer(first, false));
+    let second = ups_ids(&m.step(t + 10 * S, Input::Tick))[0];
+    out.extend(m.step(t + 10 * S, ups_answer(second, false)));
+    let third = ups_ids(&m.step(t + 20 * S, Input::Tick))[0];
+    out.extend(m.step(t + 20 * S, ups_answer(third, false)));
+    assert!(poweroffs(&out).is_empty(), "s1 is held: {out:?}");
+    assert_eq!(m.nodes["s1"].power, PowerState::Waiting);
+    let failed = notice(&out, NoticeKind::UpsCycleFailed).expect("ups_cycle_failed");
+    assert!(failed.message.contains("keeping s1 running"), "{failed:?}");
+    let manual = notice(&out, NoticeKind::ManualPowerCycleNeeded).expect("manual notice");
+    assert_eq!(
+        manual.kind.severity(),
+        nodewarden_proto::v1::Severity::Critical
+    );
+    assert!(
+        manual
+            .message
+            .starts_with("manual power cycle needed: db, s2, s3, w1, w2 "),
+        "{}",
+        manual.message
+    );
+    assert_eq!(m.phase, Phase::AwaitingReturn);
+    assert!(m.held);
+    // Still held: the cycle is tried again, the waits doubling.
+    let fourth = ups_ids(&m.step(t + 30 * S, Input::Tick))[0];
+    assert_eq!(fourth, m.ups_attempt_id(4));
+    m.step(t + 31 * S, ups_answer(fourth, false));
+    assert_eq!(m.wake_at(), Some(t + 51 * S));
+    let fifth = ups_ids(&m.step(t + 51 * S, Input::Tick))[0];
+    let a = m.step(t + 52 * S, ups_answer(fifth, true));
+    assert_eq!(kinds(&a), ["ups_cycle", "poweroff_sent"]);
+    let names: Vec<String> = poweroffs(&a).into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        names,
+        ["s1"],
+        "the UPS will cut and restore: now s1 goes down"
+    );
+    assert!(!m.held);
+    assert_eq!(m.phase, Phase::AwaitingReturn);
+}
+
+#[test]
+fn an_owner_not_connected_with_mains_back_holds_the_collector() {
+    let mut m = machine();
+    m.spec.collector_node = Some("s2".into());
+    m.step(S, Input::Ups(battery()));
+    m.step(31 * S, Input::Tick);
+    cordon_all(&mut m, 32 * S, &[]);
+    let mut a = drain_all(&mut m, 40 * S);
+    let mut t = 40 * S;
+    while !poweroffs(&a).iter().any(|p| p.0 == "db") {
+        t += S;
+        a = obey(&mut m, t, &a);
+    }
+    m.step(t, Input::Ups(mains()));
+    m.step(t, Input::AgentDisconnected("s1".into()));
+    let b = obey(&mut m, t + S, &a);
+    assert!(
+        notice(&b, NoticeKind::ManualPowerCycleNeeded).is_some(),
+        "{b:?}"
+    );
+    assert!(poweroffs(&b).is_empty(), "s2 (the collector) stays up");
+    assert!(m.held);
+    // The owner comes back: the cycle is tried at once when due.
+    m.step(t + 2 * S, Input::AgentConnected("s1".into()));
+    let c = m.step(t + 11 * S, Input::Tick);
+    assert_eq!(ups_ids(&c), [m.ups_command_id()]);
+}
+
+/// A collector restart: the saved machine resumed, the named agents back.
+fn restarted(m: &Machine, t: i64, back: &[&str]) -> Machine {
+    let mut r = Machine::from_persisted(&m.to_persisted().unwrap()).unwrap();
+    r.resume(t);
+    for n in back {
+        r.step(t, Input::AgentConnected((*n).into()));
+    }
+    r
+}
+
+#[test]
+fn mains_back_while_a_stage_of_unheard_nodes_waits_still_cancels() {
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    m.step(31 * S, Input::Tick);
+    cordon_all(&mut m, 32 * S, &[]);
+    // Both workers leave during the drain, then the collector restarts.
+    m.step(35 * S, Input::AgentDisconnected("w1".into()));
+    m.step(35 * S, Input::AgentDisconnected("w2".into()));
+    let mut m = restarted(&m, 36 * S, &["s1", "s2", "s3", "db"]);
+    let a = drain_all(&mut m, 40 * S);
+    assert!(poweroffs(&a).is_empty());
+    assert_eq!(m.phase, Phase::PoweringOff);
+    assert!(!m.point_of_no_return, "nothing was sent");
+    let b = m.step(41 * S, Input::Ups(mains()));
+    assert!(kinds(&b).contains(&"cancelled".to_string()), "{b:?}");
+    assert_eq!(uncordons(&b), ["s1", "s2", "s3", "w1", "w2"]);
+    assert_eq!(m.phase, Phase::Cancelling);
+}
+
+// ---- Item: a second outage is an outage ----
+
+/// Reclosing shots: mains back `up` ms, then gone again, from `t`, for each
+/// of `dead` (the time on battery before the next shot). Returns the time the
+/// last drop began and every action.
+fn reclose(m: &mut Machine, mut t: i64, shots: &[(i64, i64)]) -> (i64, Vec<Action>) {
+    let mut out = Vec::new();
+    let mut last_drop = t;
+    for (up, dead) in shots {
+        out.extend(m.step(t, Input::Ups(mains())));
+        t += up;
+        out.extend(m.step(t, Input::Ups(battery())));
+        last_drop = t;
+        out.extend(m.step(t, Input::Tick));
+        t += dead;
+    }
+    (last_drop, out)
+}
+
+fn started(actions: &[Action]) -> usize {
+    kinds(actions)
+        .iter()
+        .filter(|k| *k == "shutdown_started")
+        .count()
+}
+
+#[test]
+fn mains_reclosing_three_times_during_the_drain_starts_a_new_event_that_keeps_our_cordons() {
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    m.step(31 * S, Input::Tick);
+    cordon_all(&mut m, 32 * S, &["w2"]);
+    assert_eq!(m.phase, Phase::Draining);
+    // Shots: 0.5 s, 15 s, 30 s dead times; the last one locks out.
+    let (drop, a) = reclose(&mut m, 40 * S, &[(S, 500), (S, 15 * S), (S, 30 * S)]);
+    assert_eq!(
+        m.phase,
+        Phase::Cancelling,
+        "the uncordons are still in flight"
+    );
+    assert_eq!(uncordons(&a), ["s1", "s2", "s3", "w1"]);
+    assert_eq!(started(&a), 0, "each drop is within the grace");
+    // Some uncordons land, two never answer.
+    for n in ["s1", "s2"] {
+        m.step(
+            drop,
+            Input::Uncordoned {
+                node: n.into(),
+                result: Ok(()),
+            },
+        );
+    }
+    assert_eq!(m.wake_at(), Some(drop + 30 * S));
+    let b = m.step(drop + 30 * S, Input::Tick);
+    assert_eq!(started(&b), 1, "locked out past the grace: a new event");
+    assert!(
+        m.reason.contains("a new outage during cancelling"),
+        "{}",
+        m.reason
+    );
+    assert_eq!(cordons(&b), ["s1", "s2", "s3", "w1", "w2"]);
+    // s3 and w1 are still cordoned (by us): the API says "already".
+    cordon_all(&mut m, drop + 31 * S, &["s3", "w1", "w2"]);
+    // The old event's uncordon of s3 answers late: it changes nothing.
+    m.step(
+        drop + 31 * S,
+        Input::Uncordoned {
+            node: "s3".into(),
+            result: Ok(()),
+        },
+    );
+    let c = m.step(drop + 40 * S, Input::Ups(mains()));
+    assert_eq!(
+        uncordons(&c),
+        ["s1", "s2", "s3", "w1"],
+        "ours from both events, never w2"
+    );
+}
+
+/// A full outage, then mains back at `t` and every node but w2 back.
+fn back_at(m: &mut Machine, t: i64) {
+    full_sequence(m);
+    assert_eq!(m.phase, Phase::AwaitingReturn);
+    m.step(t, Input::Ups(mains()));
+    for n in ["s1", "s2", "s3", "db", "w1"] {
+        m.step(t, Input::AgentConnected(n.into()));
+    }
+}
+
+#[test]
+fn mains_reclosing_during_awaiting_return_starts_a_new_event_for_the_nodes_that_came_back() {
+    let mut m = machine();
+    back_at(&mut m, 500 * S);
+    let (drop, a) = reclose(&mut m, 501 * S, &[(S, 500), (S, 15 * S), (S, 30 * S)]);
+    assert_eq!(started(&a), 0);
+    assert_eq!(m.phase, Phase::AwaitingReturn);
+    let b = m.step(drop + 30 * S, Input::Tick);
+    assert_eq!(started(&b), 1, "{b:?}");
+    assert!(cordons(&b).contains(&"w1".to_string()));
+    for n in ["s1", "s2", "s3", "w1"] {
+        assert!(m.nodes[n].ours_before, "{n} is still ours");
+    }
+    assert!(!m.nodes["w2"].ours_before, "w2 was cordoned by an admin");
+}
+
+#[test]
+fn mains_reclosing_during_recovery_starts_a_new_event_and_keeps_what_is_not_uncordoned() {
+    let mut m = machine();
+    back_at(&mut m, 500 * S);
+    let a = m.step(560 * S, Input::Tick);
+    assert_eq!(m.phase, Phase::Recovering);
+    assert_eq!(uncordons(&a), ["s1", "s2", "s3", "w1"]);
+    m.step(
+        561 * S,
+        Input::Uncordoned {
+            node: "s1".into(),
+            result: Ok(()),
+        },
+    );
+    let (drop, _) = reclose(&mut m, 562 * S, &[(S, 500), (S, 15 * S), (S, 30 * S)]);
+    let b = m.step(drop + 30 * S, Input::Tick);
+    assert_eq!(started(&b), 1);
+    assert!(!m.nodes["s1"].ours_before, "s1 was uncordoned");
+    for n in ["s2", "s3", "w1"] {
+        assert!(m.nodes[n].ours_before, "{n} is still ours");
+    }
+}
+
+#[test]
+fn api_down_during_recovery_then_a_new_outage_still_uncordons_ours_at_the_end() {
+    let mut m = machine();
+    back_at(&mut m, 500 * S);
+    m.step(560 * S, Input::Tick);
+    for n in ["s1", "s2", "s3", "w1"] {
+        m.step(
+            561 * S,
+            Input::Uncordoned {
+                node: n.into(),
+                result: Err("connection refused".into()),
+            },
+        );
+    }
+    assert_eq!(m.phase, Phase::Recovering);
+    // The retries go on; then power goes again.
+    m.step(591 * S, Input::Tick);
+    m.step(600 * S, Input::Ups(battery()));
+    let b = m.step(630 * S, Input::Tick);
+    assert_eq!(started(&b), 1, "a new outage is not ignored while retrying");
+    // The API is still down: nothing can be cordoned; the sequence goes on.
+    let c = m.step(630 * S + CORDON_TIMEOUT_MS, Input::Tick);
+    assert!(!poweroffs(&c).is_empty());
+    // Mains back once workers are sent: past the point of no return, the
+    // sequence carries on; recovery at the end uncordons the carried nodes.
+    m.step(631 * S + CORDON_TIMEOUT_MS, Input::Ups(mains()));
+    let mut t = 700 * S;
+    let mut a = c;
+    while !poweroffs(&a).is_empty() || !ups_ids(&a).is_empty() {
+        t += S;
+        a = obey(&mut m, t, &a);
+    }
+    assert_eq!(m.phase, Phase::AwaitingReturn);
+    for n in ["s1", "s2", "s3", "db", "w1", "w2"] {
+        m.step(t, Input::AgentConnected(n.into()));
+    }
+    let e = m.step(t + 60 * S, Input::Tick);
+    assert_eq!(uncordons(&e), ["s1", "s2", "s3", "w1"]);
+}
+
+#[test]
+fn uncordon_tries_are_bounded_then_a_notice_and_the_machine_is_armed_again() {
+    let mut m = machine();
+    back_at(&mut m, 500 * S);
+    m.step(560 * S, Input::Tick);
+    let mut t = 561 * S;
+    let mut out = Vec::new();
+    for _ in 0..10 {
+        for n in ["s1", "s2", "s3", "w1"] {
+            out.extend(m.step(
+                t,
+                Input::Uncordoned {
+                    node: n.into(),
+                    result: Err("503".into()),
+                },
+            ));
+        }
+        t += UNCORDON_RETRY_MS;
+        out.extend(m.step(t, Input::Tick));
+    }
+    let n = notice(&out, NoticeKind::UncordonFailed).expect("uncordon_failed");
+    assert!(
+        n.message
+            .starts_with("could not uncordon s1, s2, s3, w1 after 10 tries"),
+        "{}",
+        n.message
+    );
+    assert_eq!(m.phase, Phase::OnMains, "armed again");
+    assert_eq!(
+        uncordons(&m.step(t + 3600 * S, Input::Tick)),
+        Vec::<String>::new()
+    );
+    // And a new outage is handled (w2 never came back: skipped).
+    m.step(t + 3700 * S, Input::Ups(battery()));
+    let a = m.step(t + 3730 * S, Input::Tick);
+    assert_eq!(cordons(&a), ["s1", "s2", "s3", "w1"]);
+}
+
+// ---- Item: nodes that cannot take part do not hold the others ----
+
+#[test]
+fn a_node_offline_at_the_start_is_skipped_not_cordoned_drained_or_waited_for() {
+    let mut m = machine();
+    m.step(0, Input::AgentDisconnected("w2".into()));
+    let preview = m.preview_stages();
+    assert_eq!(preview[0].label, "workers");
+    assert_eq!(preview[0].skipped, ["w2"]);
+    m.step(S, Input::Ups(battery()));
+    let a = m.step(31 * S, Input::Tick);
+    assert_eq!(cordons(&a), ["s1", "s2", "s3", "w1"], "w2 is not cordoned");
+    assert!(
+        m.timeline
+            .iter()
+            .any(|e| e.text.starts_with("w2 skipped: offline")),
+        "{:?}",
+        m.timeline
+    );
+    assert_eq!(m.stages[0].skipped, ["w2"]);
+    let b = cordon_all(&mut m, 32 * S, &[]);
+    let drained = b
+        .iter()
+        .find_map(|x| match x {
+            Action::Drain { nodes, .. } => Some(nodes.clone()),
+            _ => None,
+        })
+        .expect("drain");
+    assert!(!drained.contains(&"w2".to_string()));
+    // A collector restart forgets who is connected: w2 is still not waited for.
+    let mut m = restarted(&m, 33 * S, &["w1", "s1", "s2", "s3", "db"]);
+    let c = drain_all(&mut m, 40 * S);
+    let names: Vec<String> = poweroffs(&c).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["w1"]);
+    let d = obey(&mut m, 41 * S, &c);
+    let names: Vec<String> = poweroffs(&d).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["s2", "s3"], "the workers' stage ends without w2");
+}
+
+// ---- Item: the budget counts every stage and follows the battery ----
+
+#[test]
+fn the_budget_counts_every_stage_after_the_drain() {
+    let m = machine();
+    let b = m.budget();
+    let stages: Vec<(&str, i64)> = b
+        .stages
+        .iter()
+        .map(|s| (s.label.as_str(), s.timeout_ms))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("workers", 30 * S),
+            ("servers", 60 * S),
+            ("external hosts (order 1)", 30 * S),
+            ("UPS host and collector", 30 * S)
+        ]
+    );
+    assert_eq!(
+        (b.cordon_ms, b.ups_command_ms, b.halt_ms, b.reserve_ms),
+        (15 * S, 30 * S, 45 * S, 240 * S)
+    );
+    // 1200 s left: the drain gets its whole timeout.
+    assert_eq!((b.runtime_ms, b.drain_ms), (Some(1200 * S), 120 * S));
+}
+
+/// On battery, cordoned, draining with the whole drain timeout (until 152 s).
+fn draining() -> Machine {
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    m.step(31 * S, Input::Tick);
+    cordon_all(&mut m, 32 * S, &[]);
+    assert_eq!(m.deadline_ms, Some(152 * S));
+    m
+}
+
+#[test]
+fn a_runtime_collapsing_during_the_drain_cuts_it_short() {
+    let mut m = draining();
+    // 300 s left: 60 s over the reserve: the drain ends at 100 s.
+    let a = m.step(
+        40 * S,
+        Input::Ups(UpsObservation {
+            runtime_ms: Some(300 * S),
+            ..battery()
+        }),
+    );
+    assert!(poweroffs(&a).is_empty());
+    assert_eq!(m.deadline_ms, Some(100 * S));
+    // 200 s left: below what the stages need: the drain ends now.
+    let b = m.step(
+        50 * S,
+        Input::Ups(UpsObservation {
+            runtime_ms: Some(200 * S),
+            ..battery()
+        }),
+    );
+    assert_eq!(poweroffs(&b).len(), 2, "workers at once: {b:?}");
+    assert!(
+        m.timeline
+            .iter()
+            .any(|e| e.text == "battery runtime fell to 3m20s: ending the drain now"),
+        "{:?}",
+        m.timeline
+    );
+}
+
+#[test]
+fn low_battery_or_the_charge_floor_during_the_drain_ends_it_now() {
+    let mut m = draining();
+    let a = m.step(
+        40 * S,
+        Input::Ups(UpsObservation {
+            low_battery: true,
+            ..battery()
+        }),
+    );
+    assert_eq!(poweroffs(&a).len(), 2);
+    let mut m = draining();
+    let a = m.step(
+        40 * S,
+        Input::Ups(UpsObservation {
+            charge_percent: Some(25.0),
+            ..battery()
+        }),
+    );
+    assert_eq!(poweroffs(&a).len(), 2);
+}
+
+#[test]
+fn one_estimated_reading_below_a_floor_does_not_start_the_sequence_three_in_a_row_do() {
+    let sag = UpsObservation {
+        charge_percent: Some(20.0),
+        charge_estimated: true,
+        runtime_ms: Some(100 * S),
+        runtime_estimated: true,
+        ..battery()
+    };
+    let fine = UpsObservation {
+        charge_percent: Some(60.0),
+        charge_estimated: true,
+        runtime_ms: Some(900 * S),
+        runtime_estimated: true,
+        ..battery()
+    };
+    let mut m = machine();
+    m.step(S, Input::Ups(fine.clone()));
+    // A voltage sag: one reading, then back up.
+    assert!(cordons(&m.step(2 * S, Input::Ups(sag.clone()))).is_empty());
+    assert!(cordons(&m.step(3 * S, Input::Ups(fine.clone()))).is_empty());
+    assert!(cordons(&m.step(4 * S, Input::Ups(sag.clone()))).is_empty());
+    assert!(cordons(&m.step(5 * S, Input::Ups(sag.clone()))).is_empty());
+    assert!(
+        cordons(&m.step(10 * S, Input::Tick)).is_empty(),
+        "no window for estimates"
+    );
+    assert_eq!(m.phase, Phase::OnBattery);
+    let a = m.step(11 * S, Input::Ups(sag.clone()));
+    assert_eq!(cordons(&a).len(), 5, "three in a row");
+    assert!(m.reason.contains("charge"), "{}", m.reason);
+    // The same value reported by the UPS itself counts at once.
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    let reported = UpsObservation {
+        charge_estimated: false,
+        runtime_estimated: false,
+        ..sag
+    };
+    assert_eq!(cordons(&m.step(2 * S, Input::Ups(reported))).len(), 5);
+}
+
+#[test]
+fn the_estimated_flags_come_from_the_agents_status() {
+    let s = nodewarden_proto::v1::UpsStatus {
+        communication_ok: true,
+        status: vec!["OB".into()],
+        battery_charge_percent: Some(40.0),
+        battery_charge_estimated: true,
+        battery_runtime_seconds: Some(600.0),
+        battery_runtime_estimated: false,
+        ..Default::default()
+    };
+    let o = UpsObservation::from_status(&s);
+    assert!(o.charge_estimated && !o.runtime_estimated);
+    assert_eq!(o.runtime_ms, Some(600 * S));
+}
+
+// ---- Item: one decision-maker at a time (collector_node) ----
+
+#[test]
+fn the_collector_node_must_be_one_of_the_domains_nodes() {
+    let m = machine();
+    assert_eq!(m.spec.validate(&m.members), Ok(()));
+    let mut spec = m.spec.clone();
+    spec.collector_node = Some("k3s-server-1".into());
+    let e = spec.validate(&m.members).unwrap_err();
+    assert_eq!(
+        e,
+        SpecError::CollectorNodeUnknown {
+            node: "k3s-server-1".into(),
+            domains: vec!["`main`".into()],
+            nodes: ["db", "s1", "s2", "s3", "w1", "w2"]
+                .map(String::from)
+                .to_vec(),
+        }
+    );
+    assert!(
+        e.to_string().starts_with(
+            "key `power.collector_node`: `k3s-server-1` is not a node of power domain `main` (its nodes: db, s1, s2, s3, w1, w2)"
+        ),
+        "{e}"
+    );
+    // Several domains: the collector's node is in one of them.
+    let other = DomainSpec {
+        name: "rack-b".into(),
+        ..spec.clone()
+    };
+    let b = vec![member("k3s-server-1", Role::Server)];
+    assert_eq!(
+        validate_collector_node(&[(&spec, &m.members), (&other, &b)]),
+        Ok(())
+    );
+    spec.collector_node = None;
+    assert_eq!(spec.validate(&[]), Ok(()), "none set: nothing to check");
+}
+
+#[test]
+fn a_state_saved_before_this_round_still_loads_with_the_defaults() {
+    let mut m = machine_with_an_absent_agent();
+    m.ups_attempts = 0;
+    let mut value = serde_json::to_value(&m).unwrap();
+    let strip = |v: &mut serde_json::Value| {
+        let o = v.as_object_mut().unwrap();
+        for k in [
+            "ups_attempts",
+            "ups_retry_at_ms",
+            "held",
+            "event_outage_ms",
+            "estimated_low",
+            "comm_lost",
+        ] {
+            o.remove(k);
+        }
+        let settings = o["spec"]["settings"].as_object_mut().unwrap();
+        for k in [
+            "ups_command_attempts",
+            "ups_command_retry_ms",
+            "halt_time_ms",
+            "estimated_confirmations",
+            "comm_lost_window_ms",
+            "uncordon_attempts",
+        ] {
+            settings.remove(k);
+        }
+        for (_, p) in o["nodes"].as_object_mut().unwrap() {
+            let p = p.as_object_mut().unwrap();
+            p.remove("ours_before");
+            p.remove("uncordon_failures");
+            p.remove("skipped");
+        }
+        for st in o["stages"].as_array_mut().unwrap() {
+            st.as_object_mut().unwrap().remove("skipped");
+        }
+        let ups = o["ups"].as_object_mut().unwrap();
+        ups.remove("charge_estimated");
+        ups.remove("runtime_estimated");
+    };
+    strip(&mut value);
+    // What the previous collector wrote: the version 1 envelope, none of
+    // this round's fields.
+    let old = serde_json::to_vec(&serde_json::json!({"version": 1, "machine": value})).unwrap();
+    let back = Machine::from_persisted(&old).expect("the previous format loads");
+    let s = &back.spec.settings;
+    assert_eq!(
+        (
+            s.ups_command_attempts,
+            s.ups_command_retry_ms,
+            s.halt_time_ms,
+            s.estimated_confirmations,
+            s.comm_lost_window_ms,
+            s.uncordon_attempts
+        ),
+        (3, 10 * S, 45 * S, 3, 10 * S, 10)
+    );
+    assert!(!back.held && back.ups_attempts == 0);
+    assert!(back.nodes.values().all(|p| !p.ours_before && !p.skipped));
+    let mut resumed = back.clone();
+    resumed.resume(50 * S);
+    assert_eq!(resumed.event_outage_ms, m.on_battery_since_ms);
+    let mut again = serde_json::to_value(&back).unwrap();
+    strip(&mut again);
+    assert_eq!(again, value, "everything else reads back as it was");
+}
+
+#[test]
+fn a_state_saved_before_outages_were_told_apart_does_not_restart_its_own_outage() {
+    // Awaiting return, still on battery (the collector runs off the domain).
+    let mut m = machine();
+    m.spec.collector_node = None;
+    full_sequence(&mut m);
+    assert_eq!(m.phase, Phase::AwaitingReturn);
+    assert!(m.on_battery_since_ms.is_some());
+    let mut value = serde_json::to_value(&m).unwrap();
+    value.as_object_mut().unwrap().remove("event_outage_ms");
+    let old = serde_json::to_vec(&serde_json::json!({"version": 1, "machine": value})).unwrap();
+    let mut back = Machine::from_persisted(&old).unwrap();
+    back.resume(200 * S);
+    let a = back.step(200 * S, Input::Tick);
+    assert_eq!(started(&a), 0, "{a:?}");
+    assert_eq!(back.phase, Phase::AwaitingReturn);
+}
+
+#[test]
+fn mains_dropping_again_while_held_powers_off_the_held_nodes_through_a_new_event() {
+    let mut m = machine();
+    let (t, first) = until_ups_command(&mut m);
+    m.step(t, Input::Ups(mains()));
+    m.step(t, ups_answer(first, false));
+    let second = ups_ids(&m.step(t + 10 * S, Input::Tick))[0];
+    m.step(t + 10 * S, ups_answer(second, false));
+    let third = ups_ids(&m.step(t + 20 * S, Input::Tick))[0];
+    m.step(t + 20 * S, ups_answer(third, false));
+    assert!(m.held);
+    // Power goes again: within the grace nothing is tried (no mains).
+    let drop = t + 25 * S;
+    let a = m.step(drop, Input::Ups(battery()));
+    assert!(ups_ids(&a).is_empty() && poweroffs(&a).is_empty());
+    assert!(ups_ids(&m.step(drop + 20 * S, Input::Tick)).is_empty());
+    // Past the grace: a new event for the nodes still up (s1), ours kept.
+    let b = m.step(drop + 30 * S, Input::Tick);
+    assert_eq!(started(&b), 1);
+    assert!(!m.held);
+    assert_eq!(cordons(&b), ["s1"], "the others are off: skipped");
+    let mut out = m.step(
+        drop + 31 * S,
+        Input::Cordoned {
+            node: "s1".into(),
+            result: Ok(true),
+        },
+    );
+    assert!(m.nodes["s1"].ours_to_uncordon());
+    out.extend(m.step(
+        drop + 32 * S,
+        Input::Drained {
+            node: "s1".into(),
+            result: Ok("0 pods".into()),
+        },
+    ));
+    // A fresh try at the UPS command (a new event, a new id); on battery its
+    // failure carries on: s1 goes down and the battery will cut the output.
+    let id = ups_ids(&out)[0];
+    assert_eq!(id, m.ups_command_id());
+    assert_ne!(id, first);
+    let mut t2 = drop + 33 * S;
+    let mut last = m.step(t2, ups_answer(id, false));
+    for _ in 0..2 {
+        t2 += 10 * S;
+        let next = ups_ids(&m.step(t2, Input::Tick))[0];
+        last = m.step(t2, ups_answer(next, false));
+    }
+    let names: Vec<String> = poweroffs(&last).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["s1"], "{last:?}");
 }

@@ -68,6 +68,58 @@ pub struct Settings {
     pub mains_stable_ms: i64,
     /// After mains is stable, uncordon even if some nodes are still missing.
     pub return_timeout_ms: i64,
+    /// Tries at the UPS command before it counts as failed.
+    #[serde(default = "default_ups_command_attempts")]
+    pub ups_command_attempts: u32,
+    /// Wait between two tries at the UPS command.
+    #[serde(default = "default_ups_command_retry_ms")]
+    pub ups_command_retry_ms: i64,
+    /// How long a node takes from its poweroff command to halted.
+    #[serde(default = "default_halt_time_ms")]
+    pub halt_time_ms: i64,
+    /// Consecutive readings an estimated charge or runtime below its floor,
+    /// or a lost UPS, must last before it starts the sequence.
+    #[serde(default = "default_estimated_confirmations")]
+    pub estimated_confirmations: u32,
+    /// A lost UPS also counts once lost this long (the agent pushes changes,
+    /// so a UPS that stays silent may send one reading only).
+    #[serde(default = "default_comm_lost_window_ms")]
+    pub comm_lost_window_ms: i64,
+    /// Tries at uncordoning a node before it is left to a person.
+    #[serde(default = "default_uncordon_attempts")]
+    pub uncordon_attempts: u32,
+}
+
+/// Three tries: a serial glitch or a busy driver passes, a refusal stays.
+pub const DEFAULT_UPS_COMMAND_ATTEMPTS: u32 = 3;
+/// Ten seconds between tries at the UPS command.
+pub const DEFAULT_UPS_COMMAND_RETRY_MS: i64 = 10_000;
+/// What `halt_time` defaults to in the config.
+pub const DEFAULT_HALT_TIME_MS: i64 = 45_000;
+/// Three readings in a row: a voltage sag or one failed poll does not count.
+pub const DEFAULT_ESTIMATED_CONFIRMATIONS: u32 = 3;
+/// Ten seconds: a lost UPS counts after this even without more readings.
+pub const DEFAULT_COMM_LOST_WINDOW_MS: i64 = 10_000;
+/// Ten tries, 30 s apart: five minutes for an API to come back.
+pub const DEFAULT_UNCORDON_ATTEMPTS: u32 = 10;
+
+fn default_ups_command_attempts() -> u32 {
+    DEFAULT_UPS_COMMAND_ATTEMPTS
+}
+fn default_ups_command_retry_ms() -> i64 {
+    DEFAULT_UPS_COMMAND_RETRY_MS
+}
+fn default_halt_time_ms() -> i64 {
+    DEFAULT_HALT_TIME_MS
+}
+fn default_estimated_confirmations() -> u32 {
+    DEFAULT_ESTIMATED_CONFIRMATIONS
+}
+fn default_comm_lost_window_ms() -> i64 {
+    DEFAULT_COMM_LOST_WINDOW_MS
+}
+fn default_uncordon_attempts() -> u32 {
+    DEFAULT_UNCORDON_ATTEMPTS
 }
 
 /// Milliseconds as a `Duration` (negative ones as zero).
@@ -119,6 +171,12 @@ pub struct UpsObservation {
     pub charge_percent: Option<f64>,
     /// Remaining runtime, ms.
     pub runtime_ms: Option<i64>,
+    /// The charge is estimated from battery voltage (Megatec), not reported.
+    #[serde(default)]
+    pub charge_estimated: bool,
+    /// The runtime is estimated from charge and load, not reported.
+    #[serde(default)]
+    pub runtime_estimated: bool,
 }
 
 impl UpsObservation {
@@ -135,6 +193,8 @@ impl UpsObservation {
                 .battery_runtime_seconds
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .map(|r| (r * 1000.0) as i64),
+            charge_estimated: s.battery_charge_estimated,
+            runtime_estimated: s.battery_runtime_estimated,
         }
     }
 
@@ -283,6 +343,11 @@ pub enum NoticeKind {
     DrillDone,
     /// Recovery finished uncordoning.
     Recovered,
+    /// The UPS could not cycle with mains present: powered-off nodes stay
+    /// off until someone power-cycles them.
+    ManualPowerCycleNeeded,
+    /// Nodes we cordoned could not be uncordoned within the retries.
+    UncordonFailed,
 }
 
 impl NoticeKind {
@@ -303,6 +368,8 @@ impl NoticeKind {
             NoticeKind::CancelDone => "cancel_done",
             NoticeKind::DrillDone => "drill_done",
             NoticeKind::Recovered => "recovered",
+            NoticeKind::ManualPowerCycleNeeded => "manual_power_cycle_needed",
+            NoticeKind::UncordonFailed => "uncordon_failed",
         }
     }
 
@@ -314,8 +381,10 @@ impl NoticeKind {
             NoticeKind::ShutdownStarted
             | NoticeKind::PoweroffSent
             | NoticeKind::PoweroffFailed
-            | NoticeKind::UpsCycleFailed => Severity::Critical,
+            | NoticeKind::UpsCycleFailed
+            | NoticeKind::ManualPowerCycleNeeded => Severity::Critical,
             NoticeKind::OnBattery
+            | NoticeKind::UncordonFailed
             | NoticeKind::NodeDown
             | NoticeKind::UpsCycle
             | NoticeKind::Cancelled
@@ -472,17 +541,30 @@ pub struct NodeProgress {
     pub uncordoning: bool,
     /// We uncordoned it.
     pub uncordoned: bool,
+    /// We cordoned it in an earlier event cut short by this one (a new
+    /// outage) and had not uncordoned it: ours whatever the new cordon says.
+    #[serde(default)]
+    pub ours_before: bool,
+    /// Uncordon tries that failed in this event.
+    #[serde(default)]
+    pub uncordon_failures: u32,
+    /// Its agent was not connected when the sequence started: not cordoned,
+    /// drained or waited for.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 impl NodeProgress {
-    /// We cordoned it and an admin had not: ours to uncordon.
+    /// We cordoned it (now or in the event this one cut short) and an admin
+    /// had not: ours to uncordon.
     pub fn ours_to_uncordon(&self) -> bool {
-        matches!(
+        let now = matches!(
             self.cordon,
             Some(CordonState::Done {
                 was_cordoned: false
             })
-        ) && !self.uncordoned
+        );
+        (now || self.ours_before) && !self.uncordoned
     }
 }
 
@@ -495,6 +577,38 @@ pub struct Stage {
     pub nodes: Vec<String>,
     /// The bounded wait.
     pub timeout_ms: i64,
+    /// Its nodes whose agents were offline when the sequence started: not
+    /// cordoned, drained or waited for ("skipped: offline").
+    #[serde(default)]
+    pub skipped: Vec<String>,
+}
+
+/// A doubtful condition (an estimated floor, a lost UPS) counted until it
+/// is believed: consecutive readings, and since when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Debounce {
+    /// Consecutive readings with the condition.
+    pub readings: u32,
+    /// When the first of them came.
+    pub since_ms: Option<i64>,
+}
+
+impl Debounce {
+    /// One more reading: with the condition or without (which resets).
+    pub fn observe(&mut self, now_ms: i64, on: bool) {
+        if on {
+            self.readings += 1;
+            self.since_ms.get_or_insert(now_ms);
+        } else {
+            *self = Debounce::default();
+        }
+    }
+
+    /// `readings` in a row, or (with a window) the condition lasting it.
+    pub fn believed(&self, now_ms: i64, readings: u32, window_ms: Option<i64>) -> bool {
+        self.readings >= readings.max(1)
+            || window_ms.is_some_and(|w| self.since_ms.is_some_and(|s| now_ms - s >= w))
+    }
 }
 
 /// One line of the event's timeline.

@@ -104,6 +104,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                         .as_ref()
                         .and_then(|u| u.runtime_ms)
                         .or(Some(1_800_000)),
+                    ..Default::default()
                 })
             } else {
                 Input::Start {

@@ -11,7 +11,7 @@ use super::runner::{Key, Runner};
 use crate::power::machine::{Action, Input, Notice};
 use crate::power::notify::Notification;
 use crate::power::ports::{
-    AgentPort, AgentPortError, ClusterPort, CommandOutcome, LivePort, StorePort,
+    AgentPort, AgentPortError, ClusterPort, CommandOutcome, LateAnswer, LivePort, StorePort,
 };
 use nodewarden_common::clock::now_ms;
 
@@ -98,10 +98,20 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             .max(self.config.servers_timeout)
             + TASK_BACKSTOP_MARGIN;
         let (tx, k) = (self.results.clone(), key.clone());
+        // A failure the agent reports after its confirm ends the node's wait
+        // early, as the same kind of result.
+        let late: LateAnswer = {
+            let (tx, k, node) = (tx.clone(), k.clone(), node.clone());
+            Box::new(move |answer: CommandOutcome| {
+                command_result(&tx, k, node, command_id, Ok(Ok(answer)));
+            })
+        };
         tokio::spawn(async move {
             let r = tokio::time::timeout(wait, async {
                 until_connected(&*agents, &node).await;
-                agents.power_off(&node, command_id, &reason, dry_run).await
+                agents
+                    .power_off(&node, command_id, &reason, dry_run, late)
+                    .await
             })
             .await;
             command_result(&tx, k, node, command_id, r);
@@ -166,12 +176,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             notice.kind.severity(),
             notice.message.clone(),
         );
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.append_event(event) {
-                tracing::error!("power: cannot record event: {e}");
-            }
-        });
+        self.record(event);
         self.notifier.send(Notification {
             event: notice.kind,
             domain: domain.clone(),

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::PowerConfig;
-use super::machine::{Machine, Member, Phase, Stage, TimelineEntry};
+use super::machine::{Budget, Machine, Member, Phase, Stage, TimelineEntry};
 use super::notify::Notifier;
 use super::ports::{AgentPort, ClusterPort, LivePort, NodeDrainPlan, StorePort};
 use runner::Runner;
@@ -70,6 +70,8 @@ pub struct DomainPlan {
     pub total_estimate_ms: i64,
     /// Warnings for this domain.
     pub warnings: Vec<String>,
+    /// The time budget: what is held back from the drain for the stages.
+    pub budget: Budget,
 }
 
 /// The whole plan.
@@ -212,6 +214,7 @@ pub fn spawn<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort>(
         views: views.clone(),
         unsaved: BTreeSet::new(),
         members_stale: false,
+        collector_node_problem: None,
     };
     tokio::spawn(runner.run(events, results_rx, control_rx, shutdown));
     PowerHandle {

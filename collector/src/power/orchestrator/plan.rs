@@ -26,6 +26,7 @@ pub(super) async fn finish_plan<C: ClusterPort>(
     let mut domains = Vec::new();
     for m in machines {
         let stages = m.preview_stages();
+        let budget = m.budget();
         let k8s: Vec<String> = m
             .members
             .iter()
@@ -52,8 +53,8 @@ pub(super) async fn finish_plan<C: ClusterPort>(
         } else {
             longest_grace.min(s.drain_timeout_ms)
         };
-        let waits: i64 = stages.iter().map(|st| st.timeout_ms).sum();
-        let total_estimate_ms = drain_estimate_ms + waits + config.halt_time.as_millis() as i64;
+        // Everything after the drain, as the sequence itself counts it.
+        let total_estimate_ms = drain_estimate_ms + budget.reserve_ms;
         let runtime_ms = m.ups.as_ref().and_then(|u| u.runtime_ms);
         let mut warnings = Vec::new();
         if m.spec.owner.is_empty() {
@@ -84,11 +85,21 @@ pub(super) async fn finish_plan<C: ClusterPort>(
         for x in &m.members {
             if !m.connected.get(&x.name).copied().unwrap_or(false) {
                 warnings.push(format!(
-                    "{}: agent not connected; it cannot be powered off",
+                    "{}: agent not connected; skipped: offline (not cordoned, drained or waited for, and it cannot be powered off)",
                     x.name
                 ));
             }
         }
+        if let Err(e) = m.spec.validate(&m.members) {
+            warnings.push(e.to_string());
+        }
+        if drain_error.is_some() && !k8s.is_empty() {
+            warnings.push(
+                "roles are the last known ones (the Kubernetes API did not answer): check them above"
+                    .to_string(),
+            );
+        }
+
         domains.push(DomainPlan {
             domain: m.spec.name.clone(),
             ups: m.spec.ups.clone(),
@@ -101,6 +112,7 @@ pub(super) async fn finish_plan<C: ClusterPort>(
             drain_estimate_ms,
             total_estimate_ms,
             warnings,
+            budget,
         });
     }
     PlanReport {

@@ -14,7 +14,9 @@ use super::{
     SETTLE_AT_LEAST_EVERY, describe,
 };
 use crate::power::config::{PowerConfig, domain_name};
-use crate::power::machine::{DomainSpec, Input, Machine, Member, Phase, Role, UpsObservation};
+use crate::power::machine::{
+    DomainSpec, Input, Machine, Member, Phase, Role, UpsObservation, validate_collector_node,
+};
 use crate::power::notify::Notifier;
 use crate::power::ports::{AgentPort, ClusterNode, ClusterPort, LivePort, StorePort};
 use crate::state::hub::HubEvent;
@@ -56,6 +58,9 @@ pub(super) struct Runner<C, A, L, S> {
     /// A node not yet in any domain connected: members are recomputed once
     /// the burst is handled, not once per new node.
     pub(super) members_stale: bool,
+    /// The last `collector_node` problem reported, so it is said once, not
+    /// on every refresh of the members.
+    pub(super) collector_node_problem: Option<String>,
 }
 
 impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S> {
@@ -100,6 +105,21 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             .cluster_nodes
             .as_ref()
             .map(|c| c.iter().map(|n| (n.name.as_str(), n.server)).collect());
+        // Without an answer from the Kubernetes API (no kubeconfig yet, or
+        // the API down after a restart) the roles last learnt stand: they are
+        // persisted with the machine. A server must never become a worker
+        // for lack of an answer, or it would go down with the workers and
+        // take etcd's quorum with it.
+        let known: HashMap<&str, Role> = self
+            .machines
+            .get(&spec.name)
+            .map(|m| {
+                m.members
+                    .iter()
+                    .map(|x| (x.name.as_str(), x.role))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut names: Vec<String> = match self
             .config
             .domains
@@ -135,9 +155,10 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                         Some(None) => Role::External {
                             order: self.config.external.len() as u32 + 1,
                         },
-                        None => match hub_roles.get(name.as_str()).copied() {
-                            Some("server") => Role::Server,
-                            _ => Role::Worker,
+                        None => match (known.get(name.as_str()), hub_roles.get(name.as_str())) {
+                            (Some(role), _) => *role,
+                            (None, Some(&"server")) => Role::Server,
+                            (None, _) => Role::Worker,
                         },
                     }
                 });
@@ -261,12 +282,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                             "saved power state of domain {name} not restored: {why}; starting on mains"
                         ),
                     );
-                    let store = self.store.clone();
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = store.append_event(event) {
-                            tracing::error!("power: cannot record event: {e}");
-                        }
-                    });
+                    self.record(event);
                     Machine::new(spec, now)
                 }
                 None => Machine::new(spec, now),
@@ -329,6 +345,52 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                 self.feed(Key::Real(name), Input::Members(members)).await;
             }
         }
+        self.check_collector_node();
+    }
+
+    /// Appends `event` to the events log off the sequence's path.
+    pub(super) fn record(&self, event: nodewarden_proto::v1::Event) {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.append_event(event) {
+                tracing::error!("power: cannot record event: {e}");
+            }
+        });
+    }
+
+    /// The collector's node must be one of the domains' nodes, or it would be
+    /// planned as an ordinary node and go down with the servers instead of
+    /// last. Said loudly (log and a critical event), once per new problem;
+    /// checked only once some domain knows its nodes.
+    fn check_collector_node(&mut self) {
+        let domains: Vec<(&DomainSpec, &[Member])> = self
+            .machines
+            .values()
+            .filter(|m| !m.members.is_empty())
+            .map(|m| (&m.spec, m.members.as_slice()))
+            .collect();
+        if domains.is_empty() {
+            return;
+        }
+        let problem = validate_collector_node(&domains)
+            .err()
+            .map(|e| e.to_string());
+        if problem == self.collector_node_problem {
+            return;
+        }
+        self.collector_node_problem = problem.clone();
+        let Some(why) = problem else {
+            return;
+        };
+        tracing::error!("power: {why}");
+        let event = crate::state::events::event(
+            now_ms(),
+            "power",
+            "power_collector_node_unknown",
+            nodewarden_proto::v1::Severity::Critical,
+            why,
+        );
+        self.record(event);
     }
 
     pub(super) async fn on_hub(&mut self, ev: HubEvent) {

@@ -7,9 +7,53 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::*;
-use crate::power::machine::{Machine, Role};
+use crate::power::machine::{Machine, PowerState, Role};
 use crate::power::ports::{LivePort, NoCluster, StorePort};
 use crate::power::testing::*;
+
+/// A worker whose agent confirms the poweroff and then reports it failed
+/// (logind refused: an inhibitor lock) ends its wait at once: the servers
+/// go next, well before the 2 s stage timeout, and the failure is an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poweroff_that_fails_after_its_confirm_ends_the_wait_early() {
+    let c = cluster();
+    let Started {
+        live,
+        store,
+        agents,
+        handle: h,
+        stop: _stop,
+    } = started_with(c.clone(), |live| agents_failing_after_accept(live, &["w1"])).await;
+    live.ups_status("s1", ups(&["OB", "DISCHRG"]));
+    until("the servers' poweroffs", 10, || {
+        agents.calls().iter().any(|c| c.starts_with("poweroff s2"))
+    })
+    .await;
+    let log = agents.log.lock().unwrap().clone();
+    let at = |p: &str| {
+        log.iter()
+            .find(|(_, c)| c.starts_with(p))
+            .map(|(t, _)| *t)
+            .unwrap()
+    };
+    let waited = at("poweroff s2").duration_since(at("poweroff w1"));
+    assert!(
+        waited < Duration::from_millis(1500),
+        "the servers waited {waited:?} for a worker that had already failed"
+    );
+    let w1 = h.domains()[0].machine.nodes["w1"].power.clone();
+    assert!(
+        matches!(&w1, PowerState::Failed(why) if why.contains("inhibitor")),
+        "{w1:?}"
+    );
+    until("the poweroff_failed event", 5, || {
+        store
+            .event_kinds()
+            .iter()
+            .any(|k| k == "power_poweroff_failed")
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_outage_runs_the_whole_sequence_in_order() {
@@ -261,6 +305,61 @@ async fn a_restarted_orchestrator_resumes_without_powering_anything_off_twice() 
     assert!(after.iter().any(|c| c.starts_with("ups s1")));
 }
 
+/// A collector restarted while the Kubernetes API is down keeps the roles
+/// it had learnt (persisted with the machine): the servers stay servers, so
+/// they still go down together after the workers, not with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_learnt_before_a_restart_survive_a_missing_kubernetes_api() {
+    let c = cluster();
+    let (first, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
+    {
+        connect_all(&first);
+        first.ups_status("s1", ups(&["OL"]));
+        let agents = agents(&first, &[]);
+        let (stop, rx) = watch::channel(false);
+        let _h = spawn(power_config(), ports(&first, &store, c, &agents), rx);
+        until("roles saved", 5, || {
+            store.power_states().unwrap().iter().any(|(_, b)| {
+                Machine::from_persisted(b)
+                    .is_ok_and(|m| m.members.iter().filter(|x| x.role == Role::Server).count() == 3)
+            })
+        })
+        .await;
+        stop.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = Arc::new(first.restarted());
+    drop(first);
+    connect_all(&live);
+    let agents = agents(&live, &[]);
+    let (_stop, rx) = watch::channel(false);
+    let h = spawn(
+        power_config(),
+        ports(&live, &store, Arc::new(NoCluster), &agents),
+        rx,
+    );
+    until("members known again", 5, || {
+        h.domains()
+            .first()
+            .is_some_and(|d| d.machine.members.len() == 5)
+    })
+    .await;
+    // Give a refresh of the members (connection news) the chance to demote.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let roles: Vec<(String, Role)> = h.domains()[0]
+        .machine
+        .members
+        .iter()
+        .map(|m| (m.name.clone(), m.role))
+        .collect();
+    for s in ["s1", "s2", "s3"] {
+        assert!(
+            roles.contains(&(s.to_string(), Role::Server)),
+            "{s} lost its server role without an API: {roles:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_reports_every_step_and_changes_nothing() {
     let c = cluster();
@@ -343,6 +442,77 @@ async fn a_drill_reports_every_step_and_changes_nothing() {
     assert_eq!(
         unc,
         ["uncordon s1", "uncordon s2", "uncordon s3", "uncordon w1"]
+    );
+}
+
+/// `plan` carries the time budget the sequence keeps, counted from the
+/// planned stages (cordon, every stage's wait, the UPS command, the halt),
+/// and names a node whose agent is offline as skipped in its stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_budget_from_every_stage_and_the_offline_nodes() {
+    let Started {
+        live,
+        handle: h,
+        stop: _stop,
+        ..
+    } = started(cluster()).await;
+    live.disconnected("w2");
+    until("w2 seen offline", 5, || {
+        h.domains()[0].machine.connected.get("w2") == Some(&false)
+    })
+    .await;
+    let plan = h.plan().await.unwrap();
+    let d = &plan.domains[0];
+    let b = &d.budget;
+    let stage_waits: i64 = d.stages.iter().map(|s| s.timeout_ms).sum();
+    assert_eq!(
+        b.reserve_ms,
+        b.cordon_ms + stage_waits + b.ups_command_ms + b.halt_ms,
+        "{b:?}"
+    );
+    assert_eq!((b.ups_command_ms, b.halt_ms), (2_000, 100));
+    assert_eq!(d.total_estimate_ms, d.drain_estimate_ms + b.reserve_ms);
+    let workers = d.stages.iter().find(|s| s.label == "workers").unwrap();
+    assert_eq!(workers.skipped, ["w2"]);
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.contains("w2") && w.contains("skipped: offline")),
+        "{:?}",
+        d.warnings
+    );
+}
+
+/// A `collector_node` that names no node of the domain (the host name
+/// differs from the Kubernetes node name) is said loudly: a critical event,
+/// and a warning in `plan`, since that node would go down with the servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_node_outside_the_domain_is_reported() {
+    let (live, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
+    connect_all(&live);
+    live.ups_status("s1", ups(&["OL"]));
+    let agents = agents(&live, &[]);
+    let (_stop, rx) = watch::channel(false);
+    let config = crate::power::config::PowerConfig {
+        collector_node: "k3s-server".into(),
+        ..power_config()
+    };
+    let h = spawn(config, ports(&live, &store, cluster(), &agents), rx);
+    until("the event", 5, || {
+        store
+            .event_kinds()
+            .iter()
+            .any(|k| k == "power_collector_node_unknown")
+    })
+    .await;
+    let plan = h.plan().await.unwrap();
+    assert!(
+        plan.domains[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("`k3s-server` is not a node of power domain")),
+        "{:?}",
+        plan.domains[0].warnings
     );
 }
 
