@@ -1,6 +1,7 @@
 //! Turning samples and UPS statuses into events. Pure: state in, events out,
 //! so every rule is unit-tested without a server.
 
+use nodewarden_common::ups::UpsFlags;
 use nodewarden_proto::throttle::{self, OCCURRED_SHIFT, UNDER_VOLTAGE};
 use nodewarden_proto::v1::{Event, Sample, Severity, UpsStatus};
 
@@ -149,10 +150,6 @@ pub fn sample_events(
     out
 }
 
-fn has(s: &UpsStatus, token: &str) -> bool {
-    s.status.iter().any(|t| t == token)
-}
-
 /// Events a UPS status change causes. `prev` is the last status seen.
 pub fn ups_events(node: &str, prev: Option<&UpsStatus>, new: &UpsStatus) -> Vec<Event> {
     let ts = new.timestamp_ms;
@@ -184,12 +181,17 @@ pub fn ups_events(node: &str, prev: Option<&UpsStatus>, new: &UpsStatus) -> Vec<
             format!("UPS {name} answers again"),
         ));
     }
-    let was = |t: &str| prev.is_some_and(|p| p.communication_ok && has(p, t));
+    let now = UpsFlags::from_tokens(&new.status);
+    // What the last status that was read said (none after a lost reading).
+    let was = prev
+        .filter(|p| p.communication_ok)
+        .map(|p| UpsFlags::from_tokens(&p.status))
+        .unwrap_or_default();
     let charge = new
         .battery_charge_percent
         .map(|c| format!(", battery {c:.0} %"))
         .unwrap_or_default();
-    if has(new, "OB") && !was("OB") {
+    if now.on_battery && !was.on_battery {
         out.push(event(
             ts,
             subject,
@@ -198,7 +200,7 @@ pub fn ups_events(node: &str, prev: Option<&UpsStatus>, new: &UpsStatus) -> Vec<
             format!("UPS {name} on battery{charge}"),
         ));
     }
-    if has(new, "OL") && was("OB") {
+    if now.online && was.on_battery {
         out.push(event(
             ts,
             subject,
@@ -207,7 +209,7 @@ pub fn ups_events(node: &str, prev: Option<&UpsStatus>, new: &UpsStatus) -> Vec<
             format!("UPS {name} back on mains{charge}"),
         ));
     }
-    if has(new, "LB") && !was("LB") {
+    if now.low_battery && !was.low_battery {
         out.push(event(
             ts,
             subject,
@@ -216,7 +218,7 @@ pub fn ups_events(node: &str, prev: Option<&UpsStatus>, new: &UpsStatus) -> Vec<
             format!("UPS {name} battery low{charge}"),
         ));
     }
-    if has(new, "RB") && !was("RB") {
+    if now.replace_battery && !was.replace_battery {
         out.push(event(
             ts,
             subject,
@@ -225,7 +227,7 @@ pub fn ups_events(node: &str, prev: Option<&UpsStatus>, new: &UpsStatus) -> Vec<
             format!("UPS {name} asks for a new battery"),
         ));
     }
-    if has(new, "CAL") && !was("CAL") {
+    if now.calibrating && !was.calibrating {
         out.push(event(
             ts,
             subject,
@@ -234,8 +236,8 @@ pub fn ups_events(node: &str, prev: Option<&UpsStatus>, new: &UpsStatus) -> Vec<
             format!("UPS {name} battery test running"),
         ));
     }
-    if !has(new, "CAL") && was("CAL") {
-        let (kind, severity, verdict) = if has(new, "RB") {
+    if !now.calibrating && was.calibrating {
+        let (kind, severity, verdict) = if now.replace_battery {
             (
                 "ups_test_failed",
                 Severity::Warning,
