@@ -511,6 +511,17 @@ async fn wait_hook(rig: &Rig, node: &str) {
     .await;
 }
 
+/// Waits until a worker's poweroff hook has run: past the point of no return.
+async fn wait_a_worker_down(rig: &Rig) {
+    eventually(SEQUENCE, "a worker powered off", || async {
+        rig.hooks()
+            .iter()
+            .any(|(n, _)| n.starts_with('w'))
+            .then_some(())
+    })
+    .await;
+}
+
 /// Workers, then the servers together (s3), then the UPS host after it told
 /// the UPS to cycle, then the collector's own node; each hook exactly once.
 /// The last stage is sent as the domain enters `awaiting_return`: its hook
@@ -955,13 +966,7 @@ async fn two_power_domains_only_the_one_on_battery_goes_down() {
 async fn mains_back_after_the_workers_are_off_carries_on_and_cycles_the_ups() {
     let rig = Rig::start(Setup::default()).await;
     rig.ups("rack").mains(false);
-    eventually(SEQUENCE, "a worker powered off", || async {
-        rig.hooks()
-            .iter()
-            .any(|(n, _)| n.starts_with('w'))
-            .then_some(())
-    })
-    .await;
+    wait_a_worker_down(&rig).await;
     // Past the point of no return: only the UPS cycle brings the workers back.
     rig.ups("rack").mains(true);
     eventually(SEQUENCE, "the collector's node powered off", || async {
@@ -992,13 +997,7 @@ async fn a_failed_ups_cycle_with_mains_back_keeps_the_last_nodes_up_until_it_wor
     // time for what follows to happen before the UPS is told to cycle.
     std::fs::write(rig.dir().join("stay-s3"), "").unwrap();
     rig.ups("rack").mains(false);
-    eventually(SEQUENCE, "a worker powered off", || async {
-        rig.hooks()
-            .iter()
-            .any(|(n, _)| n.starts_with('w'))
-            .then_some(())
-    })
-    .await;
+    wait_a_worker_down(&rig).await;
     // Past the point of no return, mains comes back, and the UPS host's
     // agent dies before it can pass the UPS command on.
     rig.ups("rack").mains(true);

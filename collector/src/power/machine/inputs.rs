@@ -450,16 +450,7 @@ impl Machine {
         if !expected || !(matches!(p.power, PowerState::Sent { .. }) || failed_after_confirm) {
             return;
         }
-        if failed_after_confirm {
-            p.power = PowerState::Failed(message.clone());
-            self.notify(
-                now_ms,
-                out,
-                NoticeKind::PoweroffFailed,
-                Some(&node),
-                format!("{node} accepted the poweroff, then it failed: {message}; carrying on"),
-            );
-        } else if ok {
+        if ok {
             p.power = PowerState::Confirmed;
             let verb = if self.dry_run {
                 "would power off (dry run)"
@@ -469,12 +460,17 @@ impl Machine {
             self.note(now_ms, format!("{node} {verb}: {message}"));
         } else {
             p.power = PowerState::Failed(message.clone());
+            let what = if failed_after_confirm {
+                "accepted the poweroff, then it failed"
+            } else {
+                "did not take the poweroff"
+            };
             self.notify(
                 now_ms,
                 out,
                 NoticeKind::PoweroffFailed,
                 Some(&node),
-                format!("{node} did not take the poweroff: {message}; carrying on"),
+                format!("{node} {what}: {message}; carrying on"),
             );
         }
     }
