@@ -47,6 +47,7 @@ pub fn hello(config: &AgentConfig, sensors: &Sensors, has_ups: bool) -> Hello {
         sample_interval_ms: config.sample_interval.as_millis() as u32,
         boot_time_unix_seconds: facts.boot_time_unix_seconds,
         oldest_buffered_seq: 0,
+        can_power_off: String::new(),
     }
 }
 
@@ -57,7 +58,8 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
     let (units, ups_rx) = spawn_ups_monitors(&config, &root);
     let monitors: Vec<UpsHandle> = units.iter().map(|u| u.handle.clone()).collect();
 
-    let hello = hello(&config, &sensors, !config.ups.is_empty());
+    let mut hello = hello(&config, &sensors, !config.ups.is_empty());
+    hello.can_power_off = command::poweroff::can_power_off(&config.commands.poweroff).await;
     tracing::info!(
         node = %hello.node_name,
         model = %hello.board_model,
@@ -252,7 +254,7 @@ async fn take_over(cfg: &StandaloneConfig, unit: &UpsUnit, poweroff: &PowerOff, 
     // The UPS first: once this node halts nobody is left to tell it. A UPS
     // that refuses still leaves this node to go down cleanly.
     match unit.handle.command_async(kind).await {
-        Ok(m) => tracing::warn!(ups = %unit.config.name, "standalone: {m}"),
+        Ok(done) => tracing::warn!(ups = %unit.config.name, "standalone: {}", done.message),
         Err(e) => {
             tracing::error!(ups = %unit.config.name, "standalone: the UPS did not take shutdown.return: {e}; powering off anyway")
         }

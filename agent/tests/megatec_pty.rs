@@ -208,23 +208,28 @@ fn slow_replies_time_out_after_three_tries_then_recover() {
 }
 
 #[test]
-fn shutdown_return_reaches_the_line_with_nuts_encoding() {
+fn shutdown_return_reaches_the_line_never_sooner_than_asked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = sim_with(dir.path(), MegatecDialect::default(), SimState::default());
     let mut d = driver(&sim);
-    let cases: [(u32, u32, &str, f64, Option<f64>); 5] = [
+    // NUT's nutdrv_qx truncates 35 s to .5 and 90 s to 01: the unit would
+    // cut the last nodes before they halt. We round up, and say what the
+    // unit will really do.
+    let cases: [(u32, u32, &str, f64, Option<f64>); 6] = [
         (30, 60, "S.5R0001\r", 30.0, Some(60.0)),
-        (35, 180, "S.5R0003\r", 30.0, Some(180.0)),
+        (35, 180, "S.6R0003\r", 36.0, Some(180.0)),
         (12, 60, "S.2R0001\r", 12.0, Some(60.0)),
-        (90, 120, "S01R0002\r", 60.0, Some(120.0)),
-        (600, 30, "S10\r", 600.0, Some(0.0)),
+        (90, 120, "S02R0002\r", 120.0, Some(120.0)),
+        (100, 150, "S02R0003\r", 120.0, Some(180.0)),
+        (600, 0, "S10\r", 600.0, Some(0.0)),
     ];
     for (off, restore, wire, off_s, restore_s) in cases {
-        d.command(UpsCommandKind::ShutdownReturn {
-            off_delay_s: off,
-            restore_delay_s: restore,
-        })
-        .expect("accepted");
+        let applied = d
+            .command(UpsCommandKind::ShutdownReturn {
+                off_delay_s: off,
+                restore_delay_s: restore,
+            })
+            .expect("accepted");
         let received = String::from_utf8_lossy(&sim.received()).into_owned();
         assert!(
             received.ends_with(wire),
@@ -237,6 +242,9 @@ fn shutdown_return_reaches_the_line_with_nuts_encoding() {
                 restore_delay_seconds: restore_s
             })
         );
+        // What the driver reports is what the simulated unit took.
+        assert_eq!(applied.off_delay_s.map(f64::from), Some(off_s));
+        assert_eq!(applied.restore_delay_s.map(f64::from), restore_s);
     }
     d.command(UpsCommandKind::ShutdownStayOff { off_delay_s: 300 })
         .expect("accepted");
@@ -309,7 +317,8 @@ async fn monitor_pushes_changes_within_one_poll_interval() {
         })
         .await
         .expect("accepted");
-    assert!(msg.contains("shutdown.return"), "{msg}");
+    assert!(msg.message.contains("shutdown.return"), "{msg:?}");
+    assert_eq!(msg.delays.off_delay_s, Some(30));
     assert!(String::from_utf8_lossy(&sim.received()).contains("S.5R0003\r"));
     let fsd = next_change(&mut rx, Duration::from_secs(5)).await;
     assert_eq!(fsd.status, vec!["OB", "FSD"]);

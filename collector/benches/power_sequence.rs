@@ -107,10 +107,7 @@ impl AgentPort for Agents {
         _: LateAnswer,
     ) -> Result<CommandOutcome, AgentPortError> {
         self.go_down(node);
-        Ok(CommandOutcome {
-            ok: true,
-            message: "poweroff in 0s".into(),
-        })
+        Ok(CommandOutcome::new(true, "poweroff in 0s"))
     }
     async fn ups_shutdown_return(
         &self,
@@ -121,10 +118,15 @@ impl AgentPort for Agents {
         _: Duration,
         _: bool,
     ) -> Result<CommandOutcome, AgentPortError> {
-        Ok(CommandOutcome {
-            ok: true,
-            message: "S02R0001".into(),
-        })
+        Ok(CommandOutcome::new(true, "S02R0001"))
+    }
+    async fn ups_cancel_shutdown(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+    ) -> Result<CommandOutcome, AgentPortError> {
+        Ok(CommandOutcome::new(true, "shutdown.stop accepted"))
     }
     fn connected(&self, node: &str) -> bool {
         self.hub

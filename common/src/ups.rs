@@ -1,7 +1,10 @@
 //! The UPS decision vocabulary both sides use: NUT status tokens parsed once
 //! into [`UpsFlags`], and the one rule that says a power cut has gone on too
 //! long ([`Thresholds::trigger`]), used by the collector's power machine and
-//! by the agent's standalone mode alike.
+//! by the agent's standalone mode alike; and the delays a UPS really applies
+//! to a shutdown ([`delays`]).
+
+pub mod delays;
 
 use std::fmt;
 use std::time::Duration;

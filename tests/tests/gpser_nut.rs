@@ -192,12 +192,14 @@ fn nut_riello_ser_and_our_driver_read_the_same_simulated_riello() {
     // the Riello will power up with mains. riello_ser 2.8.0 cannot set
     // ups.delay.shutdown (no SET handler), so the command goes out with its
     // fixed 5 s delay rather than not at all.
-    via_nut
+    let applied = via_nut
         .command(UpsCommandKind::ShutdownReturn {
             off_delay_s: 90,
             restore_delay_s: 0,
         })
         .expect("shutdown.return through NUT");
+    // ... and says so: the collector must know the UPS cuts in 5 s, not 90.
+    assert_eq!(applied.off_delay_s, Some(5), "{applied:?}\n{}", nut.logs());
     let effect = wait_for(Duration::from_secs(10), || {
         nut_side.effects.lock().expect("effects").first().cloned()
     });

@@ -58,6 +58,7 @@ fn result(id: u64, state: CommandState, message: impl Into<String>) -> CommandRe
         command_id: id,
         state: state as i32,
         message: message.into(),
+        ..CommandResult::default()
     }
 }
 
@@ -221,11 +222,15 @@ impl Executor {
         ))
         .await;
         let r = match unit.handle.command_async(kind).await {
-            Ok(m) => result(
-                id,
-                CommandState::Done,
-                format!("UPS `{}`: {m}", unit.config.name),
-            ),
+            Ok(done) => CommandResult {
+                effective_off_delay_seconds: done.delays.off_delay_s,
+                effective_restore_delay_seconds: done.delays.restore_delay_s,
+                ..result(
+                    id,
+                    CommandState::Done,
+                    format!("UPS `{}`: {}", unit.config.name, done.message),
+                )
+            },
             Err(e) => result(
                 id,
                 CommandState::Failed,

@@ -103,15 +103,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl PowerOff {
     /// `argv` is the command line to run; `state_dir` keeps the ids that ran.
-    /// The default action falls back to `FALLBACK_POWEROFF`, and (on a tokio
-    /// runtime) logind's CanPowerOff is asked and logged, so a node that
-    /// could not power off says so at start rather than in a power cut.
+    /// The default action falls back to `FALLBACK_POWEROFF`.
     pub fn new(argv: Vec<String>, state_dir: &Path) -> Self {
         let default = argv.iter().eq(DEFAULT_POWEROFF.iter());
         let fallback = default.then(|| FALLBACK_POWEROFF.map(String::from).to_vec());
-        if default && let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(log_can_power_off());
-        }
         let state_file = state_dir.join(STATE_FILE);
         let ran = match std::fs::read_to_string(&state_file) {
             Ok(text) => text
@@ -302,9 +297,22 @@ fn hint(failure: &str) -> Option<&'static str> {
     }
 }
 
-/// Asks logind's CanPowerOff as this agent's user and logs the answer:
-/// "yes" is what a power cut needs; anything else is said with its fix.
-async fn log_can_power_off() {
+/// Whether this node can power off with `poweroff` (the configured command
+/// line), asked at start so a node that could not says so then rather than
+/// in a power cut: logind's CanPowerOff as this agent's user ("yes",
+/// "challenge", "no", "na", or "unknown" when logind did not answer), or
+/// "custom" for a configured command logind has no say in. Logged with its
+/// fix; the collector shows it in `nodes` and `plan`.
+pub async fn can_power_off(poweroff: &[String]) -> String {
+    if !poweroff.iter().eq(DEFAULT_POWEROFF.iter()) {
+        return "custom".into();
+    }
+    ask_can_power_off()
+        .await
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn ask_can_power_off() -> Option<String> {
     let argv = CAN_POWER_OFF.map(String::from);
     let line = shell_words(&argv);
     let out = tokio::process::Command::new(&argv[0])
@@ -322,17 +330,17 @@ async fn log_can_power_off() {
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             tracing::warn!(
                 "cannot ask logind whether this node may power off ({line}: {e}); {LOGIND_HINT}"
             );
-            return;
+            return None;
         }
         Err(_) => {
             tracing::warn!("logind did not answer CanPowerOff within 10 s; {LOGIND_HINT}");
-            return;
+            return None;
         }
     };
     match answer.as_deref() {
@@ -342,6 +350,7 @@ async fn log_can_power_off() {
         ),
         None => tracing::warn!("logind's CanPowerOff answer was not understood"),
     }
+    answer
 }
 
 /// The string in busctl's reply to CanPowerOff (`s "yes"`).

@@ -357,6 +357,7 @@ fn take_inbound(
                     command_id: id,
                     state: CommandState::Failed as i32,
                     message: why.into(),
+                    ..CommandResult::default()
                 };
                 urgent.push_back((
                     AgentMessage {

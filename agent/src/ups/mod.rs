@@ -19,5 +19,5 @@ pub mod serial;
 #[cfg(any(test, feature = "simulator"))]
 pub mod sim;
 
-pub use model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
-pub use monitor::{UpsHandle, spawn_monitor};
+pub use model::{AppliedDelays, UpsCommandKind, UpsDriver, UpsError, UpsReading};
+pub use monitor::{CommandDone, UpsHandle, spawn_monitor};

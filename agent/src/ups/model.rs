@@ -1,5 +1,6 @@
 //! What every UPS driver reports and accepts, independent of its protocol.
 
+pub use nodewarden_common::ups::delays::AppliedDelays;
 use nodewarden_proto::v1::{UpsIdentity, UpsRatings};
 
 /// One poll of a UPS. `None` means the UPS does not report that value.
@@ -118,6 +119,6 @@ pub trait UpsDriver: Send {
     fn poll(&mut self) -> Result<UpsReading, UpsError>;
     /// Commands this driver (and this UPS, where it says) supports.
     fn supported_commands(&self) -> Vec<&'static str>;
-    /// Send a command.
-    fn command(&mut self, command: UpsCommandKind) -> Result<(), UpsError>;
+    /// Send a command; a shutdown says which delays the UPS took.
+    fn command(&mut self, command: UpsCommandKind) -> Result<AppliedDelays, UpsError>;
 }

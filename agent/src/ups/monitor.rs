@@ -13,14 +13,14 @@ use tokio::sync::{mpsc, oneshot};
 use crate::sysroot::SysRoot;
 use crate::ups::config::UpsConfig;
 use crate::ups::drivers::open_driver;
-use crate::ups::model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
+use crate::ups::model::{AppliedDelays, UpsCommandKind, UpsDriver, UpsError, UpsReading};
 
 /// Opens (or reopens) the driver; called at start and after every failure.
 pub type Opener = Box<dyn FnMut() -> Result<Box<dyn UpsDriver>, UpsError> + Send>;
 
 enum Reply {
-    Blocking(std_mpsc::Sender<Result<String, UpsError>>),
-    Async(oneshot::Sender<Result<String, UpsError>>),
+    Blocking(std_mpsc::Sender<Result<CommandDone, UpsError>>),
+    Async(oneshot::Sender<Result<CommandDone, UpsError>>),
 }
 
 struct Request {
@@ -49,6 +49,16 @@ impl std::fmt::Debug for UpsHandle {
 /// plus the command itself take a few seconds at most).
 const COMMAND_WAIT: Duration = Duration::from_secs(30);
 
+/// A command the UPS took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandDone {
+    /// What happened, for people: "shutdown.return accepted by the UPS on
+    /// /dev/ttyUSB0 (off in 120 s, back on 180 s after mains returns)".
+    pub message: String,
+    /// The delays the UPS will use, where the command set them.
+    pub delays: AppliedDelays,
+}
+
 impl UpsHandle {
     /// The UPS's configured name.
     pub fn name(&self) -> &str {
@@ -65,7 +75,7 @@ impl UpsHandle {
 
     /// Runs `command` on the driver thread and waits for the UPS's answer.
     /// Blocking: from async code use `command_async`.
-    pub fn command(&self, command: UpsCommandKind) -> Result<String, UpsError> {
+    pub fn command(&self, command: UpsCommandKind) -> Result<CommandDone, UpsError> {
         let (tx, rx) = std_mpsc::channel();
         self.requests
             .send(Request {
@@ -77,7 +87,7 @@ impl UpsHandle {
     }
 
     /// Async form of `command`.
-    pub async fn command_async(&self, command: UpsCommandKind) -> Result<String, UpsError> {
+    pub async fn command_async(&self, command: UpsCommandKind) -> Result<CommandDone, UpsError> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(Request {
@@ -301,7 +311,7 @@ impl Poller {
         }
     }
 
-    fn execute(&mut self, command: UpsCommandKind) -> Result<String, UpsError> {
+    fn execute(&mut self, command: UpsCommandKind) -> Result<CommandDone, UpsError> {
         // A shutdown must get through if the UPS can be reached at all.
         if self.driver.is_none() {
             self.connect()?;
@@ -311,16 +321,14 @@ impl Poller {
         };
         let port = d.port();
         match d.command(command) {
-            Ok(()) => {
-                tracing::info!(
-                    "UPS {}: {} accepted",
-                    self.status.ups_name,
-                    command.nut_name()
+            Ok(delays) => {
+                let message = format!(
+                    "{} accepted by the UPS on {port}{}",
+                    command.nut_name(),
+                    delays.describe()
                 );
-                Ok(format!(
-                    "{} accepted by the UPS on {port}",
-                    command.nut_name()
-                ))
+                tracing::info!("UPS {}: {message}", self.status.ups_name);
+                Ok(CommandDone { message, delays })
             }
             Err(e) => {
                 if matches!(e, UpsError::Io { .. }) {

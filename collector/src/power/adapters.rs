@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nodewarden_common::ups::delays::AppliedDelays;
 use nodewarden_proto::v1::{
-    Command, CommandResult, CommandState, Event, NodeInfo, PowerOff, ShutdownReturn, UpsCommand,
-    UpsInfo, command, ups_command,
+    Command, CommandResult, CommandState, Empty, Event, NodeInfo, PowerOff, ShutdownReturn,
+    UpsCommand, UpsInfo, command, ups_command,
 };
 use tokio::sync::broadcast;
 
@@ -151,6 +152,10 @@ fn outcome(result: &CommandResult) -> CommandOutcome {
     CommandOutcome {
         ok,
         message: result.message.clone(),
+        applied: AppliedDelays {
+            off_delay_s: result.effective_off_delay_seconds,
+            restore_delay_s: result.effective_restore_delay_seconds,
+        },
     }
 }
 
@@ -217,6 +222,28 @@ impl AgentPort for HubAgents {
         };
         // A UPS command finishes quickly: wait for its real answer, so a UPS
         // that refused it is reported as such.
+        let result = self
+            .hub
+            .send_command(owner, command, self.confirm_timeout)
+            .await
+            .map_err(|source| AgentPortError::Command { source })?;
+        Ok(outcome(&result))
+    }
+
+    async fn ups_cancel_shutdown(
+        &self,
+        owner: &str,
+        ups: &str,
+        command_id: u64,
+    ) -> Result<CommandOutcome, AgentPortError> {
+        let command = Command {
+            command_id,
+            dry_run: false,
+            action: Some(command::Action::Ups(UpsCommand {
+                ups_name: ups.to_string(),
+                action: Some(ups_command::Action::CancelShutdown(Empty {})),
+            })),
+        };
         let result = self
             .hub
             .send_command(owner, command, self.confirm_timeout)

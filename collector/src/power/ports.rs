@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nodewarden_common::ups::delays::AppliedDelays;
 use nodewarden_proto::v1::{Event, NodeInfo, UpsInfo};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -117,6 +118,20 @@ pub struct CommandOutcome {
     pub ok: bool,
     /// Its words.
     pub message: String,
+    /// For a UPS shutdown: the delays the UPS will really use.
+    #[serde(default)]
+    pub applied: AppliedDelays,
+}
+
+impl CommandOutcome {
+    /// An answer that sets no UPS delay.
+    pub fn new(ok: bool, message: impl Into<String>) -> Self {
+        CommandOutcome {
+            ok,
+            message: message.into(),
+            applied: AppliedDelays::NONE,
+        }
+    }
 }
 
 /// The Kubernetes API, as far as the sequence uses it.
@@ -171,6 +186,13 @@ pub trait AgentPort: Send + Sync + 'static {
         off_delay: Duration,
         restore_delay: Duration,
         dry_run: bool,
+    ) -> impl Future<Output = Result<CommandOutcome, AgentPortError>> + Send;
+    /// Asks the UPS owner's agent to cancel a pending UPS shutdown.
+    fn ups_cancel_shutdown(
+        &self,
+        owner: &str,
+        ups: &str,
+        command_id: u64,
     ) -> impl Future<Output = Result<CommandOutcome, AgentPortError>> + Send;
     /// Whether `node`'s agent has a stream open now.
     fn connected(&self, node: &str) -> bool;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nodewarden_common::clock::now_ms;
+use nodewarden_common::ups::delays::AppliedDelays;
 use nodewarden_proto::v1::{Event, NodeInfo, UpsInfo, UpsStatus};
 use tokio::sync::{broadcast, watch};
 
@@ -237,6 +238,9 @@ pub(crate) struct FakeAgents {
     /// Nodes whose agent confirms the poweroff, then reports it failed (an
     /// inhibitor lock, polkit) and stays up.
     pub(crate) fail_after_accept: BTreeSet<String>,
+    /// The off delay the UPS keeps whatever it is asked (a NUT driver that
+    /// refuses SET VAR); None: it takes the one asked for.
+    pub(crate) ups_own_off_delay_s: Option<u32>,
 }
 
 impl FakeAgents {
@@ -270,15 +274,12 @@ impl AgentPort for FakeAgents {
         if self.fail_after_accept.contains(node) {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                late(CommandOutcome {
-                    ok: false,
-                    message: "poweroff refused by logind: an inhibitor lock is held".into(),
-                });
+                late(CommandOutcome::new(
+                    false,
+                    "poweroff refused by logind: an inhibitor lock is held",
+                ));
             });
-            return Ok(CommandOutcome {
-                ok: true,
-                message: "accepted".into(),
-            });
+            return Ok(CommandOutcome::new(true, "accepted"));
         }
         if !dry_run && let Some(live) = self.live.upgrade() {
             let node = node.to_string();
@@ -287,10 +288,7 @@ impl AgentPort for FakeAgents {
                 live.disconnected(&node);
             });
         }
-        Ok(CommandOutcome {
-            ok: true,
-            message: "ok".into(),
-        })
+        Ok(CommandOutcome::new(true, "ok"))
     }
     async fn ups_shutdown_return(
         &self,
@@ -310,10 +308,26 @@ impl AgentPort for FakeAgents {
                 restore.as_secs()
             ),
         ));
+        let asked = u32::try_from(off.as_secs()).unwrap_or(u32::MAX);
         Ok(CommandOutcome {
-            ok: true,
-            message: "S02R0001".into(),
+            applied: AppliedDelays {
+                off_delay_s: Some(self.ups_own_off_delay_s.unwrap_or(asked)),
+                restore_delay_s: Some(u32::try_from(restore.as_secs()).unwrap_or(u32::MAX)),
+            },
+            ..CommandOutcome::new(true, "S02R0001")
         })
+    }
+    async fn ups_cancel_shutdown(
+        &self,
+        owner: &str,
+        ups: &str,
+        _: u64,
+    ) -> Result<CommandOutcome, AgentPortError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push((Instant::now(), format!("ups {owner}/{ups} cancel")));
+        Ok(CommandOutcome::new(true, "shutdown.stop accepted"))
     }
     fn connected(&self, node: &str) -> bool {
         self.live.upgrade().is_some_and(|l| l.online(node))
@@ -367,6 +381,7 @@ pub(crate) fn agents(live: &Arc<MemLive>, silent: &[&str]) -> Arc<FakeAgents> {
         log: Mutex::default(),
         silent: silent.iter().map(|s| s.to_string()).collect(),
         fail_after_accept: BTreeSet::new(),
+        ups_own_off_delay_s: None,
     })
 }
 
@@ -381,6 +396,7 @@ pub(crate) fn agents_failing_after_accept(
         log: Mutex::default(),
         silent: BTreeSet::new(),
         fail_after_accept: refusing.iter().map(|s| s.to_string()).collect(),
+        ups_own_off_delay_s: None,
     })
 }
 

@@ -193,6 +193,7 @@ mod tests {
             command_id: id,
             state: state as i32,
             message: format!("{state:?}"),
+            ..CommandResult::default()
         }
     }
 

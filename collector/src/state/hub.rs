@@ -44,6 +44,13 @@ pub enum HubEvent {
         /// Its status (boxed: it is far larger than the other variants).
         status: Box<UpsStatus>,
     },
+    /// The agent on `node` says the node has begun to halt.
+    Halting {
+        /// The node.
+        node: String,
+        /// Why: "system shutdown".
+        reason: String,
+    },
 }
 
 /// Events a slow subscriber may fall behind by before it must resync.
@@ -451,6 +458,21 @@ impl Hub {
             });
         }
         self.record_events(evs);
+    }
+
+    /// The node's agent says systemd has begun to stop the node.
+    pub fn halting(&self, node: &str, reason: &str, now_ms: i64) {
+        self.record_events(vec![events::event(
+            now_ms,
+            node,
+            "node_halting",
+            Severity::Info,
+            format!("{node} is halting: {reason}"),
+        )]);
+        let _ = self.events.send(HubEvent::Halting {
+            node: node.to_string(),
+            reason: reason.to_string(),
+        });
     }
 
     /// Samples lost on the agent side.

@@ -410,7 +410,7 @@ impl ThrottlingSource {
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3, 4, 5, 6")]
     pub body: ::core::option::Option<agent_message::Body>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -434,6 +434,14 @@ pub mod agent_message {
         /// The agent's answer to a Command.
         #[prost(message, tag = "5")]
         CommandResult(super::CommandResult),
+        /// systemd is stopping this node for a reason other than the collector's
+        /// poweroff command (whose DONE already says the halt has begun): a
+        /// poweroff by hand, or the agent's standalone mode. The agent stays up
+        /// until k3s has stopped and remote filesystems are unmounted, so the
+        /// disconnect that follows marks the machine as down, and the gap
+        /// between the two is its real halt time.
+        #[prost(message, tag = "6")]
+        Halting(super::Halting),
     }
 }
 /// Everything the collector sends.
@@ -497,6 +505,11 @@ pub struct Hello {
     /// Lowest sequence number still in the agent's buffer (0 if empty).
     #[prost(uint64, tag = "11")]
     pub oldest_buffered_seq: u64,
+    /// logind's CanPowerOff for the agent's user at start: "yes", "challenge"
+    /// (polkit would ask), "no", "na"; "unknown" when logind did not answer.
+    /// Empty from agents older than this field.
+    #[prost(string, tag = "12")]
+    pub can_power_off: ::prost::alloc::string::String,
 }
 /// The collector's answer to Hello.
 #[derive(serde::Serialize)]
@@ -585,6 +598,24 @@ pub struct CommandResult {
     /// Human-readable detail: what ran, or why it failed.
     #[prost(string, tag = "3")]
     pub message: ::prost::alloc::string::String,
+    /// For a UPS shutdown the UPS took: the delays it will really use, which
+    /// may differ from the ones asked for (Megatec counts in steps; a NUT driver
+    /// may refuse SET VAR and keep its own). Unset: not known.
+    #[prost(uint32, optional, tag = "4")]
+    pub effective_off_delay_seconds: ::core::option::Option<u32>,
+    #[prost(uint32, optional, tag = "5")]
+    pub effective_restore_delay_seconds: ::core::option::Option<u32>,
+}
+/// The node has begun to halt.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Halting {
+    /// Why: "poweroff command 42", "system shutdown".
+    #[prost(string, tag = "1")]
+    pub reason: ::prost::alloc::string::String,
+    /// When, unix milliseconds (agent clock).
+    #[prost(int64, tag = "2")]
+    pub timestamp_ms: i64,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

@@ -12,7 +12,7 @@ use super::protocol::{
     BAUD_RATES, CheckKind, Extended, Frame, FrameError, GpserError, Identification, MANUFACTURER,
     MAX_FRAME_LEN, Nominal, Request, STX, Status, command_name, decode_frame, find_frame, flag,
 };
-use crate::ups::model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
+use crate::ups::model::{AppliedDelays, UpsCommandKind, UpsDriver, UpsError, UpsReading};
 use crate::ups::serial::{self, SerialIo};
 
 /// How long to wait for a reply beyond its transmission time. riello_ser
@@ -303,7 +303,7 @@ impl<T: SerialIo> UpsDriver for GpserDriver<T> {
         ]
     }
 
-    fn command(&mut self, command: UpsCommandKind) -> Result<(), UpsError> {
+    fn command(&mut self, command: UpsCommandKind) -> Result<AppliedDelays, UpsError> {
         let name = command.nut_name();
         match command {
             UpsCommandKind::ShutdownReturn {
@@ -325,19 +325,29 @@ impl<T: SerialIo> UpsDriver for GpserDriver<T> {
                 // carry the longer of the two: read either way, the output
                 // is never cut before the nodes have had their off delay,
                 // and comes back. On mains a later cut costs no battery.
-                let request = if on_battery {
-                    Request::Shutdown { delay_s: off }
+                let (request, applied) = if on_battery {
+                    // CS: back on as soon as mains returns.
+                    (Request::Shutdown { delay_s: off }, (off, 0))
                 } else {
                     let both = off.max(delay_s(name, restore_delay_s)?);
-                    Request::ShutdownRestore {
+                    let request = Request::ShutdownRestore {
                         off_delay_s: both,
                         restore_delay_s: both,
-                    }
+                    };
+                    (request, (both, both))
                 };
-                self.send_command(name, request)
+                self.send_command(name, request)?;
+                Ok(AppliedDelays {
+                    off_delay_s: Some(u32::from(applied.0)),
+                    restore_delay_s: Some(u32::from(applied.1)),
+                })
             }
-            UpsCommandKind::CancelShutdown => self.send_command(name, Request::CancelShutdown),
-            UpsCommandKind::BatteryTestQuick => self.send_command(name, Request::BatteryTest),
+            UpsCommandKind::CancelShutdown => self
+                .send_command(name, Request::CancelShutdown)
+                .map(|()| AppliedDelays::NONE),
+            UpsCommandKind::BatteryTestQuick => self
+                .send_command(name, Request::BatteryTest)
+                .map(|()| AppliedDelays::NONE),
             UpsCommandKind::ShutdownStayOff { .. }
             | UpsCommandKind::BatteryTestDeep
             | UpsCommandKind::CancelTest

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
+use nodewarden_common::ups::delays;
 use nodewarden_proto::v1::{UpsIdentity, UpsRatings};
 use serialport::TTYPort;
 
 use super::protocol::{self, BatteryModel, CommandOutcome, ParseError, Ratings, RuntimeCal};
-use crate::ups::model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
+use crate::ups::model::{AppliedDelays, UpsCommandKind, UpsDriver, UpsError, UpsReading};
 use crate::ups::serial::{SerialIo, SerialLine};
 
 /// Megatec units talk at 2400 baud 8N1.
@@ -233,7 +234,7 @@ impl<P: SerialIo> UpsDriver for MegatecDriver<P> {
         ]
     }
 
-    fn command(&mut self, command: UpsCommandKind) -> Result<(), UpsError> {
+    fn command(&mut self, command: UpsCommandKind) -> Result<AppliedDelays, UpsError> {
         let request = protocol::encode_command(command).map_err(|e| UpsError::Refused {
             command: command.nut_name(),
             reason: e.to_string(),
@@ -242,7 +243,7 @@ impl<P: SerialIo> UpsDriver for MegatecDriver<P> {
         // do) would e.g. toggle the beeper back.
         let reply = self.line.exchange(&request)?;
         match protocol::command_outcome(&request, reply.as_deref()) {
-            CommandOutcome::Accepted => Ok(()),
+            CommandOutcome::Accepted => Ok(applied(command)),
             CommandOutcome::Refused => Err(UpsError::Refused {
                 command: command.nut_name(),
                 reason: "the UPS answered NAK".into(),
@@ -253,5 +254,25 @@ impl<P: SerialIo> UpsDriver for MegatecDriver<P> {
                 reason: format!("unexpected reply {r:?}"),
             }),
         }
+    }
+}
+
+/// The delays a Megatec unit applies for `command`: what the encoder sent,
+/// rounded up to what the unit counts.
+fn applied(command: UpsCommandKind) -> AppliedDelays {
+    let off = |s| delays::megatec_off(s).map(delays::MegatecOff::seconds);
+    match command {
+        UpsCommandKind::ShutdownReturn {
+            off_delay_s,
+            restore_delay_s,
+        } => AppliedDelays {
+            off_delay_s: off(off_delay_s),
+            restore_delay_s: delays::megatec_restore_minutes(restore_delay_s).map(|m| m * 60),
+        },
+        UpsCommandKind::ShutdownStayOff { off_delay_s } => AppliedDelays {
+            off_delay_s: off(off_delay_s),
+            restore_delay_s: None,
+        },
+        _ => AppliedDelays::NONE,
     }
 }

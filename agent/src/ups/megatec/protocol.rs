@@ -5,6 +5,8 @@
 //! Behaviour follows NUT's nutdrv_qx (megatec subdriver and
 //! nutdrv_qx_blazer-common.c) so both report the same thing for one UPS.
 
+use nodewarden_common::ups::delays::{self, MegatecOff};
+
 use crate::ups::model::UpsCommandKind;
 
 /// Longest reply line the transport accepts; real replies are under 50 bytes.
@@ -356,28 +358,27 @@ pub enum EncodeError {
 }
 
 /// The `n` of `S<n>`: `.2`-`.9` (tenths of a minute, 6 s steps) under a
-/// minute, `01`-`10` minutes above. Truncates to a settable value, as NUT
-/// does for offdelay (so 35 s sends `.5`, 90 s sends `01`).
+/// minute, `01`-`10` minutes above, rounded up so the unit never cuts
+/// sooner than asked (NUT truncates: 100 s would cut at 60 s). See
+/// [`delays::megatec_off`].
 pub fn encode_off_delay(off_delay_s: u32) -> Result<String, EncodeError> {
-    match off_delay_s {
-        12..=59 => Ok(format!(".{}", off_delay_s / 6)),
-        60..=600 => Ok(format!("{:02}", off_delay_s / 60)),
-        _ => Err(EncodeError::OffDelay(off_delay_s)),
+    match delays::megatec_off(off_delay_s) {
+        Some(MegatecOff::Tenths(t)) => Ok(format!(".{t}")),
+        Some(MegatecOff::Minutes(m)) => Ok(format!("{m:02}")),
+        None => Err(EncodeError::OffDelay(off_delay_s)),
     }
 }
 
 /// `S<n>R<m>`: cut output after `off_delay_s`, turn back on `restore_delay_s`
-/// after mains returns (minutes, truncated like NUT's ondelay). A restore
-/// delay under a minute sends plain `S<n>` (on as soon as mains is back).
+/// after mains returns (whole minutes, rounded up). A restore delay of 0
+/// sends plain `S<n>` (on as soon as mains is back).
 pub fn encode_shutdown_return(
     off_delay_s: u32,
     restore_delay_s: u32,
 ) -> Result<Vec<u8>, EncodeError> {
     let n = encode_off_delay(off_delay_s)?;
-    let m = restore_delay_s / 60;
-    if m > 9999 {
-        return Err(EncodeError::RestoreDelay(restore_delay_s));
-    }
+    let m = delays::megatec_restore_minutes(restore_delay_s)
+        .ok_or(EncodeError::RestoreDelay(restore_delay_s))?;
     let s = if m == 0 {
         format!("S{n}\r")
     } else {

@@ -13,12 +13,14 @@ use super::protocol::{
     NutReply, first_text, parse_list, parse_reply_line, quote, ratings_from_vars,
     reading_from_vars, split_words,
 };
-use crate::ups::model::{UpsCommandKind, UpsDriver, UpsError, UpsReading};
+use crate::ups::model::{AppliedDelays, UpsCommandKind, UpsDriver, UpsError, UpsReading};
 
 /// Connect, read and write timeout.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for a tracked command's result.
 pub const COMMAND_RESULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a delay just set may take to show in GET VAR.
+const SET_VAR_SETTLE: Duration = Duration::from_secs(2);
 
 /// Why talking to upsd failed.
 #[derive(Debug, thiserror::Error)]
@@ -499,23 +501,43 @@ impl NutDriver {
         self.commands.iter().any(|c| c == name)
     }
 
+    /// Sets the delay `name` to `seconds` where the UPS has it, and reads
+    /// back the one it will use. A refused SET leaves the UPS's own (usbhid-ups
+    /// 20 s, riello_ser 5 s): shutting down with it beats not shutting down,
+    /// and the collector, told the real value, decides whether it is enough.
+    /// None: the UPS publishes no such delay.
     fn set_delay(
         &mut self,
         vars: &BTreeMap<String, String>,
         name: &str,
         seconds: u32,
-    ) -> Result<(), NutError> {
+    ) -> Result<Option<u32>, NutError> {
         if !vars.contains_key(name) {
-            return Ok(());
+            return Ok(None);
         }
-        match self.set_var(name, &seconds.to_string()) {
-            // Many drivers fix their delays (riello_ser has no SET at all):
-            // shutting down with the UPS's own delay beats not shutting down.
+        let set = match self.set_var(name, &seconds.to_string()) {
+            Ok(()) => true,
             Err(e @ NutError::Server { .. }) => {
                 tracing::warn!(ups = %self.ups, "cannot set {name} to {seconds} s, the UPS keeps its own: {e}");
-                Ok(())
+                false
             }
-            other => other,
+            Err(other) => return Err(other),
+        };
+        // upsd answers before the driver has published the new value: give
+        // it a moment to show.
+        let deadline = Instant::now() + SET_VAR_SETTLE;
+        loop {
+            let now = self
+                .get_var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            match now {
+                Some(v) if v == seconds || !set || Instant::now() >= deadline => {
+                    return Ok(Some(v));
+                }
+                None if Instant::now() >= deadline => return Ok(set.then_some(seconds)),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
         }
     }
 }
@@ -580,7 +602,7 @@ impl UpsDriver for NutDriver {
             .collect()
     }
 
-    fn command(&mut self, command: UpsCommandKind) -> Result<(), UpsError> {
+    fn command(&mut self, command: UpsCommandKind) -> Result<AppliedDelays, UpsError> {
         let port = self.port();
         let name = command.nut_name();
         // Units that only offer the generic battery test get that one.
@@ -593,22 +615,26 @@ impl UpsDriver for NutDriver {
             _ => name,
         };
         let result = (|| {
+            let mut applied = AppliedDelays::NONE;
             match command {
                 UpsCommandKind::ShutdownReturn {
                     off_delay_s,
                     restore_delay_s,
                 } => {
                     let vars = self.list_vars()?;
-                    self.set_delay(&vars, "ups.delay.shutdown", off_delay_s)?;
-                    self.set_delay(&vars, "ups.delay.start", restore_delay_s)?;
+                    applied.off_delay_s =
+                        self.set_delay(&vars, "ups.delay.shutdown", off_delay_s)?;
+                    applied.restore_delay_s =
+                        self.set_delay(&vars, "ups.delay.start", restore_delay_s)?;
                 }
                 UpsCommandKind::ShutdownStayOff { off_delay_s } => {
                     let vars = self.list_vars()?;
-                    self.set_delay(&vars, "ups.delay.shutdown", off_delay_s)?;
+                    applied.off_delay_s =
+                        self.set_delay(&vars, "ups.delay.shutdown", off_delay_s)?;
                 }
                 _ => {}
             }
-            self.instcmd(name, None)
+            self.instcmd(name, None).map(|()| applied)
         })();
         result.map_err(|e| e.into_ups_error(&port, Some(name)))
     }

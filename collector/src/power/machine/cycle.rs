@@ -5,8 +5,8 @@
 //! and the cycle is tried again while the event waits for mains.
 
 use super::{
-    Action, HELD_RETRY_MAX_MS, Machine, NoticeKind, Phase, PowerState, TIMED_OUT, UpsObservation,
-    fmt_ms,
+    Action, Answer, AppliedDelays, HELD_RETRY_MAX_MS, Machine, NoticeKind, Phase, PowerState,
+    TIMED_OUT, UpsObservation, fmt_ms,
 };
 
 impl Machine {
@@ -65,16 +65,37 @@ impl Machine {
         &mut self,
         now_ms: i64,
         command_id: u64,
-        ok: bool,
-        message: String,
+        answer: &Answer,
         out: &mut Vec<Action>,
     ) -> bool {
+        if (1..=self.ups_attempts).any(|a| self.ups_cancel_id(a) == command_id) {
+            let verb = if answer.ok {
+                "cancelled"
+            } else {
+                "could not cancel"
+            };
+            let text = format!(
+                "UPS {}: {verb} the shutdown: {}",
+                self.spec.ups, answer.message
+            );
+            self.note(now_ms, text);
+            return true;
+        }
         let Some(attempt) = (1..=self.ups_attempts).find(|a| self.ups_attempt_id(*a) == command_id)
         else {
             return false;
         };
         let ups = self.spec.ups.clone();
         let owner = self.spec.owner.clone();
+        let message = answer.message.clone();
+        let ok = answer.ok;
+        if ok
+            && self.ups_command != PowerState::Confirmed
+            && let Some(off_s) = self.off_delay_too_short(&answer.applied)
+        {
+            self.cancel_short_cycle(now_ms, attempt, off_s, out);
+            return true;
+        }
         if ok && self.ups_command != PowerState::Confirmed {
             self.ups_command = PowerState::Confirmed;
             self.ups_retry_at_ms = None;
@@ -93,6 +114,35 @@ impl Machine {
             self.ups_attempt_failed(now_ms, message, what, out);
         }
         true
+    }
+
+    /// The off delay the UPS took, when it is shorter than what the stages
+    /// after the UPS command need (a drill's dry run takes nothing).
+    fn off_delay_too_short(&self, applied: &AppliedDelays) -> Option<u32> {
+        let off_s = applied.off_delay_s?;
+        (!self.dry_run && i64::from(off_s) * 1000 < self.ups_off_need_ms()).then_some(off_s)
+    }
+
+    /// The UPS took the cycle with an off delay that would cut the last
+    /// nodes mid-halt (a NUT driver that kept its own, a unit that counts
+    /// differently): cancel it and fall back as for a refused cycle. Trying
+    /// again would get the same delay.
+    fn cancel_short_cycle(&mut self, now_ms: i64, attempt: u32, off_s: u32, out: &mut Vec<Action>) {
+        out.push(Action::UpsCancelShutdown {
+            owner: self.spec.owner.clone(),
+            ups: self.spec.ups.clone(),
+            command_id: self.ups_cancel_id(attempt),
+        });
+        self.ups_delay_too_short = true;
+        self.ups_command = PowerState::Failed(format!("off delay {off_s} s too short"));
+        self.deadline_ms = None;
+        let what = format!(
+            "UPS {} took shutdown-with-return but will cut its output after {off_s} s, and the nodes still to go down need {} ({}): cancelling it; set the UPS's own delay (ups.delay.shutdown) or shorten the last stages",
+            self.spec.ups,
+            fmt_ms(self.ups_off_need_ms()),
+            self.ups_off_need_text()
+        );
+        self.ups_gave_up(now_ms, what, out);
     }
 
     /// One try failed (`why` for the state, `what` for people): try again if
@@ -292,7 +342,7 @@ impl Machine {
             return false;
         }
         let due = self.ups_retry_at_ms.is_none_or(|r| now_ms >= r);
-        if due && self.mains_present() && self.owner_connected() {
+        if due && self.mains_present() && self.owner_connected() && !self.ups_delay_too_short {
             self.send_ups_attempt(now_ms, out);
         }
         false

@@ -3,7 +3,7 @@
 
 use nodewarden_common::ups::{BatteryState, Trigger};
 
-use super::types::ms;
+use super::types::{Answer, ms};
 use super::{
     Action, CORDON_TIMEOUT_MS, CordonState, Machine, NoticeKind, Phase, PowerState,
     UNCORDON_RETRY_MS, UpsObservation, fmt_ms,
@@ -235,6 +235,7 @@ impl Machine {
         self.ups_attempts = 0;
         self.ups_retry_at_ms = None;
         self.held = false;
+        self.ups_delay_too_short = false;
         self.retry_at_ms = None;
         self.nodes = self.fresh_nodes();
         for n in &carried {
@@ -415,14 +416,34 @@ impl Machine {
             && matches!(p.power, PowerState::Sent { .. } | PowerState::Confirmed)
         {
             p.power = PowerState::Gone;
+            // The agent stops after k3s and the remote filesystems, so this
+            // is the machine going down, not just its agent.
+            let halted = p
+                .halting_since_ms
+                .map(|t| format!(" ({} after it began to halt)", fmt_ms(now_ms - t)))
+                .unwrap_or_default();
             self.notify(
                 now_ms,
                 out,
                 NoticeKind::NodeDown,
                 Some(&node),
-                format!("{node} disconnected after its poweroff command: going down"),
+                format!("{node} disconnected after its poweroff command: going down{halted}"),
             );
         }
+    }
+
+    /// A node began to halt without our command (by hand, or its agent's
+    /// standalone mode): noted, and its halt timed like one we ordered.
+    pub(super) fn on_halting(&mut self, now_ms: i64, node: String, reason: String) {
+        let active = self.active();
+        let Some(p) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if !active || p.halting_since_ms.is_some() {
+            return;
+        }
+        p.halting_since_ms = Some(now_ms);
+        self.note(now_ms, format!("{node} is halting: {reason}"));
     }
 
     pub(super) fn on_command_result(
@@ -430,15 +451,13 @@ impl Machine {
         now_ms: i64,
         node: String,
         command_id: u64,
-        ok: bool,
-        message: String,
+        answer: Answer,
         out: &mut Vec<Action>,
     ) {
-        if node == self.spec.owner
-            && self.on_ups_answer(now_ms, command_id, ok, message.clone(), out)
-        {
+        if node == self.spec.owner && self.on_ups_answer(now_ms, command_id, &answer, out) {
             return;
         }
+        let Answer { ok, message, .. } = answer;
         let expected = command_id == self.poweroff_id(&node);
         let Some(p) = self.nodes.get_mut(&node) else {
             return;
@@ -452,6 +471,9 @@ impl Machine {
         }
         if ok {
             p.power = PowerState::Confirmed;
+            if !self.dry_run {
+                p.halting_since_ms.get_or_insert(now_ms);
+            }
             let verb = if self.dry_run {
                 "would power off (dry run)"
             } else {

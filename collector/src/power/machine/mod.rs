@@ -108,6 +108,10 @@ pub struct Machine {
     /// Readings with the UPS not answering.
     #[serde(default)]
     pub comm_lost: Debounce,
+    /// The UPS took the cycle with an off delay too short for the last
+    /// stages (and it was cancelled): trying again would get the same one.
+    #[serde(default)]
+    pub ups_delay_too_short: bool,
 }
 
 /// `event_outage_ms` of a state saved before it existed.
@@ -170,6 +174,7 @@ impl Machine {
             event_outage_ms: None,
             estimated_low: Debounce::default(),
             comm_lost: Debounce::default(),
+            ups_delay_too_short: false,
         }
     }
 
@@ -344,10 +349,19 @@ impl Machine {
                 command_id,
                 ok,
                 message,
-            } => self.on_command_result(now_ms, node, command_id, ok, message, &mut out),
+                applied,
+            } => {
+                let answer = Answer {
+                    ok,
+                    message,
+                    applied,
+                };
+                self.on_command_result(now_ms, node, command_id, answer, &mut out)
+            }
             Input::Cordoned { node, result } => self.on_cordoned(now_ms, node, result, &mut out),
             Input::Drained { node, result } => self.on_drained(now_ms, node, result),
             Input::Uncordoned { node, result } => self.on_uncordoned(now_ms, node, result),
+            Input::Halting { node, reason } => self.on_halting(now_ms, node, reason),
             Input::Tick => {}
             Input::Start { reason } => {
                 if matches!(self.phase, Phase::OnMains | Phase::OnBattery) {
@@ -390,6 +404,16 @@ impl Machine {
         }
     }
 
+    /// Id of the cancel that follows try `attempt` at the UPS command.
+    pub fn ups_cancel_id(&self, attempt: u32) -> u64 {
+        command_id(
+            &self.spec.name,
+            self.event_id,
+            &self.spec.owner,
+            &format!("ups-cancel-{attempt}"),
+        )
+    }
+
     fn ups_action(&self) -> Action {
         let s = &self.spec.settings;
         Action::UpsShutdownReturn {
@@ -409,6 +433,7 @@ impl Machine {
         self.point_of_no_return = false;
         self.ups_retry_at_ms = None;
         self.held = false;
+        self.ups_delay_too_short = false;
     }
 }
 

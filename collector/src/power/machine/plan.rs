@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CORDON_TIMEOUT_MS, Machine, NodeProgress, PowerState, Role, Stage};
+use super::{CORDON_TIMEOUT_MS, DomainSpec, Machine, NodeProgress, PowerState, Role, Stage};
 
 impl Machine {
     pub(super) fn fresh_nodes(&self) -> BTreeMap<String, NodeProgress> {
@@ -25,6 +25,7 @@ impl Machine {
                         ours_before: false,
                         uncordon_failures: 0,
                         skipped: false,
+                        halting_since_ms: None,
                     },
                 )
             })
@@ -141,15 +142,7 @@ impl Machine {
 
     /// Index of the first stage that must wait for the UPS command.
     pub(super) fn ups_stage(&self) -> usize {
-        let s = &self.spec;
-        self.stages
-            .iter()
-            .position(|st| {
-                st.nodes
-                    .iter()
-                    .any(|n| *n == s.owner || Some(n.as_str()) == s.collector_node.as_deref())
-            })
-            .unwrap_or(self.stages.len())
+        ups_stage_of(&self.spec, &self.stages)
     }
 
     /// The time budget of a sequence: what it needs after the drain, stage
@@ -157,12 +150,8 @@ impl Machine {
     /// frozen stages while a sequence runs, else the ones it would use now.
     pub fn budget(&self) -> Budget {
         let s = &self.spec.settings;
-        let stages = if self.active() {
-            self.stages.clone()
-        } else {
-            self.preview_stages()
-        };
-        let stages: Vec<StageBudget> = stages
+        let stages: Vec<StageBudget> = self
+            .stages_for_budget()
             .into_iter()
             .map(|st| StageBudget {
                 label: st.label,
@@ -192,6 +181,47 @@ impl Machine {
         }
     }
 
+    /// How long the UPS must hold its output after the cycle command: each
+    /// stage after it is waited for in turn, then the last node halts.
+    pub fn ups_off_need_ms(&self) -> i64 {
+        let stages = self.stages_for_budget();
+        let from = ups_stage_of(&self.spec, &stages);
+        let waits: i64 = stages
+            .iter()
+            .skip(from)
+            .take(stages.len().saturating_sub(from + 1))
+            .map(|st| st.timeout_ms)
+            .sum();
+        waits + self.spec.settings.halt_time_ms
+    }
+
+    /// What [`Machine::ups_off_need_ms`] counts, for people: "UPS host
+    /// 30s + halt 45s".
+    pub fn ups_off_need_text(&self) -> String {
+        let stages = self.stages_for_budget();
+        let from = ups_stage_of(&self.spec, &stages);
+        let mut parts: Vec<String> = stages
+            .iter()
+            .skip(from)
+            .take(stages.len().saturating_sub(from + 1))
+            .map(|st| format!("{} {}", st.label, super::fmt_ms(st.timeout_ms)))
+            .collect();
+        parts.push(format!(
+            "halt {}",
+            super::fmt_ms(self.spec.settings.halt_time_ms)
+        ));
+        parts.join(" + ")
+    }
+
+    /// The frozen stages while a sequence runs, else the ones it would use.
+    fn stages_for_budget(&self) -> Vec<Stage> {
+        if self.active() {
+            self.stages.clone()
+        } else {
+            self.preview_stages()
+        }
+    }
+
     /// What the stages from the current one on need, and the last halt.
     pub(super) fn remaining_need_ms(&self) -> i64 {
         let waits: i64 = self
@@ -208,6 +238,19 @@ impl Machine {
     pub(super) fn drain_deadline(&self, now_ms: i64) -> i64 {
         now_ms + self.budget().drain_ms
     }
+}
+
+/// Index of the first of `stages` that holds the UPS owner or the
+/// collector's node: the UPS command goes out before it.
+fn ups_stage_of(spec: &DomainSpec, stages: &[Stage]) -> usize {
+    stages
+        .iter()
+        .position(|st| {
+            st.nodes
+                .iter()
+                .any(|n| *n == spec.owner || Some(n.as_str()) == spec.collector_node.as_deref())
+        })
+        .unwrap_or(stages.len())
 }
 
 /// The time a sequence needs, as [`Machine::budget`] counts it (ms).

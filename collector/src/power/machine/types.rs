@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub use nodewarden_common::ups::delays::AppliedDelays;
 use nodewarden_common::ups::{Thresholds, UpsFlags};
 use serde::{Deserialize, Serialize};
 
@@ -224,6 +225,8 @@ pub enum Input {
         ok: bool,
         /// Its words.
         message: String,
+        /// For a UPS shutdown: the delays the UPS will really use.
+        applied: AppliedDelays,
     },
     /// Cordon of a node finished.
     Cordoned {
@@ -248,11 +251,30 @@ pub enum Input {
     },
     /// Time passed (see `Machine::wake_at`).
     Tick,
+    /// A node's agent says the node has begun to halt (systemd is stopping
+    /// it for a reason other than our poweroff command).
+    Halting {
+        /// Node.
+        node: String,
+        /// Its words: "system shutdown".
+        reason: String,
+    },
     /// Start the sequence now (a drill, or `force`).
     Start {
         /// Why.
         reason: String,
     },
+}
+
+/// An agent's answer to a command, as the machine reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// It accepted (and will run) the command.
+    pub ok: bool,
+    /// Its words.
+    pub message: String,
+    /// For a UPS shutdown: the delays the UPS will really use.
+    pub applied: AppliedDelays,
 }
 
 /// Something the orchestrator must do.
@@ -292,6 +314,16 @@ pub enum Action {
         restore_delay_ms: i64,
         /// Report instead of doing.
         dry_run: bool,
+    },
+    /// Tell the owner agent to cancel a UPS shutdown it took (its off delay
+    /// is too short for the nodes still to halt).
+    UpsCancelShutdown {
+        /// Node whose agent owns the UPS.
+        owner: String,
+        /// UPS name.
+        ups: String,
+        /// Stable command id.
+        command_id: u64,
     },
     /// Uncordon these nodes (only ones we cordoned).
     Uncordon(Vec<String>),
@@ -552,6 +584,10 @@ pub struct NodeProgress {
     /// drained or waited for.
     #[serde(default)]
     pub skipped: bool,
+    /// When it began to halt (its poweroff confirmed, or its agent said so):
+    /// the disconnect that follows gives its real halt time.
+    #[serde(default)]
+    pub halting_since_ms: Option<i64>,
 }
 
 impl NodeProgress {

@@ -51,6 +51,11 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                     let delays = (off_delay_ms, restore_delay_ms);
                     self.ups_shutdown_return(&key, owner, ups, command_id, delays, dry_run)
                 }
+                Action::UpsCancelShutdown {
+                    owner,
+                    ups,
+                    command_id,
+                } => self.ups_cancel_shutdown(&key, owner, ups, command_id),
                 Action::Uncordon(nodes) => self.uncordon(&key, nodes),
                 Action::Notify(notice) => self.notify(&key, notice),
             }
@@ -144,6 +149,18 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
         });
     }
 
+    fn ups_cancel_shutdown(&self, key: &Key, owner: String, ups: String, command_id: u64) {
+        let agents = self.agents.clone();
+        let wait = self.config.agent_confirm_timeout + TASK_BACKSTOP_MARGIN;
+        let (tx, k) = (self.results.clone(), key.clone());
+        tokio::spawn(async move {
+            let r =
+                tokio::time::timeout(wait, agents.ups_cancel_shutdown(&owner, &ups, command_id))
+                    .await;
+            command_result(&tx, k, owner, command_id, r);
+        });
+    }
+
     fn uncordon(&self, key: &Key, nodes: Vec<String>) {
         for node in nodes {
             let cluster = self.cluster.clone();
@@ -198,18 +215,19 @@ fn command_result(
     command_id: u64,
     answer: Result<Result<CommandOutcome, AgentPortError>, tokio::time::error::Elapsed>,
 ) {
-    let (ok, message) = match answer {
-        Ok(Ok(o)) => (o.ok, o.message),
-        Ok(Err(e)) => (false, e.to_string()),
-        Err(_) => (false, "no answer".to_string()),
+    let o = match answer {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => CommandOutcome::new(false, e.to_string()),
+        Err(_) => CommandOutcome::new(false, "no answer"),
     };
     let _ = tx.send((
         key,
         Input::CommandResult {
             node,
             command_id,
-            ok,
-            message,
+            ok: o.ok,
+            message: o.message,
+            applied: o.applied,
         },
     ));
 }

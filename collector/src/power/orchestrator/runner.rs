@@ -417,6 +417,9 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             }
             HubEvent::Connected(node) => self.broadcast(Input::AgentConnected(node)).await,
             HubEvent::Disconnected(node) => self.broadcast(Input::AgentDisconnected(node)).await,
+            HubEvent::Halting { node, reason } => {
+                self.broadcast(Input::Halting { node, reason }).await
+            }
             HubEvent::Ups { node, status } => {
                 let default = self.config.domains.is_empty();
                 let mut target = None;

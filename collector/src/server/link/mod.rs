@@ -371,6 +371,11 @@ impl Inbound {
                 self.hub.ups_status(node, status);
                 Ok(())
             }
+            Some(agent_message::Body::Halting(h)) => {
+                tracing::info!(node = %node, "halting: {}", h.reason);
+                self.hub.halting(node, &h.reason, now);
+                Ok(())
+            }
             Some(agent_message::Body::CommandResult(result)) => {
                 tracing::info!(node = %node, command_id = result.command_id, state = result.state, "command result: {}", result.message);
                 self.hub.command_result(node, result);

@@ -193,19 +193,24 @@ fn command_replies_follow_nut() {
 }
 
 #[test]
-fn shutdown_encoding_matches_nuts_rounding() {
+fn shutdown_encoding_never_cuts_sooner_or_restores_sooner_than_asked() {
     let sr = |off, on| {
         String::from_utf8(encode_shutdown_return(off, on).expect("in range")).expect("ascii")
     };
     assert_eq!(sr(30, 60), "S.5R0001\r");
-    assert_eq!(sr(35, 180), "S.5R0003\r");
+    // NUT's nutdrv_qx truncates these (35 s to .5, 90 s to 01, 119 s to one
+    // minute): the unit would cut before the nodes have halted.
+    assert_eq!(sr(35, 180), "S.6R0003\r");
+    assert_eq!(sr(45, 180), "S.8R0003\r");
+    assert_eq!(sr(100, 180), "S02R0003\r");
     assert_eq!(sr(12, 60), "S.2R0001\r");
-    assert_eq!(sr(59, 60), "S.9R0001\r");
+    assert_eq!(sr(59, 60), "S01R0001\r");
     assert_eq!(sr(60, 120), "S01R0002\r");
-    assert_eq!(sr(90, 119), "S01R0001\r");
+    assert_eq!(sr(90, 119), "S02R0002\r");
     assert_eq!(sr(600, 599_940), "S10R9999\r");
-    // Restore under a minute: plain S<n>, on as soon as mains returns.
-    assert_eq!(sr(120, 30), "S02\r");
+    // Restore 0: plain S<n>, on as soon as mains returns.
+    assert_eq!(sr(120, 0), "S02\r");
+    assert_eq!(sr(120, 30), "S02R0001\r");
     assert_eq!(
         encode_shutdown_stay_off(300).expect("in range"),
         b"S05R0000\r".to_vec()

@@ -10,6 +10,7 @@ fn ups_answer(command_id: u64, ok: bool) -> Input {
         command_id,
         ok,
         message: if ok { "S02R0001 sent" } else { "NAK" }.into(),
+        applied: AppliedDelays::NONE,
     }
 }
 
@@ -223,4 +224,99 @@ fn mains_dropping_again_while_held_powers_off_the_held_nodes_through_a_new_event
     }
     let names: Vec<String> = poweroffs(&last).into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["s1"], "{last:?}");
+}
+
+/// The owner's yes, with the off delay the UPS says it will really use.
+fn ups_took(command_id: u64, off_delay_s: u32) -> Input {
+    Input::CommandResult {
+        node: "s1".into(),
+        command_id,
+        ok: true,
+        message: format!("shutdown.return accepted (off in {off_delay_s} s)"),
+        applied: AppliedDelays {
+            off_delay_s: Some(off_delay_s),
+            restore_delay_s: Some(180),
+        },
+    }
+}
+
+fn cancels(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::UpsCancelShutdown { command_id, .. } => Some(*command_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_ups_that_keeps_a_shorter_off_delay_is_cancelled_and_with_mains_back_the_last_nodes_stay_up() {
+    let mut m = machine();
+    let (t, first) = until_ups_command(&mut m);
+    let need = m.ups_off_need_ms();
+    assert_eq!(
+        need, m.spec.settings.halt_time_ms,
+        "only s1 is left to halt"
+    );
+    m.step(t, Input::Ups(mains()));
+    // A NUT driver that refused SET VAR: the UPS cuts in 5 s, mid-halt.
+    let a = m.step(t + S, ups_took(first, 5));
+    assert_eq!(cancels(&a), [m.ups_cancel_id(1)], "{a:?}");
+    assert!(poweroffs(&a).is_empty(), "s1 would be cut mid-halt: {a:?}");
+    let failed = notice(&a, NoticeKind::UpsCycleFailed).expect("ups_cycle_failed");
+    assert!(
+        failed.message.contains("after 5 s") && failed.message.contains("keeping s1 running"),
+        "{}",
+        failed.message
+    );
+    assert!(notice(&a, NoticeKind::ManualPowerCycleNeeded).is_some());
+    assert!(m.held);
+    // Trying again would get the same 5 s: no more tries, however long.
+    for minute in 1..=20 {
+        let b = m.step(t + minute * 60 * S, Input::Tick);
+        assert!(
+            ups_ids(&b).is_empty(),
+            "retried a delay that cannot work: {b:?}"
+        );
+    }
+    // The cancel's answer lands on the timeline, not as a cycle answer.
+    m.step(
+        t + 2 * S,
+        Input::CommandResult {
+            node: "s1".into(),
+            command_id: m.ups_cancel_id(1),
+            ok: true,
+            message: "shutdown.stop accepted".into(),
+            applied: AppliedDelays::NONE,
+        },
+    );
+    assert!(
+        m.timeline
+            .iter()
+            .any(|e| e.text.contains("cancelled the shutdown")),
+        "{:?}",
+        m.timeline
+    );
+}
+
+#[test]
+fn a_too_short_off_delay_on_battery_is_cancelled_and_the_battery_will_cut() {
+    let mut m = machine();
+    let (t, first) = until_ups_command(&mut m);
+    let a = m.step(t + S, ups_took(first, 5));
+    assert_eq!(cancels(&a).len(), 1, "{a:?}");
+    assert!(kinds(&a).contains(&"ups_cycle_failed".to_string()));
+    let names: Vec<String> = poweroffs(&a).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["s1"], "on battery the sequence carries on");
+}
+
+#[test]
+fn an_off_delay_that_covers_the_last_halt_carries_on() {
+    let mut m = machine();
+    let (t, first) = until_ups_command(&mut m);
+    let need_s = u32::try_from(m.ups_off_need_ms() / 1000).expect("fits");
+    let a = m.step(t + S, ups_took(first, need_s));
+    assert!(cancels(&a).is_empty(), "{a:?}");
+    assert_eq!(kinds(&a), ["ups_cycle", "poweroff_sent"]);
 }

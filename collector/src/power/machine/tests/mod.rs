@@ -171,6 +171,7 @@ fn obey(m: &mut Machine, t: i64, actions: &[Action]) -> Vec<Action> {
                 command_id: id,
                 ok: true,
                 message: "powering off".into(),
+                applied: AppliedDelays::NONE,
             },
         ));
         out.extend(m.step(t, Input::AgentDisconnected(node)));
@@ -187,6 +188,7 @@ fn obey(m: &mut Machine, t: i64, actions: &[Action]) -> Vec<Action> {
                     command_id: *command_id,
                     ok: true,
                     message: "S02R0001 sent".into(),
+                    applied: AppliedDelays::NONE,
                 },
             ));
         }

@@ -68,6 +68,7 @@ fn random_runs_keep_the_safety_rules() {
                             command_id,
                             ok: rng.random_bool(0.9),
                             message: String::new(),
+                            applied: AppliedDelays::NONE,
                         },
                         None => Input::Tick,
                     }

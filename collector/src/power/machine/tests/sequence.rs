@@ -52,6 +52,7 @@ fn servers_are_sent_together_and_not_before_workers_are_gone() {
             command_id: w1.1,
             ok: true,
             message: String::new(),
+            applied: AppliedDelays::NONE,
         },
     );
     let b = m.step(41 * S, Input::AgentDisconnected(w1.0));
@@ -362,6 +363,7 @@ fn refused_poweroff_and_absent_agent_do_not_hold_the_sequence() {
             command_id: id,
             ok: false,
             message: "poweroff hook failed".into(),
+            applied: AppliedDelays::NONE,
         },
     );
     assert!(kinds(&b).contains(&"poweroff_failed".to_string()));
@@ -425,6 +427,7 @@ fn drill_reports_instead_of_powering_off_and_cordons_only_when_asked() {
                     command_id: id,
                     ok: true,
                     message: "dry run".into(),
+                    applied: AppliedDelays::NONE,
                 },
             ));
         }
@@ -444,6 +447,7 @@ fn drill_reports_instead_of_powering_off_and_cordons_only_when_asked() {
                         command_id: *command_id,
                         ok: true,
                         message: "dry run".into(),
+                        applied: AppliedDelays::NONE,
                     },
                 ));
             }
