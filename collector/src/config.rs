@@ -262,7 +262,7 @@ webhook = "http://127.0.0.1:9000/hook"
         let e = p.errors().join("\n");
         assert!(
             e.contains("power.ups_off_delay")
-                && e.contains("raise ups_off_delay to at least 1m15s"),
+                && e.contains("raise ups_off_delay to at least 2m00s"),
             "{e}"
         );
 
@@ -270,7 +270,7 @@ webhook = "http://127.0.0.1:9000/hook"
         p.min_runtime = Duration::from_secs(100);
         let e = p.errors().join("\n");
         assert!(
-            e.contains("power.min_runtime") && e.contains("2m45s"),
+            e.contains("power.min_runtime") && e.contains("3m30s"),
             "{e}"
         );
 
@@ -291,12 +291,19 @@ webhook = "http://127.0.0.1:9000/hook"
     }
 
     #[test]
+    fn the_defaults_raise_no_warning() {
+        let p = PowerConfig::default();
+        assert!(p.errors().is_empty(), "{:?}", p.errors());
+        assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+    }
+
+    #[test]
     fn warnings_flag_a_tight_runtime_floor() {
         let p = PowerConfig {
-            min_runtime: Duration::from_secs(200),
+            min_runtime: Duration::from_secs(220),
             ..Default::default()
         };
-        assert!(p.errors().is_empty());
+        assert!(p.errors().is_empty(), "{:?}", p.errors());
         let w = p.warnings().join("\n");
         assert!(w.contains("drain will be cut short"), "{w}");
     }
@@ -325,7 +332,7 @@ uncordon_attempts = 2
                 s.uncordon_attempts,
                 s.halt_time_ms
             ),
-            (5, 20_000, 4, 15_000, 2, 45_000)
+            (5, 20_000, 4, 15_000, 2, 90_000)
         );
         let p = PowerConfig {
             ups_command_attempts: 0,

@@ -328,6 +328,19 @@ pub fn start_agent(
     interval: &str,
     extra: &[&str],
 ) -> Proc {
+    start_agent_env(dir, name, collector, interval, extra, &[])
+}
+
+/// [`start_agent`] with these environment variables set (e.g. a `PATH` with
+/// stand-ins for systemctl or busctl first).
+pub fn start_agent_env(
+    dir: &Path,
+    name: &str,
+    collector: &str,
+    interval: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Proc {
     if !agent_state_dir(dir, name).join("node.pem").exists() {
         join(dir, name, collector);
     }
@@ -352,7 +365,8 @@ pub fn start_agent(
             interval,
         ])
         .args(send_each)
-        .args(extra);
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     Proc::spawn(&mut cmd, log)
 }
 

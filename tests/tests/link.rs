@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use nodewarden_proto::v1::{EventsRequest, GetNodeRequest, HistoryRequest, ListNodesRequest};
-use nodewarden_tests::{Collector, admin, eventually, free_port, start_agent};
+use nodewarden_tests::{Collector, admin, eventually, free_port, start_agent, start_agent_env};
 
 async fn latest_seq(c: &Collector, node: &str) -> Option<u64> {
     let mut a = admin(&c.socket()).await.ok()?;
@@ -362,4 +362,141 @@ async fn a_stopped_agent_hands_over_its_held_samples() {
     })
     .await;
     assert_eq!(latest_seq(&collector, "stopper").await, Some(produced));
+}
+
+/// A node whose systemd is stopping says so before its agent leaves: the
+/// collector records "halting" and then the disconnect, and the power
+/// sequence times the node's real halt between the two. The stand-in
+/// systemctl says "stopping", as systemd's does during a shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_by_a_system_shutdown_says_the_node_is_halting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake_bin = dir.path().join("bin");
+    std::fs::create_dir_all(&fake_bin).unwrap();
+    let systemctl = fake_bin.join("systemctl");
+    std::fs::write(
+        &systemctl,
+        "#!/bin/sh\nif [ \"$1\" = is-system-running ]; then echo stopping; exit 1; fi\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // logind, as a node without the polkit rule answers CanPowerOff.
+    let busctl = fake_bin.join("busctl");
+    std::fs::write(
+        &busctl,
+        "#!/bin/sh\ncase \"$*\" in *CanPowerOff*) echo 's \"challenge\"';; esac\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&busctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let collector = Collector::start(dir.path(), free_port(), free_port()).await;
+    let mut agent = start_agent_env(
+        dir.path(),
+        "halter",
+        &collector.url(),
+        "1s",
+        &[],
+        &[("PATH", path)],
+    );
+    eventually(Duration::from_secs(20), "the first sample", || async {
+        latest_seq(&collector, "halter").await
+    })
+    .await;
+    // What logind said at the agent's start reaches `nodes` and `plan`.
+    let mut a = admin(&collector.socket()).await.unwrap();
+    let node = a
+        .get_node(GetNodeRequest {
+            name: "halter".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(node.can_power_off, "challenge", "{node:?}");
+    let status = agent.stop();
+    assert!(status.success(), "{status:?}\n{}", agent.log_text());
+    let kinds = eventually(Duration::from_secs(15), "halting, then offline", || {
+        let mut a = a.clone();
+        async move {
+            let events = a
+                .events(EventsRequest {
+                    since_ms: 0,
+                    node: "halter".into(),
+                    limit: 0,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let kinds: Vec<String> = events.events.iter().map(|e| e.kind.clone()).collect();
+            kinds.contains(&"node_offline".to_string()).then_some(kinds)
+        }
+    })
+    .await;
+    let halting = kinds.iter().position(|k| k == "node_halting");
+    let offline = kinds.iter().position(|k| k == "node_offline");
+    assert!(
+        halting.is_some() && halting < offline,
+        "halting must come before the disconnect: {kinds:?}"
+    );
+}
+
+/// An agent stopped while the system runs (an upgrade, `systemctl stop`) is
+/// not a halting node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_on_a_running_system_does_not_say_halting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake_bin = dir.path().join("bin");
+    std::fs::create_dir_all(&fake_bin).unwrap();
+    let systemctl = fake_bin.join("systemctl");
+    std::fs::write(&systemctl, "#!/bin/sh\necho running\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        fake_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let collector = Collector::start(dir.path(), free_port(), free_port()).await;
+    let mut agent = start_agent_env(
+        dir.path(),
+        "upgrader",
+        &collector.url(),
+        "1s",
+        &[],
+        &[("PATH", path)],
+    );
+    eventually(Duration::from_secs(20), "the first sample", || async {
+        latest_seq(&collector, "upgrader").await
+    })
+    .await;
+    agent.stop();
+    let a = admin(&collector.socket()).await.unwrap();
+    let kinds = eventually(Duration::from_secs(15), "offline", || {
+        let mut a = a.clone();
+        async move {
+            let events = a
+                .events(EventsRequest {
+                    since_ms: 0,
+                    node: "upgrader".into(),
+                    limit: 0,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let kinds: Vec<String> = events.events.iter().map(|e| e.kind.clone()).collect();
+            kinds.contains(&"node_offline".to_string()).then_some(kinds)
+        }
+    })
+    .await;
+    assert!(!kinds.contains(&"node_halting".to_string()), "{kinds:?}");
 }

@@ -8,6 +8,7 @@
 //! the collector does not have.
 
 pub mod buffer;
+pub mod halting;
 pub mod pacing;
 
 use std::sync::{Arc, Mutex};
@@ -330,6 +331,9 @@ async fn exchange(
             },
             _ = shutdown.changed() => break,
         }
+    }
+    if let Some(halting) = halting::if_system_stopping().await {
+        urgent.push_front((halting, None));
     }
     hand_over(tx, pending, urgent, outbox, inbound).await;
     SessionEnd::Shutdown

@@ -231,6 +231,24 @@ pub fn render_plan(r: &PlanResponse, style: Style) -> String {
                 dur(b.halt_ms)
             );
         }
+        if let Some(u) = &d.ups_delays {
+            let effective = |e: Option<i64>| match e {
+                Some(ms) => format!(" (the UPS applies {})", dur(ms)),
+                None if u.driver == "nut" => {
+                    " (the NUT driver may keep its own: read back at the cycle)".into()
+                }
+                None => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "  UPS delays: off {}{} — the stages after the cycle need {}; back on {} after mains returns{}",
+                dur(u.configured_off_ms),
+                effective(u.effective_off_ms),
+                dur(u.off_need_ms),
+                dur(u.configured_restore_ms),
+                effective(u.effective_restore_ms)
+            );
+        }
         if !d.drain_error.is_empty() {
             let _ = writeln!(s, "  pods: unknown ({})", d.drain_error);
         }

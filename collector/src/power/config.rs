@@ -122,9 +122,13 @@ impl Default for PowerConfig {
             drain_timeout: Duration::from_secs(120),
             agent_confirm_timeout: Duration::from_secs(30),
             servers_timeout: Duration::from_secs(60),
-            halt_time: Duration::from_secs(45),
-            ups_off_delay: Duration::from_secs(120),
-            ups_restore_delay: Duration::from_secs(60),
+            // The shipped kubelet shutdownGracePeriod (60 s) and k3s's stop.
+            halt_time: Duration::from_secs(90),
+            // The UPS host's stage and the collector's halt, with margin.
+            ups_off_delay: Duration::from_secs(180),
+            // NUT's nutdrv_qx warns that some Megatec firmware stays off
+            // after a restore delay under 3 minutes.
+            ups_restore_delay: Duration::from_secs(180),
             mains_stable: Duration::from_secs(60),
             return_timeout: Duration::from_secs(600),
             ups_command_attempts: DEFAULT_UPS_COMMAND_ATTEMPTS,

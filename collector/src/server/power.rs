@@ -8,7 +8,7 @@ use nodewarden_proto::v1::power_server::Power;
 use nodewarden_proto::v1::{
     DomainPlan as PlanMsg, DrillEvent, DrillRequest, GetPowerRequest, GetPowerResponse,
     NodeDrainPlan as DrainMsg, PlanRequest, PlanResponse, PlanStage, PodEvictionPlan, PowerBudget,
-    PowerDomain, PowerNode, PowerTimelineEntry, PowerUpsState,
+    PowerDomain, PowerNode, PowerTimelineEntry, PowerUpsState, UpsDelays,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -170,6 +170,14 @@ fn plan_msg(d: DomainPlan) -> PlanMsg {
             halt_ms: d.budget.halt_ms,
             reserve_ms: d.budget.reserve_ms,
             runtime_ms: d.budget.runtime_ms,
+        }),
+        ups_delays: Some(UpsDelays {
+            configured_off_ms: d.ups_delays.configured_off_ms,
+            configured_restore_ms: d.ups_delays.configured_restore_ms,
+            effective_off_ms: d.ups_delays.effective_off_ms,
+            effective_restore_ms: d.ups_delays.effective_restore_ms,
+            driver: d.ups_delays.driver,
+            off_need_ms: d.ups_delays.off_need_ms,
         }),
     }
 }

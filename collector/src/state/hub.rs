@@ -28,6 +28,8 @@ struct LiveNode {
     /// Boxed, like the stream's outbound queue: slots come in blocks of 32.
     commands: Option<mpsc::Sender<Box<Command>>>,
     ups: HashMap<String, (UpsStatus, i64)>,
+    /// logind's CanPowerOff as the agent reported it in its Hello.
+    can_power_off: String,
 }
 
 /// What the power orchestrator hears from the hub, as it happens.
@@ -111,6 +113,7 @@ impl Hub {
                         replaced: None,
                         commands: None,
                         ups: HashMap::new(),
+                        can_power_off: String::new(),
                     };
                     nodes.insert(live.record.name.clone(), live);
                 }
@@ -205,6 +208,7 @@ impl Hub {
                             replaced: Some(tx),
                             commands: Some(cmd_tx),
                             ups: HashMap::new(),
+                            can_power_off: String::new(),
                         },
                     );
                 }
@@ -460,6 +464,13 @@ impl Hub {
         self.record_events(evs);
     }
 
+    /// What the node's agent said of logind's CanPowerOff when it started.
+    pub fn set_can_power_off(&self, node: &str, answer: &str) {
+        if let Some(live) = self.lock().get_mut(node) {
+            live.can_power_off = answer.to_string();
+        }
+    }
+
     /// The node's agent says systemd has begun to stop the node.
     pub fn halting(&self, node: &str, reason: &str, now_ms: i64) {
         self.record_events(vec![events::event(
@@ -582,5 +593,6 @@ fn info(n: &LiveNode) -> NodeInfo {
         latest: r.latest.clone(),
         peer_address: n.peer.clone(),
         sample_interval_ms: r.sample_interval_ms,
+        can_power_off: n.can_power_off.clone(),
     }
 }

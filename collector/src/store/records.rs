@@ -131,6 +131,7 @@ impl From<NodeRecord> for NodeInfo {
             latest: r.latest,
             peer_address: String::new(),
             sample_interval_ms: r.sample_interval_ms,
+            can_power_off: String::new(),
         }
     }
 }

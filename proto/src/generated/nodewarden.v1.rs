@@ -1059,6 +1059,11 @@ pub struct NodeInfo {
     pub peer_address: ::prost::alloc::string::String,
     #[prost(uint32, tag = "14")]
     pub sample_interval_ms: u32,
+    /// logind's CanPowerOff as the agent saw it at start: "yes", "challenge",
+    /// "no", "na", "unknown"; "custom" for a configured poweroff command; empty
+    /// from older agents or when offline.
+    #[prost(string, tag = "15")]
+    pub can_power_off: ::prost::alloc::string::String,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -2934,6 +2939,34 @@ pub struct DomainPlan {
     /// for everything after it, counted from the planned stages.
     #[prost(message, optional, tag = "12")]
     pub budget: ::core::option::Option<PowerBudget>,
+    /// The UPS's off and restore delays: configured, and as the UPS will apply
+    /// them.
+    #[prost(message, optional, tag = "13")]
+    pub ups_delays: ::core::option::Option<UpsDelays>,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UpsDelays {
+    /// power.ups_off_delay and power.ups_restore_delay.
+    #[prost(int64, tag = "1")]
+    pub configured_off_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub configured_restore_ms: i64,
+    /// What the UPS will apply, by its driver's rules (Megatec counts the off
+    /// delay in 6 s steps or whole minutes and the restore delay in whole
+    /// minutes, rounded up). Unset when only the cycle itself tells: a NUT
+    /// driver may refuse SET VAR and keep its own; the agent reads it back then.
+    #[prost(int64, optional, tag = "3")]
+    pub effective_off_ms: ::core::option::Option<i64>,
+    #[prost(int64, optional, tag = "4")]
+    pub effective_restore_ms: ::core::option::Option<i64>,
+    /// The driver the owner reads the UPS with ("megatec", "gpser", "nut").
+    #[prost(string, tag = "5")]
+    pub driver: ::prost::alloc::string::String,
+    /// What the stages after the UPS command need of the off delay: each one's
+    /// bounded wait, then the last node's halt.
+    #[prost(int64, tag = "6")]
+    pub off_need_ms: i64,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -90,6 +90,7 @@ pub fn cluster() -> Vec<NodeInfo> {
         latest: s,
         peer_address: "10.0.0.12:53422".into(),
         sample_interval_ms: 1000,
+        can_power_off: "yes".into(),
     };
     let mut x86 = sample(
         vec![

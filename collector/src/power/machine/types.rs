@@ -178,6 +178,10 @@ pub struct UpsObservation {
     /// The runtime is estimated from charge and load, not reported.
     #[serde(default)]
     pub runtime_estimated: bool,
+    /// The driver the owner reads it with ("megatec", "gpser", "nut"): it
+    /// decides which delays the UPS really applies.
+    #[serde(default)]
+    pub driver: String,
 }
 
 impl UpsObservation {
@@ -196,6 +200,11 @@ impl UpsObservation {
                 .map(|r| (r * 1000.0) as i64),
             charge_estimated: s.battery_charge_estimated,
             runtime_estimated: s.battery_runtime_estimated,
+            driver: s
+                .identity
+                .as_ref()
+                .map(|i| i.driver.clone())
+                .unwrap_or_default(),
         }
     }
 

@@ -72,6 +72,26 @@ pub struct DomainPlan {
     pub warnings: Vec<String>,
     /// The time budget: what is held back from the drain for the stages.
     pub budget: Budget,
+    /// The UPS's delays, configured and as the UPS will apply them.
+    pub ups_delays: UpsDelaysPlan,
+}
+
+/// The UPS's off and restore delays in a plan (ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpsDelaysPlan {
+    /// `power.ups_off_delay`.
+    pub configured_off_ms: i64,
+    /// `power.ups_restore_delay`.
+    pub configured_restore_ms: i64,
+    /// What the UPS will apply, by its driver's rules; None when only the
+    /// cycle tells (a NUT driver may keep its own).
+    pub effective_off_ms: Option<i64>,
+    /// The same for the restore delay.
+    pub effective_restore_ms: Option<i64>,
+    /// The owner's driver for it.
+    pub driver: String,
+    /// What the stages after the UPS command need of the off delay.
+    pub off_need_ms: i64,
 }
 
 /// The whole plan.

@@ -1,11 +1,15 @@
 //! `nodewarden plan`: what would happen if power failed now, with the pods a
 //! drain would evict and what stands in the way.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nodewarden_common::units::format_duration;
+use nodewarden_common::ups::delays;
+
 use super::runner::Runner;
-use super::{API_CALL_TIMEOUT, DomainPlan, PlanReport};
+use super::{API_CALL_TIMEOUT, DomainPlan, PlanReport, UpsDelaysPlan};
 use crate::power::config::PowerConfig;
 use crate::power::machine::Machine;
 use crate::power::ports::{AgentPort, ClusterPort, LivePort, StorePort};
@@ -17,11 +21,13 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
     }
 }
 
-/// Completes the plan of `machines` with the cluster's drain plan.
+/// Completes the plan of `machines` with the cluster's drain plan;
+/// `can_power_off` is logind's answer per node, as its agent reported it.
 pub(super) async fn finish_plan<C: ClusterPort>(
     machines: Vec<Machine>,
     cluster: Arc<C>,
     config: PowerConfig,
+    can_power_off: BTreeMap<String, String>,
 ) -> PlanReport {
     let mut domains = Vec::new();
     for m in machines {
@@ -90,6 +96,18 @@ pub(super) async fn finish_plan<C: ClusterPort>(
                 ));
             }
         }
+        for x in &m.members {
+            if let Some(answer) = can_power_off.get(&x.name)
+                && !matches!(answer.as_str(), "yes" | "custom" | "")
+            {
+                warnings.push(format!(
+                    "{}: logind's CanPowerOff is \"{answer}\": its agent cannot power it off; install the polkit rule the agent package ships (see docs/install.md)",
+                    x.name
+                ));
+            }
+        }
+        let ups_delays = ups_delays(&m);
+        warnings.extend(delay_warnings(&m.spec.ups, &ups_delays));
         if let Err(e) = m.spec.validate(&m.members) {
             warnings.push(e.to_string());
         }
@@ -113,10 +131,56 @@ pub(super) async fn finish_plan<C: ClusterPort>(
             total_estimate_ms,
             warnings,
             budget,
+            ups_delays,
         });
     }
     PlanReport {
         domains,
         warnings: config.warnings(),
     }
+}
+
+/// The domain's UPS delays: configured, and as its driver applies them.
+fn ups_delays(m: &Machine) -> UpsDelaysPlan {
+    let s = &m.spec.settings;
+    let driver = m.ups.as_ref().map(|u| u.driver.clone()).unwrap_or_default();
+    let secs = |ms: i64| u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX);
+    let effective = delays::effective(
+        &driver,
+        secs(s.ups_off_delay_ms),
+        secs(s.ups_restore_delay_ms),
+    );
+    UpsDelaysPlan {
+        configured_off_ms: s.ups_off_delay_ms,
+        configured_restore_ms: s.ups_restore_delay_ms,
+        effective_off_ms: effective.map(|d| i64::from(d.off_s) * 1000),
+        effective_restore_ms: effective.map(|d| i64::from(d.restore_s) * 1000),
+        driver,
+        off_need_ms: m.ups_off_need_ms(),
+    }
+}
+
+/// What is wrong with a domain's UPS delays, judged by what the UPS will
+/// really apply where that is known.
+fn delay_warnings(ups: &str, d: &UpsDelaysPlan) -> Vec<String> {
+    let fmt = |ms: i64| format_duration(Duration::from_millis(ms.max(0) as u64));
+    let mut w = Vec::new();
+    let off = d.effective_off_ms.unwrap_or(d.configured_off_ms);
+    if off < d.off_need_ms {
+        w.push(format!(
+            "UPS {ups} would cut its output {} after the cycle command, but the stages after it need {}: raise power.ups_off_delay, or the cycle is cancelled and the last nodes are kept up",
+            fmt(off),
+            fmt(d.off_need_ms)
+        ));
+    }
+    if d.driver == "megatec"
+        && let Some(restore) = d.effective_restore_ms
+        && restore < i64::from(delays::MEGATEC_RESTORE_SAFE_S) * 1000
+    {
+        w.push(format!(
+            "UPS {ups}: a restore delay of {} is under 3 minutes, after which some Megatec firmware stays off (NUT's nutdrv_qx documentation warns of it); set power.ups_restore_delay to 3m or more",
+            fmt(restore)
+        ));
+    }
+    w
 }

@@ -602,8 +602,15 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                 let base = self.plan_base();
                 let cluster = self.cluster.clone();
                 let config = self.config.clone();
+                let can_power_off = self
+                    .live
+                    .node_infos()
+                    .into_iter()
+                    .map(|n| (n.name, n.can_power_off))
+                    .collect();
                 tokio::spawn(async move {
-                    let _ = reply.send(finish_plan(base, cluster, config).await);
+                    let plan = finish_plan(base, cluster, config, can_power_off).await;
+                    let _ = reply.send(plan);
                 });
             }
             Control::Drill(options, progress) => self.start_drill(options, progress).await,

@@ -109,7 +109,7 @@ async fn a_long_outage_runs_the_whole_sequence_in_order() {
     assert_eq!(workers, ["poweroff w1", "poweroff w2"]);
     assert_eq!(servers, ["poweroff s2", "poweroff s3"]);
     assert_eq!(order[4..], ["ups s1/riello", "poweroff s1"]);
-    assert!(agents.calls()[4].contains("off 120s restore 60s"));
+    assert!(agents.calls()[4].contains("off 180s restore 180s"));
     // The state is in the store, and the events log has the story.
     let saved = store.power_states().unwrap();
     let m = Machine::from_persisted(&saved[0].1).unwrap();

@@ -79,6 +79,7 @@ fn mains() -> UpsObservation {
         runtime_ms: Some(1200 * S),
         charge_estimated: false,
         runtime_estimated: false,
+        driver: "megatec".into(),
     }
 }
 
