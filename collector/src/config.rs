@@ -291,6 +291,29 @@ webhook = "http://127.0.0.1:9000/hook"
     }
 
     #[test]
+    fn wake_on_lan_macs_parse_and_a_bad_one_names_its_key() {
+        let c: CollectorConfig = parse_toml(
+            Path::new("c.toml"),
+            "[power]\nwake_broadcast = \"192.168.1.255:9\"\n[power.wake_mac]\nnuc = \"52:54:00:12:34:56\"\n",
+        )
+        .unwrap();
+        assert!(c.power.errors().is_empty(), "{:?}", c.power.errors());
+        assert_eq!(
+            c.power.settings().wake_macs.get("nuc"),
+            Some(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x56])
+        );
+        let mut p = c.power.clone();
+        p.wake_mac.insert("pi4".into(), "52:54:00:12:34".into());
+        p.wake_broadcast = "broadcast".into();
+        let e = p.errors().join("\n");
+        assert!(
+            e.contains("key `power.wake_mac.pi4`") && e.contains("not a MAC address"),
+            "{e}"
+        );
+        assert!(e.contains("key `power.wake_broadcast`"), "{e}");
+    }
+
+    #[test]
     fn the_defaults_raise_no_warning() {
         let p = PowerConfig::default();
         assert!(p.errors().is_empty(), "{:?}", p.errors());

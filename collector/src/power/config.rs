@@ -12,6 +12,7 @@ use super::machine::{
     DEFAULT_COMM_LOST_WINDOW_MS, DEFAULT_ESTIMATED_CONFIRMATIONS, DEFAULT_UNCORDON_ATTEMPTS,
     DEFAULT_UPS_COMMAND_ATTEMPTS, DEFAULT_UPS_COMMAND_RETRY_MS, Role, Settings,
 };
+use super::wake;
 
 /// The `[power]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -72,6 +73,12 @@ pub struct PowerConfig {
     pub external: Vec<String>,
     /// Role overrides by node name: "server", "worker" or "external".
     pub roles: BTreeMap<String, String>,
+    /// Wake-on-LAN MAC addresses by node name, for nodes that can be woken
+    /// (x86 boards with WoL on in firmware; Raspberry Pi and Banana Pi
+    /// cannot): sent a magic packet when mains is stable and they are not back.
+    pub wake_mac: BTreeMap<String, String>,
+    /// Where magic packets go: the LAN's broadcast address, port 9.
+    pub wake_broadcast: String,
     /// Power domains; none means one domain: every node on the one UPS.
     #[serde(rename = "domain")]
     pub domains: Vec<DomainConfig>,
@@ -138,6 +145,8 @@ impl Default for PowerConfig {
             uncordon_attempts: DEFAULT_UNCORDON_ATTEMPTS,
             external: Vec::new(),
             roles: BTreeMap::new(),
+            wake_mac: BTreeMap::new(),
+            wake_broadcast: "255.255.255.255:9".into(),
             domains: Vec::new(),
             notify: NotifyConfig::default(),
         }
@@ -186,6 +195,11 @@ impl PowerConfig {
             estimated_confirmations: self.estimated_confirmations,
             comm_lost_window_ms: ms(self.comm_lost_window),
             uncordon_attempts: self.uncordon_attempts,
+            wake_macs: self
+                .wake_mac
+                .iter()
+                .filter_map(|(n, m)| Some((n.clone(), wake::parse_mac(m).ok()?)))
+                .collect(),
         }
     }
 
@@ -219,6 +233,17 @@ impl PowerConfig {
         let mut e = Vec::new();
         if !(0.0..=100.0).contains(&self.min_charge_percent) {
             e.push("key `power.min_charge_percent`: must be between 0 and 100".into());
+        }
+        for (node, mac) in &self.wake_mac {
+            if let Err(why) = wake::parse_mac(mac) {
+                e.push(format!("key `power.wake_mac.{node}`: {why}"));
+            }
+        }
+        if self.wake_broadcast.parse::<std::net::SocketAddr>().is_err() {
+            e.push(format!(
+                "key `power.wake_broadcast`: `{}` is not an address:port (e.g. \"192.168.1.255:9\")",
+                self.wake_broadcast
+            ));
         }
         for (node, role) in &self.roles {
             if !matches!(role.as_str(), "server" | "worker" | "external") {

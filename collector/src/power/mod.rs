@@ -13,3 +13,4 @@ pub mod orchestrator;
 pub mod ports;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod wake;

@@ -2,8 +2,10 @@
 //! phase is complete (or timed out) and, if so, what comes next.
 
 use super::{
-    Action, CORDON_TIMEOUT_MS, CordonState, Machine, NoticeKind, Phase, UpsObservation, fmt_ms,
+    Action, CORDON_TIMEOUT_MS, CordonState, Machine, NoticeKind, Phase, UpsObservation,
+    WAKE_INTERVAL_MS, WAKE_ROUNDS, fmt_ms,
 };
+use crate::power::wake;
 
 impl Machine {
     /// Moves on when the current phase is complete or timed out.
@@ -170,6 +172,8 @@ impl Machine {
         if now_ms - since < s.mains_stable_ms {
             return false;
         }
+        self.wake_missing(now_ms, out);
+        let s = &self.spec.settings;
         let all_back = self
             .nodes
             .iter()
@@ -264,4 +268,46 @@ impl Machine {
 /// A cordon answer that never comes does not hold the cancel forever.
 fn timed_out_cordon(m: &Machine, now_ms: i64) -> bool {
     now_ms - m.phase_since_ms >= CORDON_TIMEOUT_MS
+}
+
+impl Machine {
+    /// Mains is stable and nodes we powered off are not back: the ones that
+    /// can be woken (a Wake-on-LAN MAC in the config) get a magic packet, a
+    /// few rounds a minute apart, for boards whose firmware stays off after
+    /// a power loss or that the UPS did not cycle.
+    fn wake_missing(&mut self, now_ms: i64, out: &mut Vec<Action>) {
+        if self.dry_run || self.next_wake_ms.is_some_and(|t| now_ms < t) {
+            return;
+        }
+        let off: Vec<String> = self.powered_off();
+        let macs = &self.spec.settings.wake_macs;
+        let mut woke = Vec::new();
+        for node in off {
+            let Some(mac) = macs.get(&node) else {
+                continue;
+            };
+            let back = self.connected.get(&node).copied().unwrap_or(false);
+            let Some(p) = self.nodes.get_mut(&node) else {
+                continue;
+            };
+            if back || p.wakes_sent >= WAKE_ROUNDS {
+                continue;
+            }
+            p.wakes_sent += 1;
+            woke.push(format!("{node} ({})", wake::format_mac(mac)));
+            out.push(Action::Wake { node, mac: *mac });
+        }
+        if woke.is_empty() {
+            self.next_wake_ms = None;
+            return;
+        }
+        self.next_wake_ms = Some(now_ms + WAKE_INTERVAL_MS);
+        self.note(
+            now_ms,
+            format!(
+                "not back with mains stable: waking {} (Wake-on-LAN)",
+                woke.join(", ")
+            ),
+        );
+    }
 }

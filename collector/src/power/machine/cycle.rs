@@ -240,7 +240,7 @@ impl Machine {
     }
 
     /// Nodes told to power off that took it (or were not heard of again).
-    fn powered_off(&self) -> Vec<String> {
+    pub(super) fn powered_off(&self) -> Vec<String> {
         self.nodes
             .iter()
             .filter(|(_, p)| match &p.power {

@@ -43,6 +43,9 @@ const UNCORDON_RETRY_MS: i64 = 30_000;
 const HELD_RETRY_MAX_MS: i64 = 300_000;
 /// Why a stage gave up on a node that took its poweroff and did not leave.
 const TIMED_OUT: &str = "timed out";
+/// Wake-on-LAN rounds per node and event, and the wait between them.
+const WAKE_ROUNDS: u32 = 3;
+const WAKE_INTERVAL_MS: i64 = 60_000;
 
 /// The whole persisted state of one domain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +115,9 @@ pub struct Machine {
     /// stages (and it was cancelled): trying again would get the same one.
     #[serde(default)]
     pub ups_delay_too_short: bool,
+    /// When the next Wake-on-LAN round is due, while nodes are not back.
+    #[serde(default)]
+    pub next_wake_ms: Option<i64>,
 }
 
 /// `event_outage_ms` of a state saved before it existed.
@@ -175,6 +181,7 @@ impl Machine {
             estimated_low: Debounce::default(),
             comm_lost: Debounce::default(),
             ups_delay_too_short: false,
+            next_wake_ms: None,
         }
     }
 
@@ -211,6 +218,9 @@ impl Machine {
         }
         if let Some(r) = self.ups_retry_at_ms {
             at(r);
+        }
+        if let Some(w) = self.next_wake_ms {
+            at(w);
         }
         if (self.phase == Phase::OnBattery || self.new_outage())
             && let Some(since) = self.comm_lost.since_ms
@@ -434,6 +444,7 @@ impl Machine {
         self.ups_retry_at_ms = None;
         self.held = false;
         self.ups_delay_too_short = false;
+        self.next_wake_ms = None;
     }
 }
 

@@ -26,6 +26,7 @@ impl Machine {
                         uncordon_failures: 0,
                         skipped: false,
                         halting_since_ms: None,
+                        wakes_sent: 0,
                     },
                 )
             })

@@ -1,6 +1,7 @@
 //! The machine's vocabulary: what a domain is made of, what goes in, what
 //! comes out, and the progress it keeps per node.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use nodewarden_common::ups::delays::AppliedDelays;
@@ -89,6 +90,9 @@ pub struct Settings {
     /// Tries at uncordoning a node before it is left to a person.
     #[serde(default = "default_uncordon_attempts")]
     pub uncordon_attempts: u32,
+    /// Wake-on-LAN MACs of the nodes that can be woken, by node name.
+    #[serde(default)]
+    pub wake_macs: BTreeMap<String, [u8; 6]>,
 }
 
 /// Three tries: a serial glitch or a busy driver passes, a refusal stays.
@@ -333,6 +337,13 @@ pub enum Action {
         ups: String,
         /// Stable command id.
         command_id: u64,
+    },
+    /// Send a Wake-on-LAN magic packet to a node that is not back.
+    Wake {
+        /// Node.
+        node: String,
+        /// Its MAC address.
+        mac: [u8; 6],
     },
     /// Uncordon these nodes (only ones we cordoned).
     Uncordon(Vec<String>),
@@ -597,6 +608,9 @@ pub struct NodeProgress {
     /// the disconnect that follows gives its real halt time.
     #[serde(default)]
     pub halting_since_ms: Option<i64>,
+    /// Wake-on-LAN packets sent to it in this event.
+    #[serde(default)]
+    pub wakes_sent: u32,
 }
 
 impl NodeProgress {

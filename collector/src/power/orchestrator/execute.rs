@@ -56,6 +56,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                     ups,
                     command_id,
                 } => self.ups_cancel_shutdown(&key, owner, ups, command_id),
+                Action::Wake { node, mac } => self.wake(node, mac),
                 Action::Uncordon(nodes) => self.uncordon(&key, nodes),
                 Action::Notify(notice) => self.notify(&key, notice),
             }
@@ -158,6 +159,22 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                 tokio::time::timeout(wait, agents.ups_cancel_shutdown(&owner, &ups, command_id))
                     .await;
             command_result(&tx, k, owner, command_id, r);
+        });
+    }
+
+    /// Sends the node's Wake-on-LAN packet; a failure is only logged (the
+    /// timeline already says the node was woken, and the next round tries
+    /// again).
+    fn wake(&self, node: String, mac: [u8; 6]) {
+        let to = self.config.wake_broadcast.parse::<std::net::SocketAddr>();
+        tokio::spawn(async move {
+            let result = match to {
+                Ok(to) => crate::power::wake::send(&mac, to).await,
+                Err(e) => Err(std::io::Error::other(e)),
+            };
+            if let Err(e) = result {
+                tracing::warn!(node, "cannot send the Wake-on-LAN packet: {e}");
+            }
         });
     }
 

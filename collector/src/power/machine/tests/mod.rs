@@ -10,6 +10,7 @@ mod random;
 mod sequence;
 mod stages;
 mod triggers;
+mod wake;
 
 const S: i64 = 1000;
 
@@ -33,6 +34,7 @@ fn settings() -> Settings {
         estimated_confirmations: 3,
         comm_lost_window_ms: 10 * S,
         uncordon_attempts: 10,
+        wake_macs: BTreeMap::new(),
     }
 }
 
