@@ -122,3 +122,52 @@ async fn a_budget_that_blocks_then_allows_lets_the_drain_finish_early() {
     rig.wait_phase("main", "awaiting_return", SEQUENCE).await;
     assert_full_order(&rig, "rack").await;
 }
+
+/// A pod a finalizer holds (evicted, deletionTimestamp set, never gone) is
+/// left behind `skip_wait_for_delete_timeout` past its grace, named in the
+/// timeline, and the workers go down then, not at the 20 s drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_stuck_terminating_is_left_behind_and_the_drain_ends_early() {
+    let rig = Rig::start(Setup {
+        held_pods: &[("w1", "held-0")],
+        kubernetes: &[("skip_wait_for_delete_timeout", "\"1s\"")],
+        power: &[("drain_timeout", "\"20s\"")],
+        ..Setup::default()
+    })
+    .await;
+    rig.ups("rack").mains(false);
+    let cut = Instant::now();
+    wait_a_worker_down(&rig).await;
+    // 2 s grace, then the held pod's 1 s grace and the 1 s bound.
+    let took = cut.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the drain waited for the held pod: workers down {took:?} after the cut"
+    );
+    assert!(
+        rig.evicted().contains(&"held-0".to_string()),
+        "held-0 never evicted: {:?}",
+        rig.requests()
+    );
+    let held = rig.fake.control("GET", "/fake/state")["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["metadata"]["name"] == "held-0")
+        .cloned()
+        .expect("the finalizer keeps held-0");
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    rig.wait_phase("main", "awaiting_return", SEQUENCE).await;
+    let timeline = rig.timeline("main");
+    assert!(
+        timeline.iter().any(|t| t.starts_with("drained w1:")
+            && t.ends_with("left behind: stuck terminating: default/held-0")),
+        "{timeline:#?}"
+    );
+    assert!(
+        !timeline.iter().any(|t| t.contains("did not finish")),
+        "{timeline:#?}"
+    );
+    assert_full_order(&rig, "rack").await;
+    eprintln!("mains off to a worker powered off, held pod left behind: {took:?}");
+}

@@ -34,7 +34,9 @@ pub const SHUTDOWN_RETURN: &str = "S.5R0001";
 /// Three servers, two workers; a DaemonSet pod on every node, a StatefulSet
 /// pod behind a budget on w1, a ReplicaSet pod on w2, one on s3. Pod grace
 /// periods of 20 s run at 0.05 real seconds per second: 1 s.
-pub fn scenario(admin_cordoned: &[&str], web_min_available: i64) -> String {
+/// `held` adds, per (node, name), a pod with a finalizer: once evicted it
+/// stays terminating for good (1 s grace).
+pub fn scenario(admin_cordoned: &[&str], web_min_available: i64, held: &[(&str, &str)]) -> String {
     let mut nodes = Vec::new();
     for s in SERVERS {
         nodes.push(serde_json::json!({"name": s, "role": "server", "unschedulable": admin_cordoned.contains(&s)}));
@@ -55,6 +57,12 @@ pub fn scenario(admin_cordoned: &[&str], web_min_available: i64) -> String {
         "owner_kind": "ReplicaSet", "owner_name": "api-7d9f", "labels": {"app": "api"}, "grace_seconds": 20}));
     pods.push(serde_json::json!({"namespace": "default", "name": "cache-0", "node": "s3",
         "owner_kind": "StatefulSet", "owner_name": "cache", "labels": {"app": "cache"}, "grace_seconds": 20}));
+    for (node, name) in held {
+        pods.push(
+            serde_json::json!({"namespace": "default", "name": name, "node": node,
+            "grace_seconds": 1, "finalizers": ["example.com/hold"]}),
+        );
+    }
     serde_json::json!({
         "time_factor": 0.05,
         "pod_startup_seconds": 1,
@@ -143,6 +151,10 @@ pub struct Setup {
     pub ups: &'static [(&'static str, &'static str)],
     /// Extra `[power]` tables (e.g. `[[power.domain]]`), appended verbatim.
     pub domains: &'static str,
+    /// `[kubernetes]` keys added to the rig's.
+    pub kubernetes: &'static [(&'static str, &'static str)],
+    /// Pods held by a finalizer, (node, name): see [`scenario`].
+    pub held_pods: &'static [(&'static str, &'static str)],
 }
 
 impl Default for Setup {
@@ -153,6 +165,8 @@ impl Default for Setup {
             power: &[],
             ups: &[("rack", "s1")],
             domains: "",
+            kubernetes: &[],
+            held_pods: &[],
         }
     }
 }
@@ -171,7 +185,7 @@ pub struct Rig {
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
-pub fn power_toml(setup: &Setup, kubeconfig: &Path) -> String {
+pub fn power_toml(setup: &Setup, kubeconfig: &Path, dir: &Path) -> String {
     let mut keys: Vec<(&str, String)> = [
         ("collector_node", "\"s2\""),
         ("grace", "\"2s\""),
@@ -196,14 +210,34 @@ pub fn power_toml(setup: &Setup, kubeconfig: &Path) -> String {
         }
     }
     let mut s = format!(
-        "\n[kubernetes]\nkubeconfig = \"{}\"\nrequest_timeout = \"2s\"\neviction_retry = \"500ms\"\npoll_interval = \"200ms\"\n\n[power]\n",
+        "\n[kubernetes]\nkubeconfig = \"{}\"\nrequest_timeout = \"2s\"\neviction_retry = \"500ms\"\npoll_interval = \"200ms\"\n",
         kubeconfig.display()
     );
+    for (k, v) in setup.kubernetes {
+        s.push_str(&format!("{k} = {v}\n"));
+    }
+    s.push_str("\n[power]\n");
     for (k, v) in keys {
         s.push_str(&format!("{k} = {v}\n"));
     }
     s.push_str(setup.domains);
+    s.push_str(&format!(
+        "\n[power.notify]\nexec = [\"/bin/sh\", \"{}\"]\n",
+        dir.join("notice.sh").display()
+    ));
     s
+}
+
+/// The notify exec hook: logs `<event>|<node>|<message>`, one line each.
+pub fn write_notice_hook(dir: &Path) {
+    std::fs::write(
+        dir.join("notice.sh"),
+        format!(
+            "#!/bin/sh\necho \"$NODEWARDEN_EVENT|$NODEWARDEN_NODE|$NODEWARDEN_MESSAGE\" >> {}\n",
+            dir.join("notices.log").display()
+        ),
+    )
+    .unwrap();
 }
 
 /// The poweroff hook every agent runs: log `<name> <unix ns> <command id>`,
@@ -228,13 +262,18 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         write_hook(d);
-        let fake = FakeKubeProcess::spawn(&scenario(setup.admin_cordoned, setup.web_min_available));
+        write_notice_hook(d);
+        let fake = FakeKubeProcess::spawn(&scenario(
+            setup.admin_cordoned,
+            setup.web_min_available,
+            setup.held_pods,
+        ));
         let mut ups = BTreeMap::new();
         for (name, _) in setup.ups {
             ups.insert(name.to_string(), Ups::spawn(&d.join(format!("tty-{name}"))));
         }
         let (port, metrics_port) = (free_port(), free_port());
-        let collector_toml = power_toml(&setup, &fake.kubeconfig);
+        let collector_toml = power_toml(&setup, &fake.kubeconfig, d);
         let collector = Collector::start_with(d, port, metrics_port, &collector_toml).await;
         let mut rig = Rig {
             dir,
@@ -343,6 +382,27 @@ impl Rig {
             },
         )
         .await
+    }
+
+    /// The domain's timeline texts, oldest first.
+    pub fn timeline(&self, domain: &str) -> Vec<String> {
+        self.domain(domain)["timeline"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|e| e["text"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What the notify exec hook was run with: `<event>|<node>|<message>`.
+    pub fn notices(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir().join("notices.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
     }
 
     /// Hook runs in the order they happened: (node, unix ns).
