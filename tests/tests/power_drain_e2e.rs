@@ -43,17 +43,7 @@ async fn mains_back_during_the_drain_cancels_and_uncordons_ours_only() {
     rig.ups("rack").mains(true);
     rig.wait_phase("main", "on_mains", Duration::from_secs(15))
         .await;
-    for n in ["s1", "s2", "s3", "w1"] {
-        let node = rig.kube_node(n);
-        assert_ne!(
-            node["spec"]["unschedulable"], true,
-            "{n} left cordoned: {node}"
-        );
-        assert!(
-            node["metadata"]["annotations"]["nodewarden.io/cordoned-at"].is_null(),
-            "{n} keeps our annotation: {node}"
-        );
-    }
+    assert_uncordoned(&rig, &["s1", "s2", "s3", "w1"]);
     assert!(
         rig.unschedulable("w2"),
         "the admin's cordon on w2 was lifted"

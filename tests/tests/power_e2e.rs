@@ -142,10 +142,7 @@ async fn after_a_full_outage_the_nodes_come_back_and_only_ours_are_uncordoned() 
     // Mains returns; the UPS powers everything up again: the agents restart
     // (their tmpfs of issued poweroffs is empty after a boot).
     rig.ups("rack").mains(true);
-    for n in SERVERS.iter().chain(WORKERS.iter()) {
-        let _ = std::fs::remove_dir_all(rig.dir().join(format!("run-{n}")));
-        rig.start_agent(n);
-    }
+    rig.boot_all();
     rig.wait_phase("main", "on_mains", Duration::from_secs(20))
         .await;
     for n in ["s1", "s2", "s3", "w1"] {

@@ -520,6 +520,79 @@ impl Rig {
         r.events.into_iter().map(|e| e.kind).collect()
     }
 
+    /// How many power events of `kind` (e.g. `power_shutdown_started`) `domain` recorded.
+    pub async fn count(&self, domain: &str, kind: &str) -> usize {
+        self.events(domain)
+            .await
+            .iter()
+            .filter(|k| *k == kind)
+            .count()
+    }
+
+    /// How many times `node`'s poweroff hook ran.
+    pub fn hook_runs(&self, node: &str) -> usize {
+        self.hooks().iter().filter(|(n, _)| n == node).count()
+    }
+
+    /// Notices the exec hook got for `event` (`shutdown_started`, ...).
+    pub fn notices_of(&self, event: &str) -> Vec<String> {
+        let prefix = format!("{event}|");
+        self.notices()
+            .into_iter()
+            .filter(|l| l.starts_with(&prefix))
+            .collect()
+    }
+
+    /// The node boots again after a poweroff: its agent starts with the
+    /// tmpfs of issued poweroffs empty.
+    pub fn boot(&mut self, node: &str) {
+        let _ = std::fs::remove_dir_all(self.dir().join(format!("run-{node}")));
+        self.start_agent(node);
+    }
+
+    /// Mains returns and every node boots.
+    pub fn boot_all(&mut self) {
+        for n in SERVERS.iter().chain(WORKERS.iter()) {
+            self.boot(n);
+        }
+    }
+
+    /// A full outage of `rack` (the only UPS): everything powered off in order.
+    pub async fn full_outage(&self) {
+        self.ups("rack").mains(false);
+        self.wait_phase("main", "awaiting_return", SEQUENCE).await;
+        assert_full_order(self, "rack").await;
+    }
+
+    /// Waits until the collector sees `node`'s agent connected (or not).
+    pub async fn wait_connected(&self, node: &str, connected: bool) {
+        eventually(
+            Duration::from_secs(15),
+            &format!("{node} connected = {connected}"),
+            || async {
+                let d = self.domain("main");
+                d["nodes"]
+                    .as_array()?
+                    .iter()
+                    .any(|n| n["name"] == node && n["connected"] == connected)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Waits until the collector has read the UPS on battery (or on mains).
+    pub async fn wait_on_battery(&self, domain: &str, on_battery: bool) {
+        eventually(
+            Duration::from_secs(10),
+            &format!("UPS of {domain} read with on_battery = {on_battery}"),
+            || async {
+                (self.domain(domain)["ups_state"]["on_battery"] == on_battery).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Everything the processes logged, for a failure report.
     pub fn logs(&self) -> String {
         let mut s = format!("--- collector\n{}", self.collector.proc.log_text());
@@ -556,6 +629,21 @@ pub fn assert_cordoned_by_us(rig: &Rig, nodes: &[&str]) {
         assert!(
             node["metadata"]["annotations"]["nodewarden.io/cordoned-at"].is_string(),
             "{n} lacks the cordoned-at annotation: {node}"
+        );
+    }
+}
+
+/// Every node in `nodes` schedulable again with no cordon record of ours.
+pub fn assert_uncordoned(rig: &Rig, nodes: &[&str]) {
+    for n in nodes {
+        let node = rig.kube_node(n);
+        assert_ne!(
+            node["spec"]["unschedulable"], true,
+            "{n} left cordoned: {node}"
+        );
+        assert!(
+            node["metadata"]["annotations"]["nodewarden.io/cordoned-at"].is_null(),
+            "{n} keeps our annotation: {node}"
         );
     }
 }
