@@ -75,7 +75,8 @@ if [ -x packaging/test-debs.sh ]; then
         echo "== end to end with the packaged agent ($packaged_agent)"
         set +e
         PATH="$no_apt:$PATH" NODEWARDEN_TEST_AGENT="$PWD/$packaged_agent" cargo test -p nodewarden-tests --no-fail-fast \
-            --test power_e2e --test commands --test ups_e2e --test link --test trust 2>&1 |
+            --test power_e2e --test power_drain_e2e --test power_ups_cycle_e2e --test power_outages_e2e \
+            --test commands --test ups_e2e --test link --test trust 2>&1 |
             tee /tmp/nodewarden-test-packaged.log | grep -E '^(test result|.*FAILED|.*panicked)'
         status=${PIPESTATUS[0]}
         set -e

@@ -71,6 +71,7 @@ impl ClusterPort for Cluster {
             evicted: 3,
             skipped: 1,
             remaining: Vec::new(),
+            left_behind: Vec::new(),
         })
     }
     async fn uncordon_ours(&self, _: &str) -> Result<(), ClusterPortError> {

@@ -283,6 +283,43 @@ async fn a_pod_stuck_terminating_is_reported_at_the_deadline() {
     assert!(fake.pod("default", "scratch").unwrap()["metadata"]["deletionTimestamp"].is_string());
 }
 
+/// kubectl's `--skip-wait-for-delete-timeout`: a pod a finalizer holds past
+/// its grace period and the bound is left behind and named, and the drain
+/// ends then, long before its deadline.
+#[tokio::test]
+async fn a_pod_held_by_a_finalizer_is_left_behind_past_the_bound() {
+    let fake = FakeKube::start_json(
+        r#"{"time_factor": 0.05, "nodes": [{"name": "w1"}, {"name": "w2"}],
+            "pods": [{"name": "held-0", "node": "w1", "grace_seconds": 1, "finalizers": ["example.com/hold"]},
+                     {"name": "free", "node": "w1", "grace_seconds": 1}]}"#,
+    )
+    .await;
+    let cluster = KubeCluster::connect(&KubeSettings {
+        skip_wait_for_delete_timeout: Duration::from_millis(500),
+        ..settings(&fake)
+    })
+    .await
+    .expect("connect");
+    let t0 = Instant::now();
+    let report = cluster
+        .drain("w1", t0 + Duration::from_secs(20))
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    // Its 1 s grace (counted unscaled, as the API states it) plus the bound.
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let names =
+        |v: &[nodewarden::cluster::PodRef]| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&report.left_behind), ["held-0"], "{report:?}");
+    assert_eq!(names(&report.evicted), ["free"], "{report:?}");
+    assert!(report.stuck.is_empty(), "{report:?}");
+    assert!(report.complete(), "nothing left to wait for: {report:?}");
+    assert!(fake.pod("default", "held-0").unwrap()["metadata"]["deletionTimestamp"].is_string());
+}
+
 #[tokio::test]
 async fn a_pdb_that_never_allows_is_reported_with_its_message_at_the_deadline() {
     let (_fake, cluster) = start().await;

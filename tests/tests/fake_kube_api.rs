@@ -208,6 +208,37 @@ async fn the_kubelet_removes_pods_after_their_grace_and_replicasets_replace_them
 }
 
 #[tokio::test]
+async fn a_pod_with_a_finalizer_stays_terminating_until_it_is_cleared() {
+    let fake = FakeKube::start_json(
+        &json!({"time_factor": 0.05, "nodes": [{"name": "a"}],
+                "pods": [{"name": "held", "node": "a", "grace_seconds": 2,
+                          "finalizers": ["example.com/hold"]}]})
+        .to_string(),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client(&fake).await, "default");
+    pods.delete("held", &DeleteParams::default()).await.unwrap();
+    // 2 s x 0.05 = 0.1 s grace: the kubelet is long done.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let p = pods.get("held").await.unwrap();
+    assert!(p.metadata.deletion_timestamp.is_some(), "{p:?}");
+    assert_eq!(
+        p.metadata.finalizers.as_deref(),
+        Some(&["example.com/hold".to_string()][..])
+    );
+    assert_eq!(
+        p.metadata.deletion_grace_period_seconds,
+        Some(0),
+        "the kubelet's final delete"
+    );
+    assert!(fake.clear_finalizers("default", "held"));
+    assert!(
+        pods.get_opt("held").await.unwrap().is_none(),
+        "gone once its finalizers are cleared"
+    );
+}
+
+#[tokio::test]
 async fn an_unavailable_api_answers_503_and_control_still_works() {
     let fake = FakeKube::start_json(&scenario(0)).await;
     let nodes: Api<Node> = Api::all(client(&fake).await);

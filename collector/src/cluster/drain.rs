@@ -2,8 +2,10 @@
 //! the node's pods by field selector, skip DaemonSet-managed and mirror pods,
 //! evict the rest in parallel through the Eviction API (429: a disruption
 //! budget refuses, retry after a delay; 404: already gone), then wait until
-//! each pod is gone or replaced by one with a new UID. Unlike kubectl, a
-//! deadline ends it and the report says what was left, because the power is
+//! each pod is gone or replaced by one with a new UID, or is left behind
+//! because it is still terminating `skip_wait_for_delete_timeout` past its
+//! grace period (kubectl's `--skip-wait-for-delete-timeout`). Unlike kubectl,
+//! a deadline ends it and the report says what was left, because the power is
 //! going off either way.
 
 use std::time::Duration;
@@ -89,6 +91,9 @@ pub struct DrainReport {
     pub blocked: Vec<BlockedPod>,
     /// Eviction accepted but still terminating at the deadline.
     pub stuck: Vec<PodRef>,
+    /// Still terminating `skip_wait_for_delete_timeout` past their grace
+    /// period: no longer waited for (a finalizer or a dead kubelet holds them).
+    pub left_behind: Vec<PodRef>,
     /// Eviction failed for another reason until the deadline.
     pub failed: Vec<FailedPod>,
     /// How long it took.
@@ -216,7 +221,29 @@ enum Fate {
     Gone,
     Blocked(String),
     Stuck,
+    LeftBehind,
     Failed(String),
+}
+
+/// The grace period an eviction gives `p`: the override, else its own
+/// terminationGracePeriodSeconds (the API's default 30 when unset).
+fn grace_seconds(p: &Pod, eviction_override: Option<i64>) -> i64 {
+    eviction_override.unwrap_or_else(|| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+    })
+}
+
+/// When a pod whose eviction was accepted at `accepted` stops being waited
+/// for: `bound` past its grace period (kubectl counts from deletionTimestamp,
+/// which the API sets to the eviction plus the grace; this counts on our own
+/// monotonic clock, so a skewed API clock or an NTP jump cannot shorten it).
+/// None: `bound` is zero, wait until the deadline.
+fn leave_behind_at(accepted: Instant, grace_seconds: i64, bound: Duration) -> Option<Instant> {
+    (!bound.is_zero())
+        .then(|| accepted + Duration::from_secs(grace_seconds.max(0).unsigned_abs()) + bound)
 }
 
 impl KubeCluster {
@@ -262,6 +289,7 @@ impl KubeCluster {
             skipped: vec![],
             blocked: vec![],
             stuck: vec![],
+            left_behind: vec![],
             failed: vec![],
             elapsed: Duration::ZERO,
         };
@@ -274,11 +302,12 @@ impl KubeCluster {
                 continue;
             }
             let this = self.clone();
+            let grace = grace_seconds(p, self.settings.eviction_grace_seconds);
             let id = tasks
                 .spawn({
                     let pod = pod.clone();
                     async move {
-                        let fate = this.evict_and_wait(&pod, deadline).await;
+                        let fate = this.evict_and_wait(&pod, grace, deadline).await;
                         (pod, fate)
                     }
                 })
@@ -299,11 +328,16 @@ impl KubeCluster {
                 Fate::Gone => report.evicted.push(pod),
                 Fate::Blocked(message) => report.blocked.push(BlockedPod { pod, message }),
                 Fate::Stuck => report.stuck.push(pod),
+                Fate::LeftBehind => {
+                    tracing::warn!(pod = %pod, "left behind: stuck terminating past its grace period");
+                    report.left_behind.push(pod);
+                }
                 Fate::Failed(error) => report.failed.push(FailedPod { pod, error }),
             }
         }
         report.evicted.sort();
         report.stuck.sort();
+        report.left_behind.sort();
         report.blocked.sort_by(|a, b| a.pod.cmp(&b.pod));
         report.failed.sort_by(|a, b| a.pod.cmp(&b.pod));
         report.elapsed = started.elapsed();
@@ -327,7 +361,7 @@ impl KubeCluster {
         }
     }
 
-    async fn evict_and_wait(&self, pod: &PodRef, deadline: Instant) -> Fate {
+    async fn evict_and_wait(&self, pod: &PodRef, grace_seconds: i64, deadline: Instant) -> Fate {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
         let body = self.eviction(pod);
         let pp = PostParams::default();
@@ -382,6 +416,11 @@ impl KubeCluster {
             let remaining = deadline.saturating_duration_since(Instant::now());
             tokio::time::sleep(self.settings.eviction_retry.min(remaining)).await;
         }
+        let give_up = leave_behind_at(
+            Instant::now(),
+            grace_seconds,
+            self.settings.skip_wait_for_delete_timeout,
+        );
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = self
@@ -398,11 +437,22 @@ impl KubeCluster {
                 Ok(Err(e)) => tracing::debug!(pod = %pod, "checking an evicted pod failed: {e}"),
                 Err(_) => {}
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let remaining = deadline.saturating_duration_since(now);
             if remaining.is_zero() {
                 return Fate::Stuck;
             }
-            tokio::time::sleep(self.settings.poll_interval.min(remaining)).await;
+            if give_up.is_some_and(|at| now >= at) {
+                return Fate::LeftBehind;
+            }
+            let until_give_up = give_up.map_or(remaining, |at| at.saturating_duration_since(now));
+            tokio::time::sleep(
+                self.settings
+                    .poll_interval
+                    .min(remaining)
+                    .min(until_give_up),
+            )
+            .await;
         }
     }
 
@@ -462,13 +512,8 @@ impl KubeCluster {
                     }
                 }
             }
-            let own_grace = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-                .unwrap_or(30);
             plan.evict.push(PlannedEviction {
-                grace_seconds: self.settings.eviction_grace_seconds.unwrap_or(own_grace),
+                grace_seconds: grace_seconds(p, self.settings.eviction_grace_seconds),
                 owner_kind: controller_kind(p),
                 pdb: pdb.and_then(|b| b.metadata.name.clone()),
                 pdb_blocks: blocks,
@@ -552,6 +597,38 @@ mod tests {
         let mut mirror = Pod::default();
         mirror.metadata.annotations = Some(labels(&[(MIRROR_ANNOTATION, "abc")]));
         assert_eq!(skip_reason(&mirror), Some(SkipReason::Mirror));
+    }
+
+    #[test]
+    fn a_terminating_pod_is_left_behind_the_bound_past_its_grace() {
+        let t0 = Instant::now();
+        assert_eq!(
+            leave_behind_at(t0, 30, Duration::from_secs(30)),
+            Some(t0 + Duration::from_secs(60)),
+            "kubectl: deletionTimestamp (eviction + grace) plus the timeout"
+        );
+        assert_eq!(
+            leave_behind_at(t0, 0, Duration::from_secs(5)),
+            Some(t0 + Duration::from_secs(5))
+        );
+        assert_eq!(
+            leave_behind_at(t0, -3, Duration::from_secs(5)),
+            Some(t0 + Duration::from_secs(5)),
+            "a negative grace counts as none"
+        );
+        assert_eq!(
+            leave_behind_at(t0, 30, Duration::ZERO),
+            None,
+            "0 waits until the drain's deadline, like kubectl's default"
+        );
+        let mut p = Pod::default();
+        assert_eq!(grace_seconds(&p, None), 30, "the API's default");
+        p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            termination_grace_period_seconds: Some(7),
+            ..Default::default()
+        });
+        assert_eq!(grace_seconds(&p, None), 7);
+        assert_eq!(grace_seconds(&p, Some(2)), 2, "the eviction override wins");
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub struct KubeSettings {
     /// Grace period sent with each eviction, overriding the pods' own
     /// terminationGracePeriodSeconds (e.g. to fit the battery); unset = theirs.
     pub eviction_grace_seconds: Option<i64>,
+    /// A pod still terminating this long after its grace period ran out is
+    /// left behind (kubectl drain's `--skip-wait-for-delete-timeout`); 0 waits
+    /// for it until the drain's deadline.
+    #[serde(with = "serde_duration")]
+    pub skip_wait_for_delete_timeout: Duration,
 }
 
 impl Default for KubeSettings {
@@ -47,6 +52,10 @@ impl Default for KubeSettings {
                 "node-role.kubernetes.io/master".into(),
             ],
             eviction_grace_seconds: None,
+            // Past its grace period a live kubelet has killed the containers:
+            // a pod still there half a minute later waits on a finalizer or a
+            // dead kubelet, and the battery should not wait with it.
+            skip_wait_for_delete_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -81,6 +81,7 @@ impl ClusterPort for KubePort {
             evicted: report.evicted.len() as u32,
             skipped: report.skipped.len() as u32,
             remaining,
+            left_behind: report.left_behind.iter().map(name).collect(),
         })
     }
 

@@ -74,6 +74,10 @@ pub struct DrainSummary {
     pub skipped: u32,
     /// Pods still there when the deadline came ("ns/name").
     pub remaining: Vec<String>,
+    /// Pods no longer waited for: still terminating past their grace period
+    /// and `skip_wait_for_delete_timeout` ("ns/name").
+    #[serde(default)]
+    pub left_behind: Vec<String>,
 }
 
 impl DrainSummary {
@@ -82,6 +86,12 @@ impl DrainSummary {
         let mut s = format!("{} pods evicted, {} skipped", self.evicted, self.skipped);
         if !self.remaining.is_empty() {
             s.push_str(&format!(", still there: {}", self.remaining.join(", ")));
+        }
+        if !self.left_behind.is_empty() {
+            s.push_str(&format!(
+                ", left behind: stuck terminating: {}",
+                self.left_behind.join(", ")
+            ));
         }
         s
     }
@@ -248,4 +258,23 @@ pub trait StorePort: Send + Sync + 'static {
     fn delete_power_state(&self, domain: &str) -> Result<(), StoreError>;
     /// Records one event.
     fn append_event(&self, event: Event) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DrainSummary;
+
+    #[test]
+    fn the_drain_line_names_the_pods_left_behind() {
+        let s = DrainSummary {
+            evicted: 2,
+            skipped: 1,
+            remaining: vec![],
+            left_behind: vec!["default/held-0".into(), "jobs/etl-1".into()],
+        };
+        assert_eq!(
+            s.line(),
+            "2 pods evicted, 1 skipped, left behind: stuck terminating: default/held-0, jobs/etl-1"
+        );
+    }
 }

@@ -79,6 +79,8 @@ fn node_msg(name: &str, role: Role, connected: bool, p: Option<&NodeProgress>) -
             PowerState::Sent { .. } => "sent".into(),
             PowerState::Confirmed => "confirmed".into(),
             PowerState::Gone => "gone".into(),
+            // Offline when the event began: never expected to take part.
+            PowerState::NotConnected if p.skipped => "skipped: offline".into(),
             PowerState::NotConnected => "failed: agent not connected".into(),
             PowerState::Failed(e) => format!("failed: {e}"),
         };

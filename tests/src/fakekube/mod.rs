@@ -149,6 +149,12 @@ impl FakeKube {
         }
     }
 
+    /// Removes a pod's finalizers, as their controller would: a pod already
+    /// deleted and done terminating is then gone.
+    pub fn clear_finalizers(&self, namespace: &str, name: &str) -> bool {
+        clear_finalizers(&self.state, namespace, name)
+    }
+
     /// A node object as the API would return it.
     pub fn node(&self, name: &str) -> Option<Value> {
         lock(&self.state).nodes.get(name).cloned()
@@ -196,6 +202,20 @@ fn set_pdb(state: &Arc<Mutex<State>>, namespace: &str, name: &str, min_available
         }
         None => false,
     }
+}
+
+fn clear_finalizers(state: &Arc<Mutex<State>>, namespace: &str, name: &str) -> bool {
+    let mut st = lock(state);
+    let rv = st.next_rv();
+    let Some(e) = st.pods.get_mut(&(namespace.to_string(), name.to_string())) else {
+        return false;
+    };
+    if let Some(m) = e.obj["metadata"].as_object_mut() {
+        m.remove("finalizers");
+    }
+    e.obj["metadata"]["resourceVersion"] = serde_json::json!(rv);
+    st.tick();
+    true
 }
 
 fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
@@ -356,6 +376,10 @@ fn control(state: &Arc<Mutex<State>>, method: &str, what: &str, query: &str) -> 
                 None => (404, json!({"error": format!("no pod {ns}/{name}")})),
             }
         }
+        ("POST", "clear-finalizers") => match clear_finalizers(state, ns, name) {
+            true => (200, json!({"ok": true})),
+            false => (404, json!({"error": format!("no pod {ns}/{name}")})),
+        },
         _ => (
             404,
             json!({"error": format!("unknown control endpoint {method} /fake/{what}")}),

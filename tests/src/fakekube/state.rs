@@ -75,6 +75,10 @@ pub struct PodSpec {
     /// Never finishes terminating (a hung container or a finalizer).
     #[serde(default)]
     pub stuck: bool,
+    /// metadata.finalizers: once deleted, the pod stays (deletionTimestamp
+    /// set, containers stopped) until they are cleared, as in the real API.
+    #[serde(default)]
+    pub finalizers: Vec<String>,
     /// Pod phase (default Running).
     #[serde(default)]
     pub phase: Option<String>,
@@ -329,6 +333,9 @@ impl State {
         if owner_refs.as_array().is_some_and(|a| !a.is_empty()) {
             meta["ownerReferences"] = owner_refs;
         }
+        if !p.finalizers.is_empty() {
+            meta["finalizers"] = json!(p.finalizers);
+        }
         let obj = json!({
             "kind": "Pod",
             "apiVersion": "v1",
@@ -536,6 +543,25 @@ impl State {
             .filter(|(_, e)| !e.stuck && e.delete_at.is_some_and(|t| t <= now))
             .map(|(k, _)| k.clone())
             .collect();
+        let (held, done): (Vec<_>, Vec<_>) = done
+            .into_iter()
+            .partition(|k| has_finalizers(&self.pods[k].obj));
+        for key in held {
+            // The kubelet is done (its final delete has grace 0), but the API
+            // keeps the object until every finalizer is removed.
+            let rv = self.next_rv();
+            if let Some(e) = self.pods.get_mut(&key)
+                && e.obj["metadata"]["deletionGracePeriodSeconds"] != json!(0)
+            {
+                e.obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                e.obj["metadata"]["resourceVersion"] = json!(rv);
+                let phase = e.obj["status"]["phase"]
+                    .as_str()
+                    .unwrap_or("Running")
+                    .to_string();
+                e.obj["status"] = pod_status(&phase, false);
+            }
+        }
         for key in done {
             if let Some(e) = self.pods.remove(&key) {
                 self.next_rv();
@@ -576,6 +602,13 @@ impl State {
             }
         }
     }
+}
+
+/// metadata.finalizers is not empty: the API will not remove the object yet.
+fn has_finalizers(pod: &Value) -> bool {
+    pod["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
 }
 
 pub(crate) fn owner_kind(pod: &Value) -> Option<String> {

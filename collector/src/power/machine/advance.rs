@@ -254,7 +254,12 @@ impl Machine {
                 "recovered: every node we cordoned is uncordoned",
             )
         };
-        self.notify(now_ms, out, kind, None, text.into());
+        // After an uncordon_failed notice, "every node is uncordoned" would be false.
+        let text = match (stuck.is_empty(), text.split_once(':')) {
+            (false, Some((head, _))) => format!("{head}: still cordoned: {}", stuck.join(", ")),
+            _ => text.to_string(),
+        };
+        self.notify(now_ms, out, kind, None, text);
         self.finish(now_ms);
         if self.ups.as_ref().is_some_and(|u| u.comm_ok && u.on_battery) {
             // Power went again while we were undoing: a new outage.

@@ -189,6 +189,8 @@ fn uncordon_tries_are_bounded_then_a_notice_and_the_machine_is_armed_again() {
         "{}",
         n.message
     );
+    let r = notice(&out, NoticeKind::Recovered).expect("recovered");
+    assert_eq!(r.message, "recovered: still cordoned: s1, s2, s3, w1");
     assert_eq!(m.phase, Phase::OnMains, "armed again");
     assert_eq!(
         uncordons(&m.step(t + 3600 * S, Input::Tick)),
