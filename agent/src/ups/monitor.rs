@@ -166,8 +166,9 @@ struct Poller {
     opener: Opener,
     driver: Option<Box<dyn UpsDriver>>,
     status: UpsStatus,
-    /// What the last pushed change said: communication ok, tokens.
-    pushed: Option<(bool, Vec<String>)>,
+    /// What the last pushed change said: communication ok, tokens, and on
+    /// battery the levels the collector's floors judge.
+    pushed: Option<PushKey>,
     latest: Arc<Mutex<UpsStatus>>,
     changes: mpsc::Sender<UpsStatus>,
     backoff: Backoff,
@@ -284,7 +285,7 @@ impl Poller {
 
     fn publish(&mut self) {
         self.status.timestamp_ms = now_ms();
-        let key = (self.status.communication_ok, self.status.status.clone());
+        let key = push_key(&self.status);
         let changed = self.pushed.as_ref() != Some(&key);
         if changed {
             self.status.change_seq += 1;
@@ -338,4 +339,23 @@ impl Poller {
             }
         }
     }
+}
+
+/// What makes a status worth pushing at once rather than with the next
+/// sample batch: communication, the NUT tokens, and, on battery, the charge
+/// (whole percent) and runtime (10 s steps). The collector's charge and
+/// runtime floors, and the drain's budget, follow a discharging battery
+/// through these; on mains the levels wait for the samples.
+type PushKey = (bool, Vec<String>, Option<(i64, i64)>);
+
+fn push_key(s: &UpsStatus) -> PushKey {
+    let on_battery = s.status.iter().any(|t| t == "OB");
+    let levels = on_battery.then(|| {
+        (
+            s.battery_charge_percent.map_or(-1, |c| c.round() as i64),
+            s.battery_runtime_seconds
+                .map_or(-1, |r| (r / 10.0).floor() as i64),
+        )
+    });
+    (s.communication_ok, s.status.clone(), levels)
 }

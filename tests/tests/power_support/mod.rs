@@ -242,12 +242,14 @@ pub fn write_notice_hook(dir: &Path) {
 
 /// The poweroff hook every agent runs: log `<name> <unix ns> <command id>`,
 /// then stop the agent as a halting node would. `stay-<name>` keeps the
-/// agent running (a node slow to go down).
+/// agent running (a node slow to go down); `fail-<name>` fails the way
+/// logind does without the polkit rule, after the agent has confirmed.
 pub fn write_hook(dir: &Path) {
     std::fs::write(
         dir.join("hook.sh"),
         format!(
             "#!/bin/sh\necho \"$1 $(date +%s%N) $NODEWARDEN_COMMAND_ID\" >> {log}\n\
+             if [ -e {d}/fail-$1 ]; then echo 'Failed to power off system via logind: Access denied' >&2; exit 1; fi\n\
              [ -e {d}/stay-$1 ] && exit 0\nkill -TERM \"$NODEWARDEN_AGENT_PID\"\n",
             log = dir.join("hooks.log").display(),
             d = dir.display()

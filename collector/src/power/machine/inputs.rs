@@ -81,7 +81,12 @@ impl Machine {
             && self
                 .comm_lost
                 .believed(now_ms, n, Some(s.comm_lost_window_ms));
-        let trusted = self.estimated_low.believed(now_ms, n, None);
+        // A UPS pushes a level only when it changes: a low estimate that
+        // holds still must be believed after a while too, not only after N
+        // readings that may never come.
+        let trusted = self
+            .estimated_low
+            .believed(now_ms, n, Some(s.comm_lost_window_ms));
         let doubtful_loss = !obs.comm_ok && !lost;
         let state = BatteryState {
             comm_ok: obs.comm_ok || doubtful_loss,
@@ -133,9 +138,11 @@ impl Machine {
             return;
         }
         let s = &self.spec.settings;
-        let trusted = self
-            .estimated_low
-            .believed(now_ms, s.estimated_confirmations, None);
+        let trusted = self.estimated_low.believed(
+            now_ms,
+            s.estimated_confirmations,
+            Some(s.comm_lost_window_ms),
+        );
         let newly_low = obs.low_battery && !prev.is_some_and(|p| p.low_battery);
         let floor = s.min_charge_percent;
         let newly_charge = (trusted || !obs.charge_estimated)

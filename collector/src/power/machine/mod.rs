@@ -222,10 +222,13 @@ impl Machine {
         if let Some(w) = self.next_wake_ms {
             at(w);
         }
-        if (self.phase == Phase::OnBattery || self.new_outage())
-            && let Some(since) = self.comm_lost.since_ms
-        {
-            at(since + s.comm_lost_window_ms);
+        if self.phase == Phase::OnBattery || self.new_outage() {
+            for since in [self.comm_lost.since_ms, self.estimated_low.since_ms]
+                .into_iter()
+                .flatten()
+            {
+                at(since + s.comm_lost_window_ms);
+            }
         }
         if self.phase == Phase::AwaitingReturn
             && let Some(m) = self.mains_since_ms

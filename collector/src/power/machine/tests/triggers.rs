@@ -142,7 +142,7 @@ fn one_estimated_reading_below_a_floor_does_not_start_the_sequence_three_in_a_ro
     assert!(cordons(&m.step(5 * S, Input::Ups(sag.clone()))).is_empty());
     assert!(
         cordons(&m.step(10 * S, Input::Tick)).is_empty(),
-        "no window for estimates"
+        "6 s of a low estimate is inside the 10 s window"
     );
     assert_eq!(m.phase, Phase::OnBattery);
     let a = m.step(11 * S, Input::Ups(sag.clone()));
@@ -157,6 +157,29 @@ fn one_estimated_reading_below_a_floor_does_not_start_the_sequence_three_in_a_ro
         ..sag
     };
     assert_eq!(cordons(&m.step(2 * S, Input::Ups(reported))).len(), 5);
+}
+
+#[test]
+fn an_estimated_low_that_holds_still_is_believed_after_the_window() {
+    // The agent pushes a level when it changes: a low estimate that holds
+    // comes once, and must still start the sequence.
+    let low = UpsObservation {
+        charge_percent: Some(20.0),
+        charge_estimated: true,
+        ..battery()
+    };
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    assert!(cordons(&m.step(2 * S, Input::Ups(low))).is_empty());
+    assert_eq!(
+        m.wake_at(),
+        Some(12 * S),
+        "a tick is due when the window ends"
+    );
+    assert!(cordons(&m.step(11 * S, Input::Tick)).is_empty());
+    let a = m.step(12 * S, Input::Tick);
+    assert_eq!(cordons(&a).len(), 5, "{a:?}");
+    assert!(m.reason.contains("charge"), "{}", m.reason);
 }
 
 #[test]
