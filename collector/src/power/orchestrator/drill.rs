@@ -7,7 +7,7 @@ use super::runner::{Drill, Key, Runner};
 use super::{DrillOptions, DrillUpdate};
 use crate::power::machine::{Input, Machine, Phase, TimelineEntry, UpsObservation};
 use crate::power::ports::{AgentPort, ClusterPort, LivePort, StorePort};
-use nodewarden_common::clock::now_ms;
+use nodewarden_common::clock::steady_ms;
 
 impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S> {
     /// Sends the drill's new timeline lines; ends the drill once it is over.
@@ -46,7 +46,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
         options: DrillOptions,
         progress: mpsc::Sender<DrillUpdate>,
     ) {
-        let now = now_ms();
+        let now = steady_ms();
         let say = |text: String| TimelineEntry { at_ms: now, text };
         if !self.drills.is_empty() {
             let _ = progress

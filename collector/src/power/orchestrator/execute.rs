@@ -13,7 +13,7 @@ use crate::power::notify::Notification;
 use crate::power::ports::{
     AgentPort, AgentPortError, ClusterPort, CommandOutcome, LateAnswer, LivePort, StorePort,
 };
-use nodewarden_common::clock::now_ms;
+use nodewarden_common::clock::{now_ms, steady_ms};
 
 /// How much longer a command task waits than the machine's own deadline
 /// (HubAgents already adds a second): the machine's deadline always fires
@@ -77,7 +77,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
     }
 
     fn drain(&mut self, key: &Key, nodes: Vec<String>, deadline_ms: i64) {
-        let left = Duration::from_millis((deadline_ms - now_ms()).max(0) as u64);
+        let left = Duration::from_millis((deadline_ms - steady_ms()).max(0) as u64);
         let deadline = tokio::time::Instant::now() + left;
         for node in nodes {
             let cluster = self.cluster.clone();

@@ -20,7 +20,7 @@ use crate::power::machine::{
 use crate::power::notify::Notifier;
 use crate::power::ports::{AgentPort, ClusterNode, ClusterPort, LivePort, StorePort};
 use crate::state::hub::HubEvent;
-use nodewarden_common::clock::now_ms;
+use nodewarden_common::clock::{now_ms, steady_ms};
 
 /// Which machine an input is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -189,7 +189,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             let sleep = async {
                 match wake {
                     Some(at) => {
-                        let wait = (at - now_ms()).max(0) as u64;
+                        let wait = (at - steady_ms()).max(0) as u64;
                         tokio::time::sleep(Duration::from_millis(wait)).await
                     }
                     None => std::future::pending().await,
@@ -248,7 +248,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                 .into_iter()
                 .collect()
         };
-        let now = now_ms();
+        let now = steady_ms();
         for spec in self.specs() {
             let name = spec.name.clone();
             let mut resumed = Vec::new();
@@ -470,7 +470,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
     }
 
     pub(super) async fn tick_all(&mut self) {
-        let now = now_ms();
+        let now = steady_ms();
         for name in self.domain_names() {
             if self
                 .machines
@@ -496,7 +496,8 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
 
     /// One step of one machine: persist, then act.
     pub(super) async fn feed(&mut self, key: Key, input: Input) {
-        let now = now_ms();
+        // Machine time: Unix ms that do not jump at an NTP sync.
+        let now = steady_ms();
         let (actions, phase) = match &key {
             Key::Real(name) => {
                 if !self.config.enabled
