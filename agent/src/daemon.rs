@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nodewarden_proto::v1::{Capability, Hello, UpsStatus};
+use nodewarden_proto::v1::{Capability, CommandResult, CommandState, Hello, UpsStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::command::poweroff::{PowerOff, STANDALONE_ID};
 use crate::command::ups::UpsUnit;
-use crate::command::{self, Executor};
+use crate::command::{self, Executor, Reply};
 use crate::config::AgentConfig;
 use crate::link::{self, CommandLink, Outbox};
 use crate::sensors::Sensors;
@@ -82,7 +82,7 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (reply_tx, reply_rx) = mpsc::channel(64);
     let standalone_ups = units.first().cloned();
-    let executor = Arc::new(Executor::new(poweroff.clone(), units, reply_tx));
+    let executor = Arc::new(Executor::new(poweroff.clone(), units, reply_tx.clone()));
     tokio::spawn(command::run(executor, cmd_rx));
     let (connected_tx, connected_rx) = watch::channel(false);
     let link = tokio::spawn(link::run(
@@ -108,6 +108,7 @@ pub async fn run(config: AgentConfig, shutdown: watch::Receiver<bool>) {
             unit,
             poweroff,
             connected_rx,
+            reply_tx,
             shutdown.clone(),
         ));
     }
@@ -202,6 +203,7 @@ async fn standalone(
     unit: UpsUnit,
     poweroff: Arc<PowerOff>,
     connected: watch::Receiver<bool>,
+    report: mpsc::Sender<Reply>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut decision = Standalone::new(cfg.clone());
@@ -229,14 +231,20 @@ async fn standalone(
                 last_watch = None;
             }
             Verdict::Act(reason) => {
-                take_over(&cfg, &unit, &poweroff, &reason).await;
+                take_over(&cfg, &unit, &poweroff, &reason, &report).await;
                 return;
             }
         }
     }
 }
 
-async fn take_over(cfg: &StandaloneConfig, unit: &UpsUnit, poweroff: &PowerOff, reason: &str) {
+async fn take_over(
+    cfg: &StandaloneConfig,
+    unit: &UpsUnit,
+    poweroff: &PowerOff,
+    reason: &str,
+    report: &mpsc::Sender<Reply>,
+) {
     // The collector ordered this node off before it went away: its sequence
     // had reached the end, UPS command included. Sending that again would
     // only restart the UPS's countdown.
@@ -253,12 +261,36 @@ async fn take_over(cfg: &StandaloneConfig, unit: &UpsUnit, poweroff: &PowerOff, 
     };
     // The UPS first: once this node halts nobody is left to tell it. A UPS
     // that refuses still leaves this node to go down cleanly.
-    match unit.handle.command_async(kind).await {
-        Ok(done) => tracing::warn!(ups = %unit.config.name, "standalone: {}", done.message),
-        Err(e) => {
-            tracing::error!(ups = %unit.config.name, "standalone: the UPS did not take shutdown.return: {e}; powering off anyway")
+    let result = match unit.handle.command_async(kind).await {
+        Ok(done) => {
+            tracing::warn!(ups = %unit.config.name, "standalone: {}", done.message);
+            CommandResult {
+                command_id: STANDALONE_ID,
+                state: CommandState::Done as i32,
+                message: format!(
+                    "standalone mode ({reason}): UPS `{}`: {}; powering this node off",
+                    unit.config.name, done.message
+                ),
+                effective_off_delay_seconds: done.delays.off_delay_s,
+                effective_restore_delay_seconds: done.delays.restore_delay_s,
+            }
         }
-    }
+        Err(e) => {
+            tracing::error!(ups = %unit.config.name, "standalone: the UPS did not take shutdown.return: {e}; powering off anyway");
+            CommandResult {
+                command_id: STANDALONE_ID,
+                state: CommandState::Failed as i32,
+                message: format!(
+                    "standalone mode ({reason}): UPS `{}` did not take shutdown.return: {e}; powering this node off",
+                    unit.config.name
+                ),
+                ..CommandResult::default()
+            }
+        }
+    };
+    // Told to the collector when the link returns (the replies queue waits
+    // for the next session): it must not send the UPS a second command.
+    let _ = report.try_send(Reply { result, sent: None });
     match poweroff.begin(STANDALONE_ID) {
         command::poweroff::Begin::Run => {
             if let Err(e) = poweroff.run(STANDALONE_ID, reason).await {

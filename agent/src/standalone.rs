@@ -50,7 +50,9 @@ impl Default for StandaloneConfig {
             min_runtime: Duration::from_secs(300),
             on_low_battery: true,
             off_delay: Duration::from_secs(120),
-            restore_delay: Duration::from_secs(60),
+            // NUT's nutdrv_qx warns some Megatec firmware stays off after a
+            // restore delay under 3 minutes.
+            restore_delay: Duration::from_secs(180),
         }
     }
 }

@@ -81,3 +81,84 @@ async fn a_voltage_sag_below_the_charge_floor_does_not_start_the_sequence_but_a_
     )
     .await;
 }
+
+/// The collector is gone (a restart, a Wi-Fi blip) when the outage starts:
+/// the UPS host's agent takes over, cycles the UPS and powers its node off.
+/// When the collector is back, the agent reports what it did, and the
+/// collector runs the rest of the sequence without telling the UPS again
+/// (which would restart its countdown, or fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_takeover_is_reported_when_the_link_returns_and_the_ups_is_not_told_twice() {
+    // Agents reconnecting to the restarted collector are not offline.
+    let mut rig = Rig::start(Setup {
+        power: &[("offline_after", "\"20s\"")],
+        ..Setup::default()
+    })
+    .await;
+    // s1 reads the UPS: its standalone mode acts after 2 s without the
+    // collector and 1 s on battery; its node is slow to go down.
+    let config = nodewarden_tests::agent_config(rig.dir(), "s1");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str("\n[standalone]\nlink_lost_for = \"2s\"\ngrace = \"1s\"\noff_delay = \"60s\"\n");
+    std::fs::write(&config, toml).unwrap();
+    std::fs::write(rig.dir().join("stay-s1"), "").unwrap();
+    rig.agents.get_mut("s1").unwrap().stop();
+    rig.start_agent("s1");
+    rig.wait_connected("s1", true).await;
+
+    rig.collector.proc.kill_hard();
+    rig.ups("rack").mains(false);
+    eventually(
+        Duration::from_secs(20),
+        "s1's standalone mode cycles the UPS and powers s1 off",
+        || async {
+            let s1_off = rig.hooks().iter().any(|(n, _)| n == "s1");
+            (rig.ups("rack").shutdowns().len() == 1 && s1_off).then_some(())
+        },
+    )
+    .await;
+
+    rig.collector = nodewarden_tests::Collector::start_with(
+        rig.dir.path(),
+        rig.port,
+        rig.metrics_port,
+        &rig.collector_toml,
+    )
+    .await;
+    rig.wait_phase("main", "awaiting_return", Duration::from_secs(60))
+        .await;
+    let timeline = rig.timeline("main");
+    assert_eq!(
+        rig.count("main", "power_shutdown_started").await,
+        1,
+        "one outage, one event: {timeline:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|l| l.contains("already cycling (its host did it in standalone mode)")),
+        "{timeline:?}\n{}",
+        rig.logs()
+    );
+    assert_eq!(
+        rig.ups("rack").shutdowns().len(),
+        1,
+        "the UPS was told again: {:?}",
+        rig.ups("rack").shutdowns()
+    );
+    let acted = rig.notices_of("standalone_acted");
+    assert!(
+        acted
+            .iter()
+            .any(|l| l.contains("|s1|") && l.contains("shutdown.return accepted")),
+        "{acted:?}"
+    );
+    // The rest of the cluster still went down in order.
+    for n in ["w1", "w2", "s3"] {
+        assert!(
+            rig.hooks().iter().any(|(h, _)| h == n),
+            "{n} was not powered off: {:?}",
+            rig.hooks()
+        );
+    }
+}

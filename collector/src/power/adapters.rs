@@ -145,7 +145,8 @@ impl HubAgents {
     }
 }
 
-fn outcome(result: &CommandResult) -> CommandOutcome {
+/// An agent's answer as the power sequence reads it.
+pub(crate) fn outcome(result: &CommandResult) -> CommandOutcome {
     let ok = matches!(
         CommandState::try_from(result.state),
         Ok(CommandState::Accepted | CommandState::Done)

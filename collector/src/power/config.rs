@@ -9,8 +9,9 @@ use nodewarden_common::units::{format_duration, serde_duration};
 use serde::Deserialize;
 
 use super::machine::{
-    DEFAULT_COMM_LOST_WINDOW_MS, DEFAULT_ESTIMATED_CONFIRMATIONS, DEFAULT_UNCORDON_ATTEMPTS,
-    DEFAULT_UPS_COMMAND_ATTEMPTS, DEFAULT_UPS_COMMAND_RETRY_MS, Role, Settings,
+    DEFAULT_COMM_LOST_WINDOW_MS, DEFAULT_ESTIMATED_CONFIRMATIONS, DEFAULT_OFFLINE_AFTER_MS,
+    DEFAULT_UNCORDON_ATTEMPTS, DEFAULT_UPS_COMMAND_ATTEMPTS, DEFAULT_UPS_COMMAND_RETRY_MS, Role,
+    Settings,
 };
 use super::wake;
 
@@ -69,6 +70,10 @@ pub struct PowerConfig {
     pub comm_lost_window: Duration,
     /// Tries at uncordoning a node after an event (30 s apart) before a notice.
     pub uncordon_attempts: u32,
+    /// An agent gone at least this long when an outage starts is offline
+    /// (skipped); a shorter absence is a reconnect the stage waits for.
+    #[serde(with = "serde_duration")]
+    pub offline_after: Duration,
     /// Hosts outside Kubernetes, in the order they go down (after the servers).
     pub external: Vec<String>,
     /// Role overrides by node name: "server", "worker" or "external".
@@ -143,6 +148,7 @@ impl Default for PowerConfig {
             estimated_confirmations: DEFAULT_ESTIMATED_CONFIRMATIONS,
             comm_lost_window: Duration::from_millis(DEFAULT_COMM_LOST_WINDOW_MS as u64),
             uncordon_attempts: DEFAULT_UNCORDON_ATTEMPTS,
+            offline_after: Duration::from_millis(DEFAULT_OFFLINE_AFTER_MS as u64),
             external: Vec::new(),
             roles: BTreeMap::new(),
             wake_mac: BTreeMap::new(),
@@ -195,6 +201,7 @@ impl PowerConfig {
             estimated_confirmations: self.estimated_confirmations,
             comm_lost_window_ms: ms(self.comm_lost_window),
             uncordon_attempts: self.uncordon_attempts,
+            offline_after_ms: ms(self.offline_after),
             wake_macs: self
                 .wake_mac
                 .iter()

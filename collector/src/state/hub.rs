@@ -46,6 +46,14 @@ pub enum HubEvent {
         /// Its status (boxed: it is far larger than the other variants).
         status: Box<UpsStatus>,
     },
+    /// The agent on `node` acted in standalone mode while the link was
+    /// down (cycled its UPS, powered its node off).
+    Standalone {
+        /// The node.
+        node: String,
+        /// Its report (command id 0).
+        result: CommandResult,
+    },
     /// The agent on `node` says the node has begun to halt.
     Halting {
         /// The node.
@@ -469,6 +477,21 @@ impl Hub {
         if let Some(live) = self.lock().get_mut(node) {
             live.can_power_off = answer.to_string();
         }
+    }
+
+    /// The node's agent reports what its standalone mode did.
+    pub fn standalone_report(&self, node: &str, result: &CommandResult, now_ms: i64) {
+        self.record_events(vec![events::event(
+            now_ms,
+            node,
+            "standalone_acted",
+            Severity::Critical,
+            result.message.clone(),
+        )]);
+        let _ = self.events.send(HubEvent::Standalone {
+            node: node.to_string(),
+            result: result.clone(),
+        });
     }
 
     /// The node's agent says systemd has begun to stop the node.

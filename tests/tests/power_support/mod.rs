@@ -199,6 +199,9 @@ pub fn power_toml(setup: &Setup, kubeconfig: &Path, dir: &Path) -> String {
         ("ups_restore_delay", "\"1m\""),
         ("mains_stable", "\"2s\""),
         ("return_timeout", "\"30s\""),
+        // An agent stopped a moment before the outage is offline, not a
+        // reconnect to wait for.
+        ("offline_after", "\"1s\""),
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_string()))

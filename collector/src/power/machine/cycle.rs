@@ -354,4 +354,53 @@ impl Machine {
     fn cycle_owed(&self) -> bool {
         self.phase == Phase::AwaitingReturn && self.held && !self.dry_run && self.event_id != 0
     }
+
+    /// The UPS owner's agent reports what its standalone mode did while the
+    /// collector could not reach it. If it cycled the UPS, the output will
+    /// be cut: the sequence starts (or hurries) and the UPS is not told
+    /// again; the owner is already going down.
+    pub(super) fn on_standalone(
+        &mut self,
+        now_ms: i64,
+        node: String,
+        ups_cycled: bool,
+        message: String,
+        out: &mut Vec<Action>,
+    ) {
+        if node != self.spec.owner {
+            return;
+        }
+        let text = format!(
+            "UPS host {node} acted alone while the collector could not reach it: {message}"
+        );
+        self.notify(now_ms, out, NoticeKind::StandaloneActed, Some(&node), text);
+        if !ups_cycled || self.dry_run {
+            return;
+        }
+        if matches!(self.phase, Phase::OnMains | Phase::OnBattery) {
+            // Standalone mode acts only on battery: this is the outage, even
+            // if its reading (pushed on the same reconnect) is not here yet.
+            self.on_battery_since_ms.get_or_insert(now_ms);
+            let reason = format!(
+                "UPS host {node} cycled UPS {} in standalone mode: its output will be cut",
+                self.spec.ups
+            );
+            self.start(now_ms, reason, out);
+        }
+        // A second command would only restart the UPS's countdown, or fail.
+        self.ups_command = PowerState::Confirmed;
+        self.ups_retry_at_ms = None;
+        self.point_of_no_return = true;
+        self.note(
+            now_ms,
+            format!(
+                "UPS {} is already cycling (its host did it in standalone mode): it will not be told again",
+                self.spec.ups
+            ),
+        );
+        if self.phase == Phase::Draining && self.deadline_ms.is_none_or(|d| d > now_ms) {
+            self.deadline_ms = Some(now_ms);
+            self.note(now_ms, "the UPS will cut its output: ending the drain now");
+        }
+    }
 }

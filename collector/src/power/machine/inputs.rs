@@ -251,7 +251,7 @@ impl Machine {
                 p.ours_before = true;
             }
         }
-        let offline = self.mark_offline();
+        let offline = self.mark_offline(now_ms);
         self.stages = self.plan_stages();
         let what = if self.dry_run { "drill" } else { "shutdown" };
         let summary = self
@@ -397,6 +397,7 @@ impl Machine {
 
     pub(super) fn on_connected(&mut self, now_ms: i64, node: String, out: &mut Vec<Action>) {
         self.connected.insert(node.clone(), true);
+        self.offline_since_ms.remove(&node);
         // An agent of the current stage that was not connected when the stage
         // began (a collector restart, a reconnect) still gets its command.
         let in_stage = matches!(self.phase, Phase::PoweringOff | Phase::UpsCycle)
@@ -420,10 +421,13 @@ impl Machine {
 
     pub(super) fn on_disconnected(&mut self, now_ms: i64, node: String, out: &mut Vec<Action>) {
         self.connected.insert(node.clone(), false);
+        self.offline_since_ms.entry(node.clone()).or_insert(now_ms);
         if let Some(p) = self.nodes.get_mut(&node)
             && matches!(p.power, PowerState::Sent { .. } | PowerState::Confirmed)
         {
             p.power = PowerState::Gone;
+            // Down by our poweroff: offline at once, not a reconnect to wait for.
+            self.offline_since_ms.insert(node.clone(), i64::MIN);
             // The agent stops after k3s and the remote filesystems, so this
             // is the machine going down, not just its agent.
             let halted = p

@@ -43,6 +43,8 @@ const UNCORDON_RETRY_MS: i64 = 30_000;
 const HELD_RETRY_MAX_MS: i64 = 300_000;
 /// Why a stage gave up on a node that took its poweroff and did not leave.
 const TIMED_OUT: &str = "timed out";
+/// `offline_after` unless configured.
+pub const DEFAULT_OFFLINE_AFTER_MS: i64 = 10_000;
 /// Wake-on-LAN rounds per node and event, and the wait between them.
 const WAKE_ROUNDS: u32 = 3;
 const WAKE_INTERVAL_MS: i64 = 60_000;
@@ -118,6 +120,14 @@ pub struct Machine {
     /// When the next Wake-on-LAN round is due, while nodes are not back.
     #[serde(default)]
     pub next_wake_ms: Option<i64>,
+    /// Since when each disconnected agent has been gone.
+    #[serde(default)]
+    pub offline_since_ms: BTreeMap<String, i64>,
+    /// Since when this machine has been hearing the agents (its creation, or
+    /// the collector's restart): an agent not heard from since is offline
+    /// only once a reconnect had time to happen.
+    #[serde(default)]
+    pub listening_since_ms: i64,
 }
 
 /// `event_outage_ms` of a state saved before it existed.
@@ -182,6 +192,8 @@ impl Machine {
             comm_lost: Debounce::default(),
             ups_delay_too_short: false,
             next_wake_ms: None,
+            offline_since_ms: BTreeMap::new(),
+            listening_since_ms: now_ms,
         }
     }
 
@@ -294,6 +306,8 @@ impl Machine {
     pub fn resume(&mut self, now_ms: i64) -> Vec<Action> {
         // Who is connected is fed again by the orchestrator.
         self.connected.clear();
+        self.offline_since_ms.clear();
+        self.listening_since_ms = now_ms;
         // Saved before outages were told apart: the one on now is the
         // event's own (the old behaviour), not a new one.
         if self.event_outage_ms == Some(UNKNOWN_OUTAGE) {
@@ -375,6 +389,12 @@ impl Machine {
             Input::Drained { node, result } => self.on_drained(now_ms, node, result),
             Input::Uncordoned { node, result } => self.on_uncordoned(now_ms, node, result),
             Input::Halting { node, reason } => self.on_halting(now_ms, node, reason),
+            Input::StandaloneActed {
+                node,
+                ups_cycled,
+                message,
+                applied: _,
+            } => self.on_standalone(now_ms, node, ups_cycled, message, &mut out),
             Input::Tick => {}
             Input::Start { reason } => {
                 if matches!(self.phase, Phase::OnMains | Phase::OnBattery) {

@@ -37,15 +37,27 @@ impl Machine {
     pub fn preview_stages(&self) -> Vec<Stage> {
         let mut m = self.clone();
         m.nodes = m.fresh_nodes();
-        m.mark_offline();
+        // A preview has no clock: every agent not connected now counts.
+        m.mark_offline(i64::MAX);
         m.plan_stages()
     }
 
-    /// Marks the nodes whose agents are not connected as skipped; returns them.
-    pub(super) fn mark_offline(&mut self) -> Vec<String> {
+    /// Marks the nodes whose agents are offline at `now_ms` as skipped;
+    /// returns them. Offline: not connected, for `offline_after` or since
+    /// the machine started listening that long ago (a node we powered off
+    /// is offline at once); a shorter absence is a reconnect, and the stage
+    /// waits for it within its bound.
+    pub(super) fn mark_offline(&mut self, now_ms: i64) -> Vec<String> {
         let mut offline = Vec::new();
         for (n, p) in self.nodes.iter_mut() {
-            if !self.connected.get(n).copied().unwrap_or(false) {
+            let gone_since = self
+                .offline_since_ms
+                .get(n)
+                .copied()
+                .unwrap_or(self.listening_since_ms);
+            let gone_long =
+                now_ms.saturating_sub(gone_since) >= self.spec.settings.offline_after_ms;
+            if !self.connected.get(n).copied().unwrap_or(false) && gone_long {
                 p.skipped = true;
                 offline.push(n.clone());
             }

@@ -90,6 +90,11 @@ pub struct Settings {
     /// Tries at uncordoning a node before it is left to a person.
     #[serde(default = "default_uncordon_attempts")]
     pub uncordon_attempts: u32,
+    /// An agent gone this long (or not heard from this long since the
+    /// collector started) when an outage starts is offline: skipped, not
+    /// waited for. Shorter absences are reconnects.
+    #[serde(default = "default_offline_after_ms")]
+    pub offline_after_ms: i64,
     /// Wake-on-LAN MACs of the nodes that can be woken, by node name.
     #[serde(default)]
     pub wake_macs: BTreeMap<String, [u8; 6]>,
@@ -123,6 +128,10 @@ fn default_estimated_confirmations() -> u32 {
 fn default_comm_lost_window_ms() -> i64 {
     DEFAULT_COMM_LOST_WINDOW_MS
 }
+fn default_offline_after_ms() -> i64 {
+    super::DEFAULT_OFFLINE_AFTER_MS
+}
+
 fn default_uncordon_attempts() -> u32 {
     DEFAULT_UNCORDON_ATTEMPTS
 }
@@ -264,6 +273,18 @@ pub enum Input {
     },
     /// Time passed (see `Machine::wake_at`).
     Tick,
+    /// The UPS owner's agent acted on its own while the link was down: it
+    /// told the UPS to cycle (or tried) and is powering its node off.
+    StandaloneActed {
+        /// Node.
+        node: String,
+        /// The UPS took shutdown-with-return.
+        ups_cycled: bool,
+        /// The agent's words.
+        message: String,
+        /// The delays the UPS took.
+        applied: AppliedDelays,
+    },
     /// A node's agent says the node has begun to halt (systemd is stopping
     /// it for a reason other than our poweroff command).
     Halting {
@@ -398,6 +419,8 @@ pub enum NoticeKind {
     /// The UPS could not cycle with mains present: powered-off nodes stay
     /// off until someone power-cycles them.
     ManualPowerCycleNeeded,
+    /// The UPS host's agent acted on its own while the link was down.
+    StandaloneActed,
     /// Nodes we cordoned could not be uncordoned within the retries.
     UncordonFailed,
 }
@@ -421,6 +444,7 @@ impl NoticeKind {
             NoticeKind::DrillDone => "drill_done",
             NoticeKind::Recovered => "recovered",
             NoticeKind::ManualPowerCycleNeeded => "manual_power_cycle_needed",
+            NoticeKind::StandaloneActed => "standalone_acted",
             NoticeKind::UncordonFailed => "uncordon_failed",
         }
     }
@@ -434,7 +458,8 @@ impl NoticeKind {
             | NoticeKind::PoweroffSent
             | NoticeKind::PoweroffFailed
             | NoticeKind::UpsCycleFailed
-            | NoticeKind::ManualPowerCycleNeeded => Severity::Critical,
+            | NoticeKind::ManualPowerCycleNeeded
+            | NoticeKind::StandaloneActed => Severity::Critical,
             NoticeKind::OnBattery
             | NoticeKind::UncordonFailed
             | NoticeKind::NodeDown

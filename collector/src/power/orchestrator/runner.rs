@@ -417,6 +417,16 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             }
             HubEvent::Connected(node) => self.broadcast(Input::AgentConnected(node)).await,
             HubEvent::Disconnected(node) => self.broadcast(Input::AgentDisconnected(node)).await,
+            HubEvent::Standalone { node, result } => {
+                let answer = crate::power::adapters::outcome(&result);
+                let input = Input::StandaloneActed {
+                    node,
+                    ups_cycled: answer.ok,
+                    message: answer.message,
+                    applied: answer.applied,
+                };
+                self.broadcast(input).await
+            }
             HubEvent::Halting { node, reason } => {
                 self.broadcast(Input::Halting { node, reason }).await
             }

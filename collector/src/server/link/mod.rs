@@ -378,6 +378,13 @@ impl Inbound {
                 self.hub.halting(node, &h.reason, now);
                 Ok(())
             }
+            // Id 0 is no command of ours: what the agent's standalone mode
+            // did while the link was down.
+            Some(agent_message::Body::CommandResult(result)) if result.command_id == 0 => {
+                tracing::warn!(node = %node, "standalone mode acted: {}", result.message);
+                self.hub.standalone_report(node, &result, now);
+                Ok(())
+            }
             Some(agent_message::Body::CommandResult(result)) => {
                 tracing::info!(node = %node, command_id = result.command_id, state = result.state, "command result: {}", result.message);
                 self.hub.command_result(node, result);

@@ -320,3 +320,99 @@ fn an_off_delay_that_covers_the_last_halt_carries_on() {
     assert!(cancels(&a).is_empty(), "{a:?}");
     assert_eq!(kinds(&a), ["ups_cycle", "poweroff_sent"]);
 }
+
+fn standalone_report(ups_cycled: bool) -> Input {
+    Input::StandaloneActed {
+        node: "s1".into(),
+        ups_cycled,
+        message:
+            "standalone mode (collector unreachable for 1m): UPS `riello`: shutdown.return accepted"
+                .into(),
+        applied: AppliedDelays::NONE,
+    }
+}
+
+#[test]
+fn a_ups_its_host_cycled_alone_starts_the_sequence_and_is_not_told_again() {
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    // The link comes back inside the grace: the owner says it already acted.
+    let a = m.step(5 * S, standalone_report(true));
+    assert!(notice(&a, NoticeKind::StandaloneActed).is_some(), "{a:?}");
+    assert_eq!(
+        cordons(&a).len(),
+        5,
+        "the output will be cut: no grace left"
+    );
+    assert!(m.reason.contains("standalone"), "{}", m.reason);
+    // Run it to the end: no UPS command ever goes out.
+    let mut all = cordon_all(&mut m, 6 * S, &[]);
+    let mut b = drain_all(&mut m, 10 * S);
+    let mut t = 10 * S;
+    while !poweroffs(&b).is_empty() {
+        all.extend(b.clone());
+        t += S;
+        b = obey(&mut m, t, &b);
+    }
+    all.extend(b);
+    assert!(ups_ids(&all).is_empty(), "told the UPS again: {all:?}");
+    assert!(
+        m.timeline.iter().any(|e| e
+            .text
+            .contains("already cycling (its host did it in standalone mode)")),
+        "{:?}",
+        m.timeline
+    );
+    assert_eq!(m.phase, Phase::AwaitingReturn);
+}
+
+#[test]
+fn a_standalone_report_that_the_ups_refused_changes_nothing_but_is_told() {
+    let mut m = machine();
+    m.step(S, Input::Ups(battery()));
+    let a = m.step(5 * S, standalone_report(false));
+    assert!(notice(&a, NoticeKind::StandaloneActed).is_some());
+    assert!(cordons(&a).is_empty());
+    assert_eq!(m.phase, Phase::OnBattery);
+    // Another node's report is not the UPS host's.
+    let b = m.step(
+        6 * S,
+        Input::StandaloneActed {
+            node: "w1".into(),
+            ups_cycled: true,
+            message: String::new(),
+            applied: AppliedDelays::NONE,
+        },
+    );
+    assert!(b.is_empty(), "{b:?}");
+}
+
+#[test]
+fn a_standalone_report_before_the_on_battery_reading_is_still_one_outage() {
+    // After a collector restart the stored reading says mains; the report
+    // and the OB push come on the same reconnect, in either order.
+    let mut m = machine();
+    m.step(S, standalone_report(true));
+    assert_eq!(m.phase, Phase::Cordoning);
+    m.step(2 * S, Input::Ups(battery()));
+    assert!(
+        !m.new_outage(),
+        "the OB reading is this outage, not a new one"
+    );
+    full_run_from_cordons(&mut m, 3 * S);
+    for k in 0..60 {
+        m.step((100 + k) * S, Input::Tick);
+    }
+    assert_eq!(m.phase, Phase::AwaitingReturn, "{:?}", m.timeline);
+}
+
+/// Cordons, drain and every stage obeyed, from `t`.
+fn full_run_from_cordons(m: &mut Machine, t: i64) {
+    cordon_all(m, t, &[]);
+    let mut a = drain_all(m, t + S);
+    let mut t = t + S;
+    while !poweroffs(&a).is_empty() {
+        t += S;
+        a = obey(m, t, &a);
+    }
+}

@@ -34,6 +34,7 @@ fn settings() -> Settings {
         estimated_confirmations: 3,
         comm_lost_window_ms: 10 * S,
         uncordon_attempts: 10,
+        offline_after_ms: 30 * S,
         wake_macs: BTreeMap::new(),
     }
 }

@@ -4,6 +4,32 @@
 use super::*;
 
 #[test]
+fn an_agent_gone_only_a_moment_is_a_reconnect_not_an_offline_node() {
+    let mut m = machine();
+    m.step(0, Input::Ups(battery()));
+    // w2's agent drops 5 s before the grace ends (a Wi-Fi blip, a restart).
+    m.step(25 * S, Input::AgentDisconnected("w2".into()));
+    let a = m.step(31 * S, Input::Tick);
+    assert_eq!(
+        cordons(&a),
+        ["s1", "s2", "s3", "w1", "w2"],
+        "w2 is cordoned and waited for"
+    );
+    assert!(m.stages[0].skipped.is_empty(), "{:?}", m.stages);
+    // Right after a collector restart nobody has reconnected yet: nobody is
+    // offline for that.
+    let mut m = machine();
+    m.step(0, Input::Ups(battery()));
+    let mut m = restarted(&m, 20 * S, &["w1", "s1", "s2", "s3", "db"]);
+    let b = m.step(31 * S, Input::Tick);
+    assert_eq!(
+        cordons(&b).len(),
+        5,
+        "w2 has not had time to reconnect: {b:?}"
+    );
+}
+
+#[test]
 fn a_node_offline_at_the_start_is_skipped_not_cordoned_drained_or_waited_for() {
     let mut m = machine();
     m.step(0, Input::AgentDisconnected("w2".into()));
