@@ -76,6 +76,7 @@ if [ -x packaging/test-debs.sh ]; then
         set +e
         PATH="$no_apt:$PATH" NODEWARDEN_TEST_AGENT="$PWD/$packaged_agent" cargo test -p nodewarden-tests --no-fail-fast \
             --test power_e2e --test power_drain_e2e --test power_ups_cycle_e2e --test power_outages_e2e \
+            --test power_faults_e2e --test power_ups_delay_e2e \
             --test commands --test ups_e2e --test link --test trust 2>&1 |
             tee /tmp/nodewarden-test-packaged.log | grep -E '^(test result|.*FAILED|.*panicked)'
         status=${PIPESTATUS[0]}

@@ -1,6 +1,7 @@
 //! Debian's real upsd and a real NUT driver, run from a private config
 //! directory on a free loopback port, killed when dropped.
 #![allow(clippy::expect_used)] // test code: a panic is the failure report
+#![allow(dead_code)] // each test file uses its own part of the helpers
 
 use std::fs;
 use std::net::TcpListener;

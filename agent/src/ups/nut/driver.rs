@@ -501,43 +501,60 @@ impl NutDriver {
         self.commands.iter().any(|c| c == name)
     }
 
-    /// Sets the delay `name` to `seconds` where the UPS has it, and reads
-    /// back the one it will use. A refused SET leaves the UPS's own (usbhid-ups
-    /// 20 s, riello_ser 5 s): shutting down with it beats not shutting down,
-    /// and the collector, told the real value, decides whether it is enough.
-    /// None: the UPS publishes no such delay.
-    fn set_delay(
+    /// Sets each delay in `wanted` the UPS has, and reads back the ones it
+    /// will use (in `wanted`'s order; None: the UPS publishes no such delay).
+    /// A refused SET leaves the UPS's own (usbhid-ups 20 s, riello_ser 5 s):
+    /// shutting down with it beats not shutting down, and the collector,
+    /// told the real value, decides whether it is enough. The SETs are not
+    /// tracked: a driver without a SET handler (riello_ser) never answers
+    /// one, and the read-back says what happened within a bounded wait.
+    fn set_delays(
         &mut self,
         vars: &BTreeMap<String, String>,
-        name: &str,
-        seconds: u32,
-    ) -> Result<Option<u32>, NutError> {
-        if !vars.contains_key(name) {
-            return Ok(None);
-        }
-        let set = match self.set_var(name, &seconds.to_string()) {
-            Ok(()) => true,
-            Err(e @ NutError::Server { .. }) => {
-                tracing::warn!(ups = %self.ups, "cannot set {name} to {seconds} s, the UPS keeps its own: {e}");
-                false
+        wanted: &[(&str, u32)],
+    ) -> Result<Vec<Option<u32>>, NutError> {
+        let mut sent = vec![false; wanted.len()];
+        for (i, (name, seconds)) in wanted.iter().enumerate() {
+            if !vars.contains_key(*name) {
+                continue;
             }
-            Err(other) => return Err(other),
-        };
-        // upsd answers before the driver has published the new value: give
-        // it a moment to show.
+            let request = format!(
+                "SET VAR {} {name} {}",
+                self.ups,
+                quote(&seconds.to_string())
+            );
+            match self.with_retry(|d| d.simple(&request)) {
+                Ok(NutReply::Ok(_)) => sent[i] = true,
+                Ok(other) => {
+                    tracing::warn!(ups = %self.ups, "SET VAR {name}: unexpected reply {other:?}");
+                }
+                Err(e @ NutError::Server { .. }) => {
+                    tracing::warn!(ups = %self.ups, "cannot set {name} to {seconds} s, the UPS keeps its own: {e}");
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        // upsd answers before the driver has published the new values.
         let deadline = Instant::now() + SET_VAR_SETTLE;
         loop {
-            let now = self
-                .get_var(name)
-                .ok()
-                .and_then(|v| v.trim().parse::<u32>().ok());
-            match now {
-                Some(v) if v == seconds || !set || Instant::now() >= deadline => {
-                    return Ok(Some(v));
-                }
-                None if Instant::now() >= deadline => return Ok(set.then_some(seconds)),
-                _ => std::thread::sleep(Duration::from_millis(100)),
+            let now: Vec<Option<u32>> = wanted
+                .iter()
+                .map(|(name, _)| {
+                    vars.contains_key(*name)
+                        .then(|| self.get_var(name).ok())
+                        .flatten()
+                        .and_then(|v| v.trim().parse::<u32>().ok())
+                })
+                .collect();
+            let settled = wanted
+                .iter()
+                .zip(&now)
+                .zip(&sent)
+                .all(|(((_, want), got), sent)| !sent || *got == Some(*want));
+            if settled || Instant::now() >= deadline {
+                return Ok(now);
             }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
@@ -622,15 +639,20 @@ impl UpsDriver for NutDriver {
                     restore_delay_s,
                 } => {
                     let vars = self.list_vars()?;
-                    applied.off_delay_s =
-                        self.set_delay(&vars, "ups.delay.shutdown", off_delay_s)?;
-                    applied.restore_delay_s =
-                        self.set_delay(&vars, "ups.delay.start", restore_delay_s)?;
+                    let wanted = [
+                        ("ups.delay.shutdown", off_delay_s),
+                        ("ups.delay.start", restore_delay_s),
+                    ];
+                    if let [off, restore] = self.set_delays(&vars, &wanted)?[..] {
+                        applied.off_delay_s = off;
+                        applied.restore_delay_s = restore;
+                    }
                 }
                 UpsCommandKind::ShutdownStayOff { off_delay_s } => {
                     let vars = self.list_vars()?;
+                    let wanted = [("ups.delay.shutdown", off_delay_s)];
                     applied.off_delay_s =
-                        self.set_delay(&vars, "ups.delay.shutdown", off_delay_s)?;
+                        self.set_delays(&vars, &wanted)?.first().copied().flatten();
                 }
                 _ => {}
             }

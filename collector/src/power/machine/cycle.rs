@@ -69,6 +69,7 @@ impl Machine {
         out: &mut Vec<Action>,
     ) -> bool {
         if (1..=self.ups_attempts).any(|a| self.ups_cancel_id(a) == command_id) {
+            self.ups_cancel_until_ms = None;
             let verb = if answer.ok {
                 "cancelled"
             } else {
@@ -134,6 +135,7 @@ impl Machine {
             command_id: self.ups_cancel_id(attempt),
         });
         self.ups_delay_too_short = true;
+        self.ups_cancel_until_ms = Some(now_ms + self.spec.settings.agent_confirm_timeout_ms);
         self.ups_command = PowerState::Failed(format!("off delay {off_s} s too short"));
         self.deadline_ms = None;
         let what = format!(
@@ -278,6 +280,13 @@ impl Machine {
 
     /// `UpsCycle` before the last stages: the answer, a retry, or on.
     pub(super) fn advance_ups_command(&mut self, now_ms: i64, out: &mut Vec<Action>) -> bool {
+        // The owner waits for the cancel of a too-short cycle to land.
+        if let Some(until) = self.ups_cancel_until_ms {
+            if now_ms < until {
+                return false;
+            }
+            self.ups_cancel_until_ms = None;
+        }
         match &self.ups_command {
             PowerState::Sent { .. } => {
                 if !self.timed_out(now_ms) {

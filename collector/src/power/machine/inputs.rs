@@ -243,6 +243,7 @@ impl Machine {
         self.ups_retry_at_ms = None;
         self.held = false;
         self.ups_delay_too_short = false;
+        self.ups_cancel_until_ms = None;
         self.next_wake_ms = None;
         self.retry_at_ms = None;
         self.nodes = self.fresh_nodes();

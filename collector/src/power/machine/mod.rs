@@ -117,6 +117,10 @@ pub struct Machine {
     /// stages (and it was cancelled): trying again would get the same one.
     #[serde(default)]
     pub ups_delay_too_short: bool,
+    /// A cancel of that cycle is out: the owner is not powered off before
+    /// its answer (or this time), or the UPS would cut it mid-halt.
+    #[serde(default)]
+    pub ups_cancel_until_ms: Option<i64>,
     /// When the next Wake-on-LAN round is due, while nodes are not back.
     #[serde(default)]
     pub next_wake_ms: Option<i64>,
@@ -191,6 +195,7 @@ impl Machine {
             estimated_low: Debounce::default(),
             comm_lost: Debounce::default(),
             ups_delay_too_short: false,
+            ups_cancel_until_ms: None,
             next_wake_ms: None,
             offline_since_ms: BTreeMap::new(),
             listening_since_ms: now_ms,
@@ -233,6 +238,9 @@ impl Machine {
         }
         if let Some(w) = self.next_wake_ms {
             at(w);
+        }
+        if let Some(c) = self.ups_cancel_until_ms {
+            at(c);
         }
         if self.phase == Phase::OnBattery || self.new_outage() {
             for since in [self.comm_lost.since_ms, self.estimated_low.since_ms]
@@ -467,6 +475,7 @@ impl Machine {
         self.ups_retry_at_ms = None;
         self.held = false;
         self.ups_delay_too_short = false;
+        self.ups_cancel_until_ms = None;
         self.next_wake_ms = None;
     }
 }

@@ -305,10 +305,35 @@ fn a_too_short_off_delay_on_battery_is_cancelled_and_the_battery_will_cut() {
     let mut m = machine();
     let (t, first) = until_ups_command(&mut m);
     let a = m.step(t + S, ups_took(first, 5));
-    assert_eq!(cancels(&a).len(), 1, "{a:?}");
+    let cancel = cancels(&a);
+    assert_eq!(cancel.len(), 1, "{a:?}");
     assert!(kinds(&a).contains(&"ups_cycle_failed".to_string()));
-    let names: Vec<String> = poweroffs(&a).into_iter().map(|p| p.0).collect();
+    // Not before the cancel has landed: powering the owner off first could
+    // leave the UPS cutting it mid-halt.
+    assert!(poweroffs(&a).is_empty(), "{a:?}");
+    let b = m.step(
+        t + 2 * S,
+        Input::CommandResult {
+            node: "s1".into(),
+            command_id: cancel[0],
+            ok: true,
+            message: "shutdown.stop accepted".into(),
+            applied: AppliedDelays::NONE,
+        },
+    );
+    let names: Vec<String> = poweroffs(&b).into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["s1"], "on battery the sequence carries on");
+}
+
+#[test]
+fn an_unanswered_cancel_holds_the_owner_only_for_the_confirm_timeout() {
+    let mut m = machine();
+    let (t, first) = until_ups_command(&mut m);
+    assert!(poweroffs(&m.step(t + S, ups_took(first, 5))).is_empty());
+    assert!(poweroffs(&m.step(t + 30 * S, Input::Tick)).is_empty());
+    let a = m.step(t + 31 * S, Input::Tick);
+    let names: Vec<String> = poweroffs(&a).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["s1"], "{a:?}");
 }
 
 #[test]
