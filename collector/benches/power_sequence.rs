@@ -3,7 +3,12 @@
 //! 1. time from the UPS report that crosses a threshold (OB + LB) to the
 //!    first cordon call (goal <= 1 s), over many runs;
 //! 2. the whole sequence for 5 nodes whose drains take their pods' grace
-//!    periods, printed as a timeline.
+//!    periods, printed as a timeline, with each stage's real halt time
+//!    (from the node's confirm, when it begins to halt, to its disconnect);
+//! 3. a reclosing grid: mains back, the nodes boot, mains gone again, three
+//!    times within seconds: every outage an event, printed as one timeline.
+//!
+//! Times are scaled: a Pi's halt of 30-60 s is 300-900 ms here.
 //!
 //! `cargo bench -p nodewarden --bench power_sequence`
 
@@ -34,8 +39,15 @@ const NODES: [(&str, bool, u64); 5] = [
     ("pi4-b", false, 4000),
     ("bpi-m5", false, 1000),
 ];
-/// Time an agent takes from the command to its stream closing.
-const HALT: Duration = Duration::from_millis(300);
+/// Time a node takes from its confirm (it begins to halt) to its agent's
+/// stream closing (k3s stopped, filesystems unmounted), scaled 1:50.
+fn halt_of(node: &str) -> Duration {
+    Duration::from_millis(match node {
+        "pi5-a" | "pi5-b" => 900,
+        "pi4-a" | "pi4-b" => 700,
+        _ => 500,
+    })
+}
 
 struct Cluster {
     first_cordon: Mutex<Option<Instant>>,
@@ -91,7 +103,7 @@ impl Agents {
         if let Some(hub) = self.hub.upgrade() {
             let node = node.to_string();
             tokio::spawn(async move {
-                tokio::time::sleep(HALT).await;
+                tokio::time::sleep(halt_of(&node)).await;
                 hub.disconnected(&node, None, "halted", now_ms());
             });
         }
@@ -149,14 +161,15 @@ fn ups(tokens: &[&str]) -> UpsStatus {
     }
 }
 
-fn connect_all(hub: &Hub) {
+/// Every node's agent connects, on streams numbered from `base`.
+fn connect_all(hub: &Hub, base: u64) {
     for (i, (n, _, _)) in NODES.iter().enumerate() {
         hub.connected(
             NodeRecord {
                 name: n.to_string(),
                 ..Default::default()
             },
-            i as u64 + 100,
+            base + i as u64,
             "bench".into(),
             now_ms(),
         );
@@ -172,7 +185,7 @@ async fn wait(h: &PowerHandle, f: impl Fn(Phase) -> bool) {
 fn setup(dir: &std::path::Path) -> (Arc<Hub>, Arc<Cluster>, PowerHandle) {
     let store = Arc::new(Store::open(dir, Retention::default()).unwrap());
     let hub = Arc::new(Hub::new(store, EventThresholds::default()));
-    connect_all(&hub);
+    connect_all(&hub, 100);
     hub.ups_status("pi5-a", ups(&["OL"]));
     let cluster = Arc::new(Cluster {
         first_cordon: Mutex::new(None),
@@ -254,10 +267,7 @@ async fn main() {
     wait(&h, |p| p == Phase::AwaitingReturn).await;
     let total = t0.elapsed();
     let m = h.domains()[0].machine.clone();
-    println!(
-        "whole sequence, 5 nodes (drain = longest pod grace; halt {} ms per node)",
-        HALT.as_millis()
-    );
+    println!("whole sequence, 5 nodes (drain = longest pod grace; halts scaled 1:50)");
     let grace: BTreeMap<&str, u64> = NODES.iter().map(|n| (n.0, n.2)).collect();
     println!(
         "pod grace: {}",
@@ -275,4 +285,76 @@ async fn main() {
         "total: {:.3} s from the low-battery report to the last poweroff sent",
         total.as_secs_f64()
     );
+    println!();
+    println!("{:<24} {:<16} {:>14}", "stage", "nodes", "real halt ms");
+    for st in &m.stages {
+        let halts: Vec<i64> = st
+            .nodes
+            .iter()
+            .filter_map(|n| halt_ms(&m.timeline, n))
+            .collect();
+        let shown = halts
+            .iter()
+            .max()
+            .map_or("-".to_string(), |h| h.to_string());
+        println!("{:<24} {:<16} {:>14}", st.label, st.nodes.join(","), shown);
+    }
+    println!();
+
+    // 3. A reclosing grid: three shots within seconds.
+    let seen = Arc::new(Mutex::new(Vec::<(i64, String)>::new()));
+    let watch = {
+        let (h, seen) = (h.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(d) = h.domains().first() {
+                    let mut s = seen.lock().unwrap();
+                    for e in &d.machine.timeline {
+                        if !s.iter().any(|(t, x)| *t == e.at_ms && *x == e.text) {
+                            s.push((e.at_ms, e.text.clone()));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let t0 = Instant::now();
+    for shot in 0..3u64 {
+        hub.ups_status("pi5-a", ups(&["OL"]));
+        connect_all(&hub, 200 + shot * 10);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hub.ups_status("pi5-a", ups(&["OB", "LB"]));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    wait(&h, |p| p == Phase::AwaitingReturn).await;
+    let total = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    watch.abort();
+    let mut all = seen.lock().unwrap().clone();
+    all.sort_by_key(|(t, _)| *t);
+    let events = all
+        .iter()
+        .filter(|(_, x)| x.starts_with("shutdown started"))
+        .count();
+    println!("reclosing grid: mains back 300 ms, gone 700 ms, three times ({events} events)");
+    let start = all.first().map_or(0, |e| e.0);
+    for (t, x) in &all {
+        println!("{:>8.3}s  {x}", (t - start) as f64 / 1000.0);
+    }
+    println!(
+        "total: {:.3} s from the first shot to the last event waiting for mains",
+        total.as_secs_f64()
+    );
+}
+
+/// A node's real halt on `timeline`: "... going down (850ms after it began to halt)".
+fn halt_ms(timeline: &[nodewarden::power::machine::TimelineEntry], node: &str) -> Option<i64> {
+    timeline.iter().rev().find_map(|e| {
+        let rest = e.text.strip_prefix(&format!(
+            "{node} disconnected after its poweroff command: going down ("
+        ))?;
+        let ms = rest.split("ms after").next()?;
+        ms.trim().parse().ok()
+    })
 }
