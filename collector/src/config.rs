@@ -46,6 +46,8 @@ pub struct CollectorConfig {
     pub power: crate::power::config::PowerConfig,
     /// The Kubernetes API the power sequence cordons and drains through (`[kubernetes]`).
     pub kubernetes: crate::cluster::KubeSettings,
+    /// The NUT-protocol server for NAS boxes and other NUT clients (`[nut_server]`).
+    pub nut_server: crate::server::nut::NutServerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -76,6 +78,7 @@ impl Default for CollectorConfig {
             events: EventThresholds::default(),
             power: Default::default(),
             kubernetes: Default::default(),
+            nut_server: Default::default(),
         }
     }
 }
@@ -139,6 +142,10 @@ impl CollectorConfig {
         let power = self.power.errors();
         if !power.is_empty() {
             return bad(power.join("; "));
+        }
+        let nut = self.nut_server.errors();
+        if !nut.is_empty() {
+            return bad(nut.join("; "));
         }
         Ok(())
     }
