@@ -90,12 +90,11 @@ pub fn nut_vars(status: &UpsStatus) -> BTreeMap<String, String> {
             vars.insert(name.to_string(), v.to_string());
         }
     };
+    // device.* only, as NUT 2.8's drivers publish them (ups.mfr and
+    // ups.model are the older names upsc no longer shows from nutdrv_qx).
     text("device.mfr", &identity.manufacturer);
-    text("ups.mfr", &identity.manufacturer);
     text("device.model", &identity.model);
-    text("ups.model", &identity.model);
     text("device.serial", &identity.serial_number);
-    text("ups.serial", &identity.serial_number);
     text("ups.firmware", &identity.firmware);
     text("driver.name", nut_driver(&identity.driver));
     text("driver.parameter.port", &identity.port);
