@@ -319,6 +319,29 @@ pub fn join(dir: &Path, name: &str, collector: &str) {
     );
 }
 
+/// Debian's upsmon (`-p -F`, extra `args` after) in a private mount
+/// namespace: NUT 2.8.0's upsmon keeps its PID file in /run/nut whatever
+/// NUT_PIDPATH says, and a second one refuses to start while the first
+/// lives, so each gets its own tmpfs /run/nut. Set NUT_CONFPATH and the
+/// state paths on the returned command.
+pub fn upsmon_command(args: &[&str]) -> Command {
+    let mut upsmon = Command::new("unshare");
+    upsmon
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mkdir -p /run/nut && mount -t tmpfs tmpfs /run/nut && exec \"$0\" \"$@\"",
+            "/lib/nut/upsmon",
+            "-p",
+            "-F",
+        ])
+        .args(args);
+    upsmon
+}
+
 /// An agent `ups-host` reading one Megatec UPS `rack` on `link` (a
 /// simulator's pty), polled every second, joined to `collector` first.
 pub fn start_ups_agent(

@@ -10,7 +10,6 @@ mod nut_server_support;
 mod nut_support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nodewarden_agent::ups::sim::SimUps;
@@ -152,9 +151,9 @@ async fn upsmon_as_a_secondary_shuts_down_when_the_primary_raises_fsd() {
     )
     .unwrap();
     let _upsmon = Proc::spawn(
-        Command::new("/lib/nut/upsmon")
-            .args(["-F", "-p", "-D"])
+        nodewarden_tests::upsmon_command(&["-D"])
             .env("NUT_CONFPATH", &mon)
+            .env("NUT_PIDPATH", &mon)
             .env("NUT_STATEPATH", &mon)
             .env("NUT_ALTPIDPATH", &mon),
         mon.join("upsmon.log"),

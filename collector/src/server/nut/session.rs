@@ -165,6 +165,7 @@ impl Session {
             "STARTTLS" => self.starttls(policy),
             "USERNAME" => set_once(&mut self.username, args, NutError::AlreadySetUsername),
             "PASSWORD" => set_once(&mut self.password, args, NutError::AlreadySetPassword),
+            "LOGOUT" if !args.is_empty() => Step::err(NutError::InvalidArgument),
             "LOGOUT" => Step::line("OK Goodbye").with(Effect::Close),
             "LOGIN" => self.do_login(args, view, policy),
             "PRIMARY" | "MASTER" => self.primary(&cmd, args, view, policy),
@@ -224,12 +225,13 @@ impl Session {
     }
 
     fn do_login(&mut self, args: &[String], view: &dyn View, policy: &Policy<'_>) -> Step {
+        // upsd's netuser.c: the argument count first, then a second login.
+        let [name] = args else {
+            return Step::err(NutError::InvalidArgument);
+        };
         if self.login.is_some() {
             return Step::err(NutError::AlreadyLoggedIn);
         }
-        let Some(name) = args.first() else {
-            return Step::err(NutError::InvalidArgument);
-        };
         let Some(ups) = view.ups(name) else {
             return Step::err(NutError::UnknownUps);
         };
@@ -241,7 +243,7 @@ impl Session {
     }
 
     fn primary(&self, cmd: &str, args: &[String], view: &dyn View, policy: &Policy<'_>) -> Step {
-        let Some(name) = args.first() else {
+        let [name] = args else {
             return Step::err(NutError::InvalidArgument);
         };
         if view.ups(name).is_none() {
@@ -254,7 +256,7 @@ impl Session {
     }
 
     fn fsd(&self, args: &[String], view: &dyn View, policy: &Policy<'_>) -> Step {
-        let Some(name) = args.first() else {
+        let [name] = args else {
             return Step::err(NutError::InvalidArgument);
         };
         let Some(ups) = view.ups(name) else {
@@ -349,16 +351,14 @@ impl Session {
 }
 
 fn set_once(slot: &mut Option<String>, args: &[String], already: NutError) -> Step {
+    let [value] = args else {
+        return Step::err(NutError::InvalidArgument);
+    };
     if slot.is_some() {
         return Step::err(already);
     }
-    match args.first() {
-        Some(v) => {
-            *slot = Some(v.clone());
-            Step::line("OK")
-        }
-        None => Step::err(NutError::InvalidArgument),
-    }
+    *slot = Some(value.clone());
+    Step::line("OK")
 }
 
 /// upsd's get_ups_ptr + ups_available: the UPS exists and its data is fresh.

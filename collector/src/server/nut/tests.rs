@@ -182,6 +182,7 @@ fn login_follows_upsds_order_of_checks() {
         c.say("INSTCMD riello test.battery.start.quick"),
         "ERR USERNAME-REQUIRED"
     );
+    assert_eq!(c.say("USERNAME"), "ERR INVALID-ARGUMENT");
     assert_eq!(c.say("USERNAME monuser"), "OK");
     assert_eq!(c.say("USERNAME other"), "ERR ALREADY-SET-USERNAME");
     assert_eq!(c.say("LOGIN riello"), "ERR PASSWORD-REQUIRED");
@@ -192,6 +193,8 @@ fn login_follows_upsds_order_of_checks() {
     assert_eq!(step.lines, ["OK"]);
     assert_eq!(step.effect, Some(Effect::Login("riello".into())));
     assert_eq!(c.say("LOGIN riello"), "ERR ALREADY-LOGGED-IN");
+    assert_eq!(c.say("LOGIN riello extra"), "ERR INVALID-ARGUMENT");
+    assert_eq!(c.say("LOGOUT now"), "ERR INVALID-ARGUMENT");
     assert_eq!(
         c.say("PRIMARY riello"),
         "ERR ACCESS-DENIED",
