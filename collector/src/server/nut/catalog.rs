@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::state::hub::LiveUps;
 
 use super::session::Served;
-use super::vars::nut_vars;
+use super::vars::{nut_vars, printable};
 
 /// Server-side state a catalog adds to the agents' readings.
 #[derive(Debug, Default)]
@@ -37,14 +37,20 @@ pub fn catalog(live: Vec<LiveUps>, marks: &Marks) -> Vec<Served> {
             let desc = if model.is_empty() {
                 format!("read by {}", l.node)
             } else {
-                format!("{model} read by {}", l.node)
+                printable(&format!("{model} read by {}", l.node))
             };
             Served {
                 fsd: marks.fsd.contains(&name),
                 numlogins: marks.logins.get(&name).copied().unwrap_or(0),
                 fresh: l.online && s.communication_ok,
                 vars: nut_vars(&s),
-                commands: s.supported_commands.clone(),
+                // Command names become bare words in LIST CMD.
+                commands: s
+                    .supported_commands
+                    .iter()
+                    .filter(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_graphic()))
+                    .cloned()
+                    .collect(),
                 agent_ups: s.ups_name,
                 node: l.node,
                 desc,

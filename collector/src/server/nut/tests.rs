@@ -290,3 +290,74 @@ fn fsd_shows_in_front_of_the_status() {
     assert_eq!(c.say("GET TRACKING"), "OFF");
     assert_eq!(c.say("GET TRACKING abc"), "ERR FEATURE-NOT-CONFIGURED");
 }
+
+/// Random commands from upsd's vocabulary and random words: the session
+/// never panics, every reply line is one line, and every command but an
+/// INSTCMD (answered by the listener) gets an answer.
+#[test]
+fn random_conversations_keep_the_protocol_shape() {
+    use rand::{Rng, SeedableRng};
+    let vocabulary = [
+        "VER",
+        "NETVER",
+        "HELP",
+        "LIST",
+        "GET",
+        "SET",
+        "VAR",
+        "TYPE",
+        "DESC",
+        "UPS",
+        "CMD",
+        "RW",
+        "ENUM",
+        "RANGE",
+        "CLIENT",
+        "USERNAME",
+        "PASSWORD",
+        "LOGIN",
+        "LOGOUT",
+        "PRIMARY",
+        "MASTER",
+        "FSD",
+        "INSTCMD",
+        "STARTTLS",
+        "TRACKING",
+        "ON",
+        "riello",
+        "eaton",
+        "ups",
+        "nosuch",
+        "ups.status",
+        "admin",
+        "hunter2",
+        "monuser",
+        "secret",
+        "test.battery.start.quick",
+        "NUMLOGINS",
+        "UPSDESC",
+        "CMDDESC",
+        "",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9271);
+    for _ in 0..200 {
+        let mut c = Client::new();
+        for _ in 0..rng.random_range(1..30) {
+            let n = rng.random_range(1..6);
+            let words: Vec<String> = (0..n)
+                .map(|_| vocabulary[rng.random_range(0..vocabulary.len())].to_string())
+                .collect();
+            let policy = Policy {
+                users: &c.users,
+                starttls: rng.random(),
+                auth_blocked: rng.random_bool(0.1),
+            };
+            let step = c.session.handle(&words, &c.view, &policy);
+            for l in &step.lines {
+                assert!(!l.contains('\n'), "{words:?}: {l:?}");
+            }
+            let instcmd = matches!(step.effect, Some(Effect::Instcmd { .. }));
+            assert!(!step.lines.is_empty() || instcmd, "{words:?} got no answer");
+        }
+    }
+}

@@ -58,6 +58,14 @@ fn number(value: f64, places: Option<usize>) -> String {
     }
 }
 
+/// A UPS's own text (model, firmware) as one reply-safe line: a newline in
+/// a value would end the reply line early.
+pub fn printable(v: &str) -> String {
+    v.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// Every variable the reading holds, by NUT name, in upsd's (sorted) order.
 pub fn nut_vars(status: &UpsStatus) -> BTreeMap<String, String> {
     let identity = status.identity.clone().unwrap_or_default();
@@ -87,7 +95,7 @@ pub fn nut_vars(status: &UpsStatus) -> BTreeMap<String, String> {
     }
     let mut text = |name: &str, v: &str| {
         if !v.is_empty() {
-            vars.insert(name.to_string(), v.to_string());
+            vars.insert(name.to_string(), printable(v));
         }
     };
     // device.* only, as NUT 2.8's drivers publish them (ups.mfr and
