@@ -241,7 +241,9 @@ impl NutServer {
         stream: S,
         mut stop: watch::Receiver<bool>,
     ) -> Outcome<S> {
-        let mut reader = BufReader::with_capacity(1024, stream);
+        // Command lines are short (upsd's longest are ~100 bytes); a longer one
+        // is read in several fills. The buffer is per client, so it stays small.
+        let mut reader = BufReader::with_capacity(256, stream);
         let idle = self.config.idle_timeout;
         loop {
             let read = tokio::select! {
