@@ -17,7 +17,7 @@
 #   prometheus the official Prometheus Python client, whose text-format
 #              parser checks the collector's /metrics output
 #   nutclients NUT's clients that follow nodewarden's NUT server
-#              (tests/tests/nut_server.rs): upsc, upscmd, upsrw, upsmon
+#              (tests/tests/nut_server.rs): upsc, upslog, upscmd, upsrw, upsmon
 #              (nut-client), PyNUTClient (python3-nut), and aionut, Home
 #              Assistant's NUT library, from PyPI into target/nut-venv
 #              (a venv, so the system Python is untouched)
@@ -52,7 +52,7 @@ for group in $groups; do
         /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need="$need python3-prometheus-client"
         ;;
     nutclients)
-        for p in upsc upscmd upsrw; do
+        for p in upsc upscmd upsrw upslog; do
             command -v $p >/dev/null 2>&1 || { need="$need nut-client"; break; }
         done
         [ -x /usr/sbin/upsmon ] || need="$need nut-client"

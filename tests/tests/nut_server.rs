@@ -1,5 +1,5 @@
 //! nodewarden's NUT server followed by NUT's own clients: Debian's upsc,
-//! upscmd, upsrw and upsmon, PyNUTClient and aionut (Home Assistant's NUT
+//! upslog, upscmd, upsrw and upsmon, PyNUTClient and aionut (Home Assistant's NUT
 //! library), against the real collector and agent reading a simulated UPS;
 //! and upsc reading the same simulated UPS through NUT's driver + upsd and
 //! through our agent + server. Needs tests/setup/install-test-tools.sh
@@ -55,6 +55,43 @@ async fn debian_clients_read_command_and_see_the_agent_go() {
     assert_eq!(upsc(&[&rig.ups("ups"), "ups.status"]).unwrap(), "OL");
     let (ok, out) = run("upsc", &[&rig.ups("nosuch"), "ups.status"]);
     assert!(!ok && out.contains("Unknown UPS"), "{out}");
+
+    // upslog: one line per interval in its default format (charge, input
+    // voltage, load, status, ...), read from a file it keeps writing.
+    let log = rig.dir.path().join("upslog.txt");
+    let mut upslog = Proc::spawn(
+        std::process::Command::new("upslog")
+            .args(["-s", &rack, "-i", "1", "-F", "-l"])
+            .arg(&log)
+            .args([
+                "-f",
+                "%VAR battery.charge% %VAR input.voltage% %VAR ups.status%",
+            ])
+            .env("NUT_STATEPATH", rig.dir.path())
+            .env("NUT_ALTPIDPATH", rig.dir.path()),
+        rig.dir.path().join("upslog.err"),
+    );
+    eventually(Duration::from_secs(10), "upslog writes a line", || {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines()
+                .find(|l| l.ends_with(" OL"))
+                .map(str::to_string)
+        }
+    })
+    .await;
+    upslog.kill_hard();
+    let line = std::fs::read_to_string(&log).unwrap();
+    let first: Vec<&str> = line.lines().next().unwrap().split(' ').collect();
+    assert_eq!(
+        first,
+        [
+            all["battery.charge"].as_str(),
+            all["input.voltage"].as_str(),
+            "OL"
+        ]
+    );
 
     let (ok, out) = run("upscmd", &["-l", &rack]);
     assert!(ok && out.contains("test.battery.start.quick"), "{out}");

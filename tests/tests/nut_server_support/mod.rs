@@ -18,6 +18,7 @@ pub const CLIENTS: &[&str] = &[
     "/usr/bin/upsc",
     "/usr/bin/upscmd",
     "/usr/bin/upsrw",
+    "/usr/bin/upslog",
     "/lib/nut/upsmon",
     "/usr/lib/python3/dist-packages/PyNUT.py",
 ];
