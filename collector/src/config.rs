@@ -46,6 +46,8 @@ pub struct CollectorConfig {
     pub power: crate::power::config::PowerConfig,
     /// The Kubernetes API the power sequence cordons and drains through (`[kubernetes]`).
     pub kubernetes: crate::cluster::KubeSettings,
+    /// The NUT-protocol server for NAS boxes and other NUT clients (`[nut_server]`).
+    pub nut_server: crate::server::nut::NutServerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -76,6 +78,7 @@ impl Default for CollectorConfig {
             events: EventThresholds::default(),
             power: Default::default(),
             kubernetes: Default::default(),
+            nut_server: Default::default(),
         }
     }
 }
@@ -140,6 +143,10 @@ impl CollectorConfig {
         if !power.is_empty() {
             return bad(power.join("; "));
         }
+        let nut = self.nut_server.errors();
+        if !nut.is_empty() {
+            return bad(nut.join("; "));
+        }
         Ok(())
     }
 }
@@ -168,6 +175,46 @@ mod tests {
                 .to_string();
         assert!(err.starts_with("c.toml:2:"), "{err}");
         assert!(err.contains("raw"), "{err}");
+    }
+}
+
+/// The `[nut_server]` table as it parses inside the collector's config file
+/// (here, so `server::nut` need not import `config`).
+#[cfg(test)]
+mod nut_server_tests {
+    use std::path::Path;
+
+    use nodewarden_common::config_error::parse_toml;
+
+    use crate::config::CollectorConfig;
+    use crate::server::nut::config::UpsmonRole;
+
+    #[test]
+    fn a_full_table_parses_and_bad_values_name_key_and_line() {
+        let text = "[nut_server]\nlisten = \"0.0.0.0\"\n[nut_server.alias]\nups = \"riello\"\n\
+                    [[nut_server.user]]\nname = \"monuser\"\npassword = \"secret\"\nupsmon = \"secondary\"\n";
+        let c: CollectorConfig = parse_toml(Path::new("c.toml"), text).unwrap();
+        assert_eq!(c.nut_server.listen.map(|a| a.port()), Some(3493));
+        assert_eq!(c.nut_server.alias["ups"], "riello");
+        assert_eq!(c.nut_server.users[0].upsmon, Some(UpsmonRole::Secondary));
+        assert!(c.nut_server.errors().is_empty());
+        let bad = text.replace("\"secondary\"", "\"boss\"");
+        let err = parse_toml::<CollectorConfig>(Path::new("c.toml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml:8:"), "{err}");
+        assert!(err.contains("upsmon"), "{err}");
+        let err =
+            parse_toml::<CollectorConfig>(Path::new("c.toml"), "[nut_server]\nlisten = \"nas\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with("c.toml:2:") && err.contains("listen"),
+            "{err}"
+        );
+        let mut twice = c.nut_server.clone();
+        twice.users.push(twice.users[0].clone());
+        assert!(twice.errors()[0].contains("nut_server.user[1].name"));
     }
 }
 

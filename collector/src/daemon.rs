@@ -1,6 +1,6 @@
 //! The composition root of the collector daemon: opens the store and the
-//! live state, binds the agent link (TCP), the admin API (Unix socket) and
-//! /metrics (HTTP), starts the group-commit writer, the power orchestrator
+//! live state, binds the agent link (TCP), the admin API (Unix socket),
+//! /metrics (HTTP) and the NUT server (TCP, opt-in), starts the group-commit writer, the power orchestrator
 //! with its real ports and the housekeeping timer, and stops them in order.
 
 use std::path::Path;
@@ -17,6 +17,7 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 
 use crate::config::CollectorConfig;
 use crate::pki::{Authority, PkiError, PkiPaths};
+use crate::server::nut::NutServer;
 use crate::server::{admin, auth, http, link, trust};
 use crate::state::{hub, writer};
 use crate::store::{Retention, Store};
@@ -49,6 +50,8 @@ pub enum ServeError {
 pub struct Bound {
     pub link: std::net::SocketAddr,
     pub metrics: Option<std::net::SocketAddr>,
+    /// The NUT server, when `[nut_server] listen` is set.
+    pub nut: Option<std::net::SocketAddr>,
     /// Live node state; `Hub::send_command` reaches connected agents.
     pub hub: Arc<hub::Hub>,
 }
@@ -174,6 +177,7 @@ struct Listeners {
     admin: UnixListener,
     metrics: Option<TcpListener>,
     metrics_addr: Option<std::net::SocketAddr>,
+    nut: Option<TcpListener>,
 }
 
 /// Binds the agent link, the admin socket and (unless disabled) /metrics.
@@ -205,12 +209,25 @@ async fn bind_listeners(config: &CollectorConfig) -> Result<Listeners, ServeErro
         )
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+    let nut =
+        match config.nut_server.listen {
+            None => None,
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
+                ServeError::Listen {
+                    what: "NUT server",
+                    addr: addr.to_string(),
+                    source,
+                    hint: "; is NUT's upsd running there? stop it or change `nut_server.listen`",
+                }
+            })?),
+        };
     Ok(Listeners {
         link,
         link_addr,
         admin,
         metrics,
         metrics_addr,
+        nut,
     })
 }
 
@@ -301,14 +318,21 @@ pub async fn serve(
     if let Some(l) = listeners.metrics {
         tokio::spawn(http::serve(l, hub.clone(), shutdown.clone()));
     }
+    let nut_addr = listeners.nut.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = listeners.nut {
+        let tls = crate::pki::tls::plain_server_config(&core.authority)?;
+        let server = NutServer::new(config.nut_server.clone(), hub.clone(), Some(tls));
+        tokio::spawn(server.run(l, shutdown.clone()));
+    }
     let offline_after = config.offline_after.as_millis() as i64;
     let housekeeping = spawn_housekeeping(hub.clone(), offline_after, shutdown.clone());
 
-    tracing::info!(link = %link_addr, admin = %config.admin_socket.display(), metrics = ?metrics_addr, data = %config.data_dir.display(), "collector ready");
+    tracing::info!(link = %link_addr, admin = %config.admin_socket.display(), metrics = ?metrics_addr, nut = ?nut_addr, data = %config.data_dir.display(), "collector ready");
     if let Some(ready) = ready {
         let _ = ready.send(Bound {
             link: link_addr,
             metrics: metrics_addr,
+            nut: nut_addr,
             hub: hub.clone(),
         });
     }

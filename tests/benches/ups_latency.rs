@@ -8,7 +8,10 @@
 //! OB (asked every 2 ms). Two are read by Debian's nutdrv_qx (pollinterval
 //! 1 and 2) behind one upsd, watched by two upsmon processes, one with
 //! upsmon's defaults (POLLFREQ 5, POLLFREQALERT 5) and one at 1 s;
-//! "arrived" is the wall-clock time NOTIFYCMD writes for ONBATT. Between
+//! "arrived" is the wall-clock time NOTIFYCMD writes for ONBATT. The same
+//! two upsmon processes also follow the agent's two UPSes through the
+//! collector's NUT server (`[nut_server]`), so upsd and nodewarden's server
+//! are measured side by side with the same client. Between
 //! flips everything returns to OL and waits a random time, so the flip falls
 //! at a random phase of every poller.
 //!
@@ -35,7 +38,7 @@ struct Row {
     poll: &'static str,
 }
 
-const ROWS: [Row; 6] = [
+const ROWS: [Row; 10] = [
     Row {
         label: "nodewarden (agent → collector)",
         poll: "1 s",
@@ -58,6 +61,22 @@ const ROWS: [Row; 6] = [
     },
     Row {
         label: "NUT tuned (upsmon POLLFREQ 1, POLLFREQALERT 1)",
+        poll: "2 s",
+    },
+    Row {
+        label: "nodewarden NUT server, upsmon defaults (agent → collector → upsmon POLLFREQ 5)",
+        poll: "1 s",
+    },
+    Row {
+        label: "nodewarden NUT server, upsmon defaults (agent → collector → upsmon POLLFREQ 5)",
+        poll: "2 s",
+    },
+    Row {
+        label: "nodewarden NUT server, upsmon tuned (POLLFREQ 1, POLLFREQALERT 1)",
+        poll: "1 s",
+    },
+    Row {
+        label: "nodewarden NUT server, upsmon tuned (POLLFREQ 1, POLLFREQALERT 1)",
         poll: "2 s",
     },
 ];
@@ -96,7 +115,7 @@ struct Nut {
 }
 
 impl Nut {
-    fn start(dir: &Path, port: u16, ports: [&Path; 2]) -> Nut {
+    fn start(dir: &Path, port: u16, ports: [&Path; 2], nodewarden_port: u16) -> Nut {
         let conf = dir.join("nut");
         let state = conf.join("state");
         fs::create_dir_all(&state).unwrap();
@@ -165,6 +184,10 @@ impl Nut {
             for n in ["nut1", "nut2"] {
                 cfg += &format!("MONITOR {n}@127.0.0.1:{port} 1 watcher watch secondary\n");
             }
+            for n in ["nw1", "nw2"] {
+                cfg +=
+                    &format!("MONITOR {n}@127.0.0.1:{nodewarden_port} 1 watcher watch secondary\n");
+            }
             cfg += &format!(
                 "MINSUPPLIES 1\nSHUTDOWNCMD \"/bin/true\"\nNOTIFYCMD {}\n\
                  NOTIFYFLAG ONBATT EXEC\nNOTIFYFLAG ONLINE EXEC\n",
@@ -174,21 +197,7 @@ impl Nut {
                 cfg += &format!("POLLFREQ {f}\nPOLLFREQALERT {f}\n");
             }
             fs::write(c.join("upsmon.conf"), cfg).unwrap();
-            // Debian 12's upsmon (NUT 2.8.0) keeps its PID file in /run/nut
-            // whatever NUT_PIDPATH says, and a second one refuses to start
-            // while the first lives: each gets its own /run/nut.
-            let mut upsmon = Command::new("unshare");
-            upsmon.args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                "mkdir -p /run/nut && mount -t tmpfs tmpfs /run/nut && exec \"$0\" \"$@\"",
-                "/lib/nut/upsmon",
-                "-p",
-                "-F",
-            ]);
+            let upsmon = nodewarden_tests::upsmon_command(&[]);
             procs.push(nut_command_from(
                 upsmon,
                 &c,
@@ -196,8 +205,13 @@ impl Nut {
                 dir.join(format!("upsmon-{name}.log")),
             ));
         }
-        // Ready when both upsmon instances are logged in to both UPSes.
-        for ups in ["nut1", "nut2"] {
+        // Ready when both upsmon instances are logged in to every UPS.
+        for (ups, port) in [
+            ("nut1", port),
+            ("nut2", port),
+            ("nw1", nodewarden_port),
+            ("nw2", nodewarden_port),
+        ] {
             loop {
                 let out = Command::new("upsc")
                     .args(["-c", &format!("{ups}@127.0.0.1:{port}")])
@@ -300,7 +314,17 @@ async fn main() {
     // Index = row in ROWS order for the first four; nut sims serve two rows each.
     let sims = [spawn("nw1"), spawn("nw2"), spawn("nut1"), spawn("nut2")];
 
-    let collector = Collector::start(d, free_port(), free_port()).await;
+    let nodewarden_nut = free_port();
+    let collector = Collector::start_with(
+        d,
+        free_port(),
+        free_port(),
+        &format!(
+            "[nut_server]\nlisten = \"127.0.0.1:{nodewarden_nut}\"\n\
+             [[nut_server.user]]\nname = \"watcher\"\npassword = \"watch\"\nupsmon = \"secondary\"\n"
+        ),
+    )
+    .await;
     let config = d.join("agent.toml");
     let mut cfg = format!(
         "collector = \"{}\"\nnode_name = \"ups-host\"\nsample_interval = \"5s\"\n",
@@ -328,7 +352,12 @@ async fn main() {
             .arg(&config),
         d.join("agent.log"),
     );
-    let _nut = Nut::start(d, free_port(), [&d.join("nut1"), &d.join("nut2")]);
+    let _nut = Nut::start(
+        d,
+        free_port(),
+        [&d.join("nut1"), &d.join("nut2")],
+        nodewarden_nut,
+    );
     let notify_files = [d.join("default.notify"), d.join("tuned.notify")];
 
     let mut client = admin(&collector.socket()).await.unwrap();
@@ -389,7 +418,7 @@ async fn main() {
         for s in &sims {
             s.set(|st| st.mains = false);
         }
-        let mut got: [Option<f64>; 6] = [None; 6];
+        let mut got: [Option<f64>; ROWS.len()] = [None; ROWS.len()];
         while got.iter().any(Option::is_none) {
             let s = ours().await;
             for (i, name) in ["nw1", "nw2"].iter().enumerate() {
@@ -403,8 +432,12 @@ async fn main() {
             }
             for (f, file) in notify_files.iter().enumerate() {
                 let notes = notifications(file);
-                for (u, ups) in ["nut1", "nut2"].iter().enumerate() {
-                    let row = 2 + f * 2 + u;
+                for (u, ups) in ["nut1", "nut2", "nw1", "nw2"].iter().enumerate() {
+                    let row = if u < 2 {
+                        2 + f * 2 + u
+                    } else {
+                        6 + f * 2 + u - 2
+                    };
                     if got[row].is_none()
                         && let Some(t) = notified(&notes, ups, "ONBATT", cut_ns)
                     {
@@ -435,7 +468,7 @@ async fn main() {
                 .all(|u| s.get(*u).is_some_and(|v| !v.0));
             let nut = notify_files.iter().all(|file| {
                 let notes = notifications(file);
-                ["nut1", "nut2"]
+                ["nut1", "nut2", "nw1", "nw2"]
                     .iter()
                     .all(|u| notified(&notes, u, "ONLINE", back_ns).is_some())
             });

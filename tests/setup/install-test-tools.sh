@@ -16,12 +16,19 @@
 #              the system service is not used)
 #   prometheus the official Prometheus Python client, whose text-format
 #              parser checks the collector's /metrics output
+#   nutclients NUT's clients that follow nodewarden's NUT server
+#              (tests/tests/nut_server.rs): upsc, upslog, upscmd, upsrw, upsmon
+#              (nut-client), PyNUTClient (python3-nut), and aionut, Home
+#              Assistant's NUT library, from PyPI into target/nut-venv
+#              (a venv, so the system Python is untouched)
 #   base       a C compiler, `script` (pseudo-terminals for NUT), `unshare`,
 #              `setpriv`, `mount`
 # kubectl (tests/tests/kubectl_fidelity.rs) is not in Debian's archive: see
 # that test's message. Idempotent: installs only what is missing.
 set -eu
-groups="${*:-base nut avahi prometheus}"
+groups="${*:-base nut avahi prometheus nutclients}"
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+venv=""
 need=""
 for group in $groups; do
     case "$group" in
@@ -44,13 +51,31 @@ for group in $groups; do
     prometheus)
         /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need="$need python3-prometheus-client"
         ;;
+    nutclients)
+        for p in upsc upscmd upsrw upslog; do
+            command -v $p >/dev/null 2>&1 || { need="$need nut-client"; break; }
+        done
+        [ -x /usr/sbin/upsmon ] || need="$need nut-client"
+        /usr/bin/python3 -c 'import PyNUT' 2>/dev/null || need="$need python3-nut"
+        /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need="$need python3-venv"
+        "$repo/target/nut-venv/bin/python" -c 'import aionut' 2>/dev/null || venv="$repo/target/nut-venv"
+        ;;
     *)
-        echo "install-test-tools: unknown group '$group' (base, nut, avahi, prometheus)" >&2
+        echo "install-test-tools: unknown group '$group' (base, nut, avahi, prometheus, nutclients)" >&2
         exit 2
         ;;
     esac
 done
-[ -z "$need" ] && exit 0
+# aionut is not in Debian: pip, into a venv under target/ (no root needed).
+install_aionut() {
+    [ -n "$venv" ] || return 0
+    echo "install-test-tools: pip install aionut into $venv" >&2
+    /usr/bin/python3 -m venv "$venv" && "$venv/bin/pip" install -q aionut
+}
+if [ -z "$need" ]; then
+    install_aionut
+    exit 0
+fi
 if [ "$(id -u)" != 0 ]; then
     echo "install-test-tools: needs root to install$need: sudo sh $0 $*" >&2
     exit 1
@@ -63,3 +88,4 @@ apt-get install -y -qq --no-install-recommends $need >/dev/null 2>&1 || {
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends $need >/dev/null
 }
+install_aionut

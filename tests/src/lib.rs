@@ -319,6 +319,64 @@ pub fn join(dir: &Path, name: &str, collector: &str) {
     );
 }
 
+/// Debian's upsmon (`-p -F`, extra `args` after) in a private mount
+/// namespace: NUT 2.8.0's upsmon keeps its PID file in /run/nut whatever
+/// NUT_PIDPATH says, and a second one refuses to start while the first
+/// lives, so each gets its own tmpfs /run/nut. Set NUT_CONFPATH and the
+/// state paths on the returned command.
+pub fn upsmon_command(args: &[&str]) -> Command {
+    let mut upsmon = Command::new("unshare");
+    upsmon
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mkdir -p /run/nut && mount -t tmpfs tmpfs /run/nut && exec \"$0\" \"$@\"",
+            "/lib/nut/upsmon",
+            "-p",
+            "-F",
+        ])
+        .args(args);
+    upsmon
+}
+
+/// An agent `ups-host` reading one Megatec UPS `rack` on `link` (a
+/// simulator's pty), polled every second, joined to `collector` first.
+pub fn start_ups_agent(
+    dir: &Path,
+    collector: &Collector,
+    link: &Path,
+    sample_interval: &str,
+) -> Proc {
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "collector = \"{}\"\nnode_name = \"ups-host\"\nsample_interval = \"{sample_interval}\"\n\n\
+             [[ups]]\nname = \"rack\"\nprotocol = \"megatec\"\nport = \"{}\"\npoll_interval = \"1s\"\n",
+            collector.url(),
+            link.display()
+        ),
+    )
+    .unwrap();
+    let joined = join_with(
+        &config,
+        &dir.join("agent-state"),
+        "ups-host",
+        &collector.url(),
+        &collector.token(),
+    );
+    assert!(joined.status.success(), "{joined:?}");
+    Proc::spawn(
+        Command::new(bin("nodewarden-agent"))
+            .arg("--config")
+            .arg(&config),
+        dir.join("agent.log"),
+    )
+}
+
 /// An agent process reading this machine (or a fixture tree). Joins first
 /// (with the token in `dir`) unless `name` has joined already.
 pub fn start_agent(

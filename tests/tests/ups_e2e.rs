@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nodewarden_agent::ups::sim::SimUps;
 use nodewarden_agent::ups::sim::megatec::{MegatecDialect, MegatecResponder};
 use nodewarden_proto::v1::{EventsRequest, ListUpsRequest};
-use nodewarden_tests::{Collector, Proc, admin, bin, eventually, free_port};
+use nodewarden_tests::{Collector, admin, eventually, free_port};
 
 async fn ups_status(c: &Collector) -> Option<Vec<String>> {
     let mut a = admin(&c.socket()).await.ok()?;
@@ -32,30 +32,7 @@ async fn mains_loss_reaches_the_collector_within_a_poll_and_is_recorded() {
     let link = dir.path().join("ups0");
     let sim = SimUps::spawn(MegatecResponder::new(MegatecDialect::default()), &link).unwrap();
     let collector = Collector::start(dir.path(), free_port(), free_port()).await;
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "collector = \"{}\"\nnode_name = \"ups-host\"\nsample_interval = \"5s\"\n\n[[ups]]\nname = \"rack\"\nprotocol = \"megatec\"\nport = \"{}\"\npoll_interval = \"1s\"\n",
-            collector.url(),
-            link.display()
-        ),
-    )
-    .unwrap();
-    let joined = nodewarden_tests::join_with(
-        &config,
-        &dir.path().join("agent-state"),
-        "ups-host",
-        &collector.url(),
-        &collector.token(),
-    );
-    assert!(joined.status.success(), "{joined:?}");
-    let _agent = Proc::spawn(
-        std::process::Command::new(bin("nodewarden-agent"))
-            .arg("--config")
-            .arg(&config),
-        dir.path().join("agent.log"),
-    );
+    let _agent = nodewarden_tests::start_ups_agent(dir.path(), &collector, &link, "5s");
 
     eventually(
         Duration::from_secs(20),

@@ -13,6 +13,7 @@ pub mod megatec;
 pub mod model;
 pub mod monitor;
 pub mod nut;
+pub mod probe;
 pub mod serial;
 // The simulated UPS is for the demo and the tests, not for the packaged
 // agent; unit tests always have it.

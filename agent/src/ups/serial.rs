@@ -277,6 +277,9 @@ pub struct UsbSerialPort {
     pub vid: u16,
     pub pid: u16,
     pub serial: Option<String>,
+    /// The USB device's own manufacturer and product strings.
+    pub manufacturer: Option<String>,
+    pub product: Option<String>,
 }
 
 /// Every tty backed by a USB device, by scanning
@@ -317,6 +320,8 @@ pub fn usb_serial_ports(root: &SysRoot) -> Vec<UsbSerialPort> {
                 vid,
                 pid,
                 serial: read("serial").filter(|s| !s.is_empty()),
+                manufacturer: read("manufacturer").filter(|s| !s.is_empty()),
+                product: read("product").filter(|s| !s.is_empty()),
             });
             break;
         }

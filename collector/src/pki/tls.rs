@@ -111,6 +111,18 @@ pub fn server_config(auth: &Authority) -> Result<Arc<ServerConfig>, PkiError> {
     Ok(Arc::new(config))
 }
 
+/// The same certificate for plain TLS clients (the NUT server's STARTTLS):
+/// no client certificates asked for, no ALPN.
+pub fn plain_server_config(auth: &Authority) -> Result<Arc<ServerConfig>, PkiError> {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Cert(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(auth.server_chain().to_vec(), auth.server_key()?)
+        .map_err(|e| PkiError::Cert(format!("the collector's certificate and key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
 /// The node a call comes from, by its client certificate (verified at the
 /// handshake), or PERMISSION_DENIED/UNAUTHENTICATED.
 pub fn require_node<T>(

@@ -2,12 +2,14 @@
 //! on the live state (`state`), the CA (`pki`) or the power orchestrator's
 //! handle. The agent link (link), the admin API (admin, its peer-credential
 //! policy in auth), enrollment and trust administration (trust), the power
-//! API (power) and Prometheus /metrics (http). What they serve is wired
+//! API (power), Prometheus /metrics (http) and the NUT-protocol server
+//! for hosts that cannot run an agent (nut). What they serve is wired
 //! together in `daemon`.
 
 pub mod admin;
 pub mod auth;
 pub mod http;
 pub mod link;
+pub mod nut;
 pub mod power;
 pub mod trust;

@@ -70,6 +70,17 @@ const EVENT_BACKLOG: usize = 1024;
 /// more (a few power commands at most are ever in flight per node).
 const COMMAND_QUEUE: usize = 16;
 
+/// A UPS as its agent last reported it (for the NUT server).
+#[derive(Debug, Clone)]
+pub struct LiveUps {
+    /// The agent that reads it.
+    pub node: String,
+    /// That agent has a live stream.
+    pub online: bool,
+    /// The newer of the last pushed change and the last sample's reading.
+    pub status: UpsStatus,
+}
+
 /// Shared by the agent link, the admin API and the watchers.
 pub struct Hub {
     nodes: Mutex<HashMap<String, LiveNode>>,
@@ -576,6 +587,28 @@ impl Hub {
 
     pub fn node_info(&self, name: &str) -> Option<NodeInfo> {
         self.lock().get(name).map(info)
+    }
+
+    /// Every UPS with its freshest reading: a pushed status only comes on a
+    /// change, so the readings in between arrive in samples.
+    pub fn ups_live(&self) -> Vec<LiveUps> {
+        let nodes = self.lock();
+        let mut v = Vec::new();
+        for n in nodes.values() {
+            let online = n.stream_id.is_some() && n.record.online;
+            let sampled = n.record.latest.as_ref().map_or(&[][..], |s| &s.ups[..]);
+            for (pushed, _) in n.ups.values() {
+                let newer = sampled.iter().find(|s| {
+                    s.ups_name == pushed.ups_name && s.timestamp_ms > pushed.timestamp_ms
+                });
+                v.push(LiveUps {
+                    node: n.record.name.clone(),
+                    online,
+                    status: newer.unwrap_or(pushed).clone(),
+                });
+            }
+        }
+        v
     }
 
     pub fn ups_infos(&self) -> Vec<UpsInfo> {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use nodewarden_common::nut::{self, WordError};
 use nodewarden_proto::v1::UpsRatings;
 
 use crate::ups::model::UpsReading;
@@ -37,61 +38,20 @@ pub enum NutParseError {
     TooManyItems,
 }
 
-/// Splits one reply line into words the way NUT's parseconf does: words are
-/// separated by blanks; "quoted strings" keep their blanks; a backslash
-/// takes the next character literally (so \" and \\).
+/// Splits one reply line into words the way NUT's parseconf does
+/// (`nodewarden_common::nut`), refusing lines longer than upsd ever sends.
 pub fn split_words(line: &str) -> Result<Vec<String>, NutParseError> {
     if line.len() > MAX_LINE_LEN {
         return Err(NutParseError::LineTooLong);
     }
-    let mut words = Vec::new();
-    let mut chars = line.char_indices().peekable();
-    while let Some(&(start, c)) = chars.peek() {
-        if c == ' ' || c == '\t' {
-            chars.next();
-            continue;
-        }
-        let mut word = String::new();
-        let quoted = c == '"';
-        if quoted {
-            chars.next();
-        }
-        let mut closed = !quoted;
-        while let Some((_, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, escaped)) => word.push(escaped),
-                    None => return Err(NutParseError::TrailingBackslash),
-                },
-                '"' if quoted => {
-                    closed = true;
-                    break;
-                }
-                ' ' | '\t' if !quoted => break,
-                c => word.push(c),
-            }
-        }
-        if !closed {
-            return Err(NutParseError::UnterminatedQuote { column: start + 1 });
-        }
-        words.push(word);
-    }
-    Ok(words)
+    nut::split_words(line).map_err(|e| match e {
+        WordError::UnterminatedQuote { column } => NutParseError::UnterminatedQuote { column },
+        WordError::TrailingBackslash => NutParseError::TrailingBackslash,
+    })
 }
 
 /// Quotes a value for a request line.
-pub fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
+pub use nut::quote;
 
 /// The error names of net-protocol.txt's "Error responses".
 #[derive(Debug, Clone, PartialEq, Eq)]
