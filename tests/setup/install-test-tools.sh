@@ -16,12 +16,15 @@
 #              the system service is not used)
 #   prometheus the official Prometheus Python client, whose text-format
 #              parser checks the collector's /metrics output
+#   tsdb       Prometheus 2.42 (its TSDB is what the collector's writes are
+#              measured against) and strace (counts fsync calls): the
+#              disk_writes bench in tests/benches/
 #   base       a C compiler, `script` (pseudo-terminals for NUT), `unshare`,
 #              `setpriv`, `mount`
 # kubectl (tests/tests/kubectl_fidelity.rs) is not in Debian's archive: see
 # that test's message. Idempotent: installs only what is missing.
 set -eu
-groups="${*:-base nut avahi prometheus}"
+groups="${*:-base nut avahi prometheus tsdb}"
 need=""
 for group in $groups; do
     case "$group" in
@@ -44,8 +47,12 @@ for group in $groups; do
     prometheus)
         /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || need="$need python3-prometheus-client"
         ;;
+    tsdb)
+        command -v prometheus >/dev/null 2>&1 || need="$need prometheus"
+        command -v strace >/dev/null 2>&1 || need="$need strace"
+        ;;
     *)
-        echo "install-test-tools: unknown group '$group' (base, nut, avahi, prometheus)" >&2
+        echo "install-test-tools: unknown group '$group' (base, nut, avahi, prometheus, tsdb)" >&2
         exit 2
         ;;
     esac
