@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use nodewarden_proto::v1::NodeInfo;
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 
 pub use buckets::{Point, bucket_width};
 pub use codec::Agg;
@@ -186,6 +188,23 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction, &Names, &mut PendingNames) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
+        self.write_with(Durability::Immediate, f)
+    }
+
+    /// Commits durably everything committed lazily before (a no-op
+    /// transaction with a sync): for a clean shutdown.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.write(|_, _, _| Ok(()))
+    }
+
+    /// Runs `f` in one write transaction. `Durability::None` commits without
+    /// a sync: visible at once, on disk with the next durable commit, lost
+    /// (whole, never half) if the power goes first.
+    fn write_with<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&WriteTransaction, &Names, &mut PendingNames) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
         self.reopen_if_needed()?;
         let mut names = self.lock_names();
         let mut pending = PendingNames::default();
@@ -193,7 +212,8 @@ impl Store {
             let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
             let db = guard.as_ref().ok_or_else(|| self.closed())?;
             let run = || -> Result<T, redb::Error> {
-                let txn = db.begin_write()?;
+                let mut txn = db.begin_write()?;
+                txn.set_durability(durability)?;
                 let value = f(&txn, &names, &mut pending)?;
                 txn.commit()?;
                 Ok(value)
@@ -248,12 +268,14 @@ impl Store {
     }
 
     /// Deletes raw samples older than the raw retention and rollups and
-    /// events older than the rollup retention, as of `now_ms`.
+    /// events older than the rollup retention, as of `now_ms`. Committed
+    /// without a sync of its own (the next sample commit makes it durable):
+    /// a prune lost to a power cut is simply done again.
     pub fn prune(&self, now_ms: i64) -> Result<(), StoreError> {
         let raw_cutoff = now_ms.saturating_sub(self.retention.raw.as_millis() as i64);
         let rollup_cutoff = now_ms.saturating_sub(self.retention.rollup.as_millis() as i64);
         let node_ids: Vec<u32> = self.lock_names().nodes.values().copied().collect();
-        self.write(|txn, _, _| {
+        self.write_with(Durability::None, |txn, _, _| {
             let mut raw = txn.open_table(RAW)?;
             let mut rollup = txn.open_table(ROLLUP)?;
             for &node in &node_ids {
