@@ -100,7 +100,29 @@ impl Store {
             source,
         })?;
         let file = dir.join(DB_FILE);
+        if !file.exists() {
+            create_whole(&file)?;
+        }
         let db = open_db(&file)?;
+        Store::with_db(file, db, retention)
+    }
+
+    /// Opens (or creates) a store on `backend` instead of a file: the
+    /// power-cut tests' simulated disk.
+    #[cfg(test)]
+    fn open_on(
+        backend: impl redb::StorageBackend,
+        retention: Retention,
+    ) -> Result<Store, StoreError> {
+        let file = PathBuf::from("simulated-disk");
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::from_engine(e, "open", &file))?;
+        Store::with_db(file, db, retention)
+    }
+
+    fn with_db(file: PathBuf, db: Database, retention: Retention) -> Result<Store, StoreError> {
         let store = Store {
             file,
             retention,
@@ -293,6 +315,37 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// Creates an empty database at `file` under another name and renames it
+/// into place once it is whole and synced. A power cut while redb writes a
+/// new file's first pages leaves a file it refuses to open ("not a redb
+/// database"), and the collector would never start again; cut here, it
+/// leaves only a `.new` file, which the next start overwrites.
+fn create_whole(file: &Path) -> Result<(), StoreError> {
+    let fresh = file.with_extension("redb.new");
+    let io = |action: &'static str, e: std::io::Error| StoreError::Io {
+        action,
+        file: fresh.clone(),
+        detail: e.to_string(),
+    };
+    match std::fs::remove_file(&fresh) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", e)),
+        _ => {}
+    }
+    // Dropped at once: closing writes the clean-shutdown header.
+    drop(open_db(&fresh)?);
+    std::fs::File::open(&fresh)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("sync", e))?;
+    std::fs::rename(&fresh, file).map_err(|e| io("rename", e))?;
+    // The rename itself is durable once the directory is.
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("sync the directory of", e))?;
+    }
+    Ok(())
 }
 
 fn open_db(file: &Path) -> Result<Database, StoreError> {

@@ -7,6 +7,8 @@ use nodewarden_proto::v1::{
 
 use super::*;
 
+mod power_cut;
+
 const T0: i64 = 1_699_999_980_000; // a whole minute
 
 fn sample(seq: u64, ts: i64, temp_c: f64) -> Sample {
