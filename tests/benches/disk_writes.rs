@@ -21,7 +21,9 @@
 //!
 //! Knobs (environment): NW_NODES (list, e.g. "10,100"), NW_WARMUP_S,
 //! NW_WINDOW_S, NW_COMMIT_INTERVAL (the collector's `commit_interval`;
-//! unset = its default), NW_BENCH_DIR (the disk measured; default the temp dir).
+//! unset = its default), NW_SAMPLE_INTERVAL (agents' sampling and
+//! Prometheus's scraping, default 5s), NW_BENCH_DIR (the disk measured;
+//! default the temp dir).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is the failure report
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -33,10 +35,10 @@ use std::time::{Duration, Instant};
 use nodewarden_tests::setup::require;
 use nodewarden_tests::{Collector, Proc, admin, bin, eventually, free_port, start_agent};
 
-/// What the agents run at: their defaults, so the collector sees what a
-/// deployment sends.
-const SAMPLE_INTERVAL: &str = "5s";
-const SCRAPE_INTERVAL: &str = "5s";
+/// The agents send at their default interval; they sample at theirs
+/// (5 s) unless NW_SAMPLE_INTERVAL says otherwise, and Prometheus scrapes
+/// at the sample interval.
+const SEND_INTERVAL: &str = "5s";
 const SYNC_CALLS: &str = "fsync,fdatasync,sync_file_range,msync";
 
 /// One process's figures over the window.
@@ -53,6 +55,10 @@ struct Row {
     window: Duration,
     nodewarden: Figures,
     prometheus: Figures,
+}
+
+fn sample_interval() -> String {
+    std::env::var("NW_SAMPLE_INTERVAL").unwrap_or_else(|_| "5s".into())
 }
 
 fn env_u64(key: &str, default: u64) -> u64 {
@@ -109,8 +115,8 @@ async fn measure(nodes: usize, warmup: Duration, window: Duration, commit: Optio
                 dir,
                 name,
                 &url,
-                SAMPLE_INTERVAL,
-                &["--send-interval", SAMPLE_INTERVAL],
+                &sample_interval(),
+                &["--send-interval", SEND_INTERVAL],
             )
         })
         .collect();
@@ -225,8 +231,9 @@ fn start_prometheus(dir: &Path, targets: &[u16]) -> Child {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: {SCRAPE_INTERVAL}\n  evaluation_interval: 1m\n\
+            "global:\n  scrape_interval: {}\n  evaluation_interval: 1m\n\
              scrape_configs:\n  - job_name: nodes\n    static_configs:\n      - targets: [{}]\n",
+            sample_interval(),
             list.join(", ")
         ),
     )
@@ -339,8 +346,9 @@ fn mib(bytes: f64) -> String {
 
 fn print_table(rows: &[Row], commit: Option<&str>) {
     println!(
-        "\ncollector commit_interval: {}; agents sample and send every {SAMPLE_INTERVAL}; Prometheus scrapes every {SCRAPE_INTERVAL}\n",
-        commit.unwrap_or("default")
+        "\ncollector commit_interval: {}; agents sample every {1} and send every {SEND_INTERVAL}; Prometheus scrapes every {1}\n",
+        commit.unwrap_or("default"),
+        sample_interval()
     );
     println!(
         "| nodes | series/node | window | nodewarden written/h | nodewarden syncs (per min) | Prometheus written/h | Prometheus syncs (per min) | nodewarden / Prometheus |"
