@@ -289,7 +289,10 @@ pub async fn serve(
     let writer_task = tokio::spawn(writer::run(
         core.store.clone(),
         write_rx,
-        config.commit_interval,
+        writer::Cadence {
+            commit: config.commit_interval,
+            sync: config.sync_interval,
+        },
         shutdown.clone(),
     ));
 

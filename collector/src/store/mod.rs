@@ -274,11 +274,16 @@ impl Store {
         if self.db.read().unwrap_or_else(|p| p.into_inner()).is_some() {
             return Ok(());
         }
-        let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
+        {
+            let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+            if guard.is_some() {
+                return Ok(());
+            }
             *guard = Some(open_db(&self.file)?);
         }
-        Ok(())
+        // The reopened file ends at its last durable commit: names given out
+        // by lazy commits after it are gone from the tables, so from memory too.
+        self.load_names()
     }
 
     fn closed(&self) -> StoreError {

@@ -165,7 +165,7 @@ impl Store {
     /// the order given. Durable at once when it holds an event; otherwise
     /// (the minute's checkpoint of every node's latest sample, connects and
     /// disconnects) without a sync of its own: the next sample commit, at
-    /// most `commit_interval` later, makes it durable. A power cut before
+    /// most `sync_interval` later, makes it durable. A power cut before
     /// that leaves the previous record, and a restarted collector marks every
     /// node offline until it reconnects anyway.
     pub fn apply(&self, records: &[Record]) -> Result<(), StoreError> {

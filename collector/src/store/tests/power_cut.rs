@@ -2,9 +2,10 @@
 //! that takes N bytes of writes and then loses power: the write in flight is
 //! torn at byte N, and every 512-byte sector written since the last sync
 //! independently made it to the medium or not (a disk with a volatile cache
-//! and no ordering between unsynced writes). Reopened on what survived, the
-//! store must open, hold every sample whose `append` returned (the agent was
-//! acked), hold nothing half-written, and take new samples.
+//! and no ordering between unsynced writes). The writes mix lazy appends
+//! with durable ones as the collector's writer does. Reopened on what
+//! survived, the store must open, hold every sample a durable commit covered
+//! (the agent was acked), hold nothing half-written, and take new samples.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -167,11 +168,21 @@ fn one_step(
             batch(node, INSTANCE, samples)
         })
         .collect();
-    if store.append(&batches).is_err() {
+    // As the collector's writer does: most commits lazy, and the streams
+    // acked only when a durable one has covered them.
+    let durable = rng.random_range(0..4) == 0;
+    let stored = if durable {
+        store.append(&batches)
+    } else {
+        store.append_lazily(&batches)
+    };
+    if stored.is_err() {
         return false;
     }
-    for &node in &NODES {
-        acked.insert(node, next[node] - 1);
+    if durable {
+        for &node in &NODES {
+            acked.insert(node, next[node] - 1);
+        }
     }
     let other = match rng.random_range(0..10) {
         0 => store.apply(&[Record::Node(NodeRecord {
@@ -186,6 +197,11 @@ fn one_step(
             ..Default::default()
         }),
         2 => store.prune(T0 + 3_600_000),
+        3 => store.sync().inspect(|()| {
+            for &node in &NODES {
+                acked.insert(node, next[node] - 1);
+            }
+        }),
         _ => Ok(()),
     };
     other.is_ok()
