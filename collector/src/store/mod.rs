@@ -296,7 +296,7 @@ impl Store {
 
     /// Deletes raw samples older than the raw retention and rollups and
     /// events older than the rollup retention, as of `now_ms`. Committed
-    /// without a sync of its own (the next sample commit makes it durable):
+    /// without a sync of its own (the next durable commit makes it so):
     /// a prune lost to a power cut is simply done again.
     pub fn prune(&self, now_ms: i64) -> Result<(), StoreError> {
         let raw_cutoff = now_ms.saturating_sub(self.retention.raw.as_millis() as i64);

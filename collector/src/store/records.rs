@@ -164,7 +164,7 @@ impl Store {
     /// Writes node records, UPS statuses and events in one transaction, in
     /// the order given. Durable at once when it holds an event; otherwise
     /// (the minute's checkpoint of every node's latest sample, connects and
-    /// disconnects) without a sync of its own: the next sample commit, at
+    /// disconnects) without a sync of its own: the next durable commit, at
     /// most `sync_interval` later, makes it durable. A power cut before
     /// that leaves the previous record, and a restarted collector marks every
     /// node offline until it reconnects anyway.
