@@ -307,3 +307,52 @@ fn a_file_torn_while_being_created_is_made_again() {
     assert_eq!(store.high_water("pi-a", INSTANCE).expect("high water"), 1);
     assert!(!torn.exists(), "the torn file is left behind");
 }
+
+/// Bytes the store gives the disk per simulated hour, 10 nodes at a sample
+/// every 5 s, committed every 5 s, made durable every `sync_minutes`.
+fn bytes_per_hour(sync_minutes: u64) -> u64 {
+    let disk = Disk::new(Vec::new(), u64::MAX);
+    let store = Store::open_on(disk.clone(), Retention::default()).expect("open");
+    let commits_per_sync = sync_minutes * 12;
+    let mut written_at_1h = 0;
+    for commit in 0..3 * 60 * 12u64 {
+        let ts = T0 + commit as i64 * 5000;
+        let batches: Vec<_> = (0..10)
+            .map(|n| {
+                let temp = 40.0 + (commit % 7) as f64;
+                batch(
+                    &format!("node{n}"),
+                    INSTANCE,
+                    vec![sample(commit + 1, ts, temp)],
+                )
+            })
+            .collect();
+        let stored = if (commit + 1) % commits_per_sync == 0 {
+            store.append(&batches)
+        } else {
+            store.append_lazily(&batches)
+        };
+        stored.expect("append");
+        if commit + 1 == 60 * 12 {
+            written_at_1h = disk.state().budget;
+        }
+    }
+    // Hours two and three: past the file's first growth.
+    (written_at_1h - disk.state().budget) / 2
+}
+
+#[test]
+fn the_bytes_written_follow_the_durable_commits_not_the_lazy_ones() {
+    let every_minute = bytes_per_hour(1);
+    let every_15 = bytes_per_hour(15);
+    let every_60 = bytes_per_hour(60);
+    eprintln!(
+        "bytes per hour, 10 nodes, a lazy commit every 5 s, durable every 1 / 15 / 60 min: \
+         {} / {} / {} KiB",
+        every_minute / 1024,
+        every_15 / 1024,
+        every_60 / 1024
+    );
+    assert!(every_15 * 2 < every_minute, "{every_15} vs {every_minute}");
+    assert!(every_60 < every_15, "{every_60} vs {every_15}");
+}
