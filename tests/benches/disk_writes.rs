@@ -16,12 +16,13 @@
 //! tests/setup/install-test-tools.sh tsdb):
 //!   full, 10 and 100 nodes, 1 min warm-up, 10 min window:
 //!   `cargo build --release -p nodewarden -p nodewarden-agent --bins && cargo bench -p nodewarden-tests --bench disk_writes`
-//!   short (the test command: 10 nodes, 10 s warm-up, 70 s window):
+//!   short (the test command: 10 nodes, 10 s warm-up, 70 s window, the
+//!   collector syncing every minute so that one sync falls in it):
 //!   `cargo build --workspace --bins && cargo test -p nodewarden-tests --bench disk_writes`
 //!
 //! Knobs (environment): NW_NODES (list, e.g. "10,100"), NW_WARMUP_S,
-//! NW_WINDOW_S, NW_COMMIT_INTERVAL (the collector's `commit_interval`;
-//! unset = its default), NW_SAMPLE_INTERVAL (agents' sampling and
+//! NW_WINDOW_S, NW_COMMIT_INTERVAL and NW_SYNC_INTERVAL (the collector's
+//! `commit_interval` and `sync_interval`; unset = its defaults), NW_SAMPLE_INTERVAL (agents' sampling and
 //! Prometheus's scraping, default 5s), NW_BENCH_DIR (the disk measured;
 //! default the temp dir).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is the failure report
@@ -80,12 +81,20 @@ fn main() {
     let warmup = Duration::from_secs(env_u64("NW_WARMUP_S", if full { 60 } else { 10 }));
     let window = Duration::from_secs(env_u64("NW_WINDOW_S", if full { 600 } else { 70 }));
     let commit = std::env::var("NW_COMMIT_INTERVAL").ok();
+    // The default sync (15 min) would fall outside the short window.
+    let sync = std::env::var("NW_SYNC_INTERVAL")
+        .ok()
+        .or_else(|| (!full).then(|| "1m".to_string()));
+    let intervals = Intervals {
+        commit: commit.as_deref(),
+        sync: sync.as_deref(),
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let rows: Vec<Row> = nodes
         .iter()
-        .map(|&n| rt.block_on(measure(n, warmup, window, commit.as_deref())))
+        .map(|&n| rt.block_on(measure(n, warmup, window, intervals)))
         .collect();
-    print_table(&rows, commit.as_deref());
+    print_table(&rows, intervals);
     for row in &rows {
         // A run where a side wrote nothing measured nothing (a target down,
         // strace not attached): fail rather than print a ratio of noise.
@@ -97,7 +106,19 @@ fn main() {
     }
 }
 
-async fn measure(nodes: usize, warmup: Duration, window: Duration, commit: Option<&str>) -> Row {
+/// The collector's `commit_interval` and `sync_interval`; `None` = its default.
+#[derive(Clone, Copy)]
+struct Intervals<'a> {
+    commit: Option<&'a str>,
+    sync: Option<&'a str>,
+}
+
+async fn measure(
+    nodes: usize,
+    warmup: Duration,
+    window: Duration,
+    intervals: Intervals<'_>,
+) -> Row {
     let base = std::env::var_os("NW_BENCH_DIR").map(PathBuf::from);
     let tmp = match &base {
         Some(b) => tempfile::tempdir_in(b).unwrap(),
@@ -105,7 +126,7 @@ async fn measure(nodes: usize, warmup: Duration, window: Duration, commit: Optio
     };
     let dir = tmp.path();
     let (port, metrics_port) = (free_port(), free_port());
-    let collector = start_collector(dir, port, metrics_port, commit).await;
+    let collector = start_collector(dir, port, metrics_port, intervals).await;
     let url = format!("https://127.0.0.1:{port}");
     let names: Vec<String> = (0..nodes).map(|i| format!("node{i:03}")).collect();
     let _agents: Vec<Proc> = names
@@ -170,9 +191,14 @@ async fn measure(nodes: usize, warmup: Duration, window: Duration, commit: Optio
     row
 }
 
-/// A collector at its defaults (but `commit` and a quiet log), PKI from
+/// A collector at its defaults (but `intervals` and a quiet log), PKI from
 /// `nodewarden init`. Killed when dropped.
-async fn start_collector(dir: &Path, port: u16, metrics_port: u16, commit: Option<&str>) -> Killed {
+async fn start_collector(
+    dir: &Path,
+    port: u16,
+    metrics_port: u16,
+    intervals: Intervals<'_>,
+) -> Killed {
     Collector::init(dir, port, metrics_port);
     let config = Collector::config_path(dir);
     let mut text = format!(
@@ -181,8 +207,11 @@ async fn start_collector(dir: &Path, port: u16, metrics_port: u16, commit: Optio
         dir.join("admin.sock").display(),
         dir.join("data").display()
     );
-    if let Some(c) = commit {
+    if let Some(c) = intervals.commit {
         text.push_str(&format!("commit_interval = \"{c}\"\n"));
+    }
+    if let Some(s) = intervals.sync {
+        text.push_str(&format!("sync_interval = \"{s}\"\n"));
     }
     std::fs::write(&config, text).unwrap();
     let log = std::fs::File::create(dir.join("collector.log")).unwrap();
@@ -344,10 +373,11 @@ fn mib(bytes: f64) -> String {
     format!("{:.2} MiB", bytes / (1024.0 * 1024.0))
 }
 
-fn print_table(rows: &[Row], commit: Option<&str>) {
+fn print_table(rows: &[Row], intervals: Intervals<'_>) {
     println!(
-        "\ncollector commit_interval: {}; agents sample every {1} and send every {SEND_INTERVAL}; Prometheus scrapes every {1}\n",
-        commit.unwrap_or("default"),
+        "\ncollector commit_interval: {}, sync_interval: {}; agents sample every {2} and send every {SEND_INTERVAL}; Prometheus scrapes every {2}\n",
+        intervals.commit.unwrap_or("default"),
+        intervals.sync.unwrap_or("default"),
         sample_interval()
     );
     println!(
