@@ -244,7 +244,7 @@ impl Store {
         };
         match result {
             Ok(value) => {
-                names.absorb(pending);
+                names.absorb(pending, matches!(durability, Durability::Immediate));
                 Ok(value)
             }
             Err(err) => {

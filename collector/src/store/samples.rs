@@ -99,6 +99,8 @@ impl Store {
                 }
                 if Some(mark) != stored && mark > 0 {
                     high_water.insert((node, nb.instance_id), mark)?;
+                    let before = stored.unwrap_or(0);
+                    pending.moved_marks.push(((node, nb.instance_id), before));
                 }
                 // The newest sample matters after a restart only, when the node
                 // is offline anyway: once a minute is enough and spares a page
@@ -140,10 +142,19 @@ impl Store {
         })
     }
 
-    /// The highest seq of this agent instance that is stored (0 if none).
+    /// The highest seq of this agent instance that is stored durably (0 if
+    /// none): what its agent may drop. Samples past it in lazy commits are
+    /// visible to `history` but are sent again, and skipped as duplicates.
     pub fn high_water(&self, node: &str, instance_id: u64) -> Result<u64, StoreError> {
-        let Some(id) = self.lock_names().nodes.get(node).copied() else {
-            return Ok(0);
+        let id = {
+            let names = self.lock_names();
+            let Some(id) = names.nodes.get(node).copied() else {
+                return Ok(0);
+            };
+            if let Some(&durable) = names.durable_marks.get(&(id, instance_id)) {
+                return Ok(durable);
+            }
+            id
         };
         self.read(|txn| {
             Ok(txn
