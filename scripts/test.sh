@@ -64,6 +64,12 @@ if [ "$status" != 0 ]; then
 fi
 no_apt_check "cargo test"
 
+# The disk-writes bench beside Prometheus, short (80 s, one sync in it): it
+# runs, both sides write, the table prints. Full figures: docs/storage.md.
+echo "== disk writes against Prometheus (short)"
+PATH="$no_apt:$PATH" cargo test -p nodewarden-tests --bench disk_writes --quiet 2>&1 | grep -E '^\|'
+no_apt_check "the disk_writes bench"
+
 rm -f /tmp/nodewarden-test-packaged.log
 if [ -x packaging/test-debs.sh ]; then
     echo "== packages"

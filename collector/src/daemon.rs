@@ -306,7 +306,10 @@ pub async fn serve(
     let writer_task = tokio::spawn(writer::run(
         core.store.clone(),
         write_rx,
-        config.commit_interval,
+        writer::Cadence {
+            commit: config.commit_interval,
+            sync: config.sync_interval,
+        },
         shutdown.clone(),
     ));
 
@@ -355,13 +358,29 @@ pub async fn serve(
     // The writer commits what it holds once every stream has let go.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
     let h = hub.clone();
-    let _ = tokio::task::spawn_blocking(move || h.checkpoint()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        h.checkpoint();
+        // The checkpoint commits without a sync of its own (store::apply).
+        if let Err(e) = h.store().sync() {
+            tracing::warn!("cannot sync the store at shutdown: {e}");
+        }
+    })
+    .await;
     let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())
 }
 
+/// The registry checkpoint (every node's record) is written this often, and
+/// at shutdown. Only a restart reads it, and a restart marks every node
+/// offline until it reconnects: rewriting the nodes table every minute cost
+/// SD card writes for nothing (docs/storage.md).
+const CHECKPOINT_EVERY_S: u64 = 600;
+/// Retention is applied this often: raw samples then live at most this much
+/// longer than `retention.raw`, and each prune rewrites the oldest pages.
+const PRUNE_EVERY_S: u64 = 3600;
+
 /// Housekeeping, once a second: the systemd watchdog, silent nodes, the
-/// registry checkpoint (every minute) and retention (every five minutes).
+/// registry checkpoint and retention.
 fn spawn_housekeeping(
     hub: Arc<hub::Hub>,
     offline_after: i64,
@@ -379,11 +398,11 @@ fn spawn_housekeeping(
             // The systemd watchdog (a no-op outside systemd).
             let _ = nodewarden_common::sd_notify::notify_watchdog();
             hub.mark_silent(now_ms(), offline_after);
-            if n.is_multiple_of(60) {
+            if n.is_multiple_of(CHECKPOINT_EVERY_S) {
                 let h = hub.clone();
                 let _ = tokio::task::spawn_blocking(move || h.checkpoint()).await;
             }
-            if n % 300 == 1 {
+            if n % PRUNE_EVERY_S == 1 {
                 let store = hub.store().clone();
                 match tokio::task::spawn_blocking(move || store.prune(now_ms())).await {
                     Ok(Err(e)) => tracing::warn!("retention pruning failed: {e}"),

@@ -21,12 +21,15 @@
 #              (nut-client), PyNUTClient (python3-nut), and aionut, Home
 #              Assistant's NUT library, from PyPI into target/nut-venv
 #              (a venv, so the system Python is untouched)
+#   tsdb       Prometheus 2.42 (its TSDB is what the collector's writes are
+#              measured against) and strace (counts fsync calls): the
+#              disk_writes bench in tests/benches/
 #   base       a C compiler, `script` (pseudo-terminals for NUT), `unshare`,
 #              `setpriv`, `mount`
 # kubectl (tests/tests/kubectl_fidelity.rs) is not in Debian's archive: see
 # that test's message. Idempotent: installs only what is missing.
 set -eu
-groups="${*:-base nut avahi prometheus nutclients}"
+groups="${*:-base nut avahi prometheus nutclients tsdb}"
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 venv=""
 need=""
@@ -60,8 +63,12 @@ for group in $groups; do
         /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need="$need python3-venv"
         "$repo/target/nut-venv/bin/python" -c 'import aionut' 2>/dev/null || venv="$repo/target/nut-venv"
         ;;
+    tsdb)
+        command -v prometheus >/dev/null 2>&1 || need="$need prometheus"
+        command -v strace >/dev/null 2>&1 || need="$need strace"
+        ;;
     *)
-        echo "install-test-tools: unknown group '$group' (base, nut, avahi, prometheus, nutclients)" >&2
+        echo "install-test-tools: unknown group '$group' (base, nut, avahi, prometheus, nutclients, tsdb)" >&2
         exit 2
         ;;
     esac

@@ -134,6 +134,10 @@ fn unsafe_free_kill(pid: i32, signal: i32) {
         .status();
 }
 
+/// The harness's collectors commit every 100 ms, each commit durable and
+/// acked at once unless a test asks for a longer `sync_interval`.
+const TEST_SYNC: &str = "100ms";
+
 /// A collector on loopback with its own data dir and socket. Its PKI
 /// (`nodewarden init`) is made on first start; the join token is kept in
 /// `<dir>/join-token` for [`start_agent`] and [`join`].
@@ -176,11 +180,23 @@ impl Collector {
 
     /// `init` with `extra` TOML (tables such as `[power]`) after the base keys.
     pub fn init_with(dir: &Path, port: u16, metrics_port: u16, extra: &str) -> String {
+        Self::init_synced(dir, port, metrics_port, TEST_SYNC, extra)
+    }
+
+    /// `init_with`, the commits made durable (and acked) every `sync`
+    /// instead of at each 100 ms commit.
+    pub fn init_synced(
+        dir: &Path,
+        port: u16,
+        metrics_port: u16,
+        sync: &str,
+        extra: &str,
+    ) -> String {
         let mut f = std::fs::File::create(Self::config_path(dir)).unwrap();
         writeln!(
             f,
             "listen = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
-             data_dir = \"{}\"\ncommit_interval = \"100ms\"\noffline_after = \"5s\"",
+             data_dir = \"{}\"\ncommit_interval = \"100ms\"\nsync_interval = \"{sync}\"\noffline_after = \"5s\"",
             dir.join("admin.sock").display(),
             dir.join("data").display()
         )
@@ -216,7 +232,18 @@ impl Collector {
 
     /// `start` with `extra` TOML appended to the collector's config.
     pub async fn start_with(dir: &Path, port: u16, metrics_port: u16, extra: &str) -> Collector {
-        Self::init_with(dir, port, metrics_port, extra);
+        Self::start_synced(dir, port, metrics_port, TEST_SYNC, extra).await
+    }
+
+    /// `start_with`, the commits made durable (and acked) every `sync`.
+    pub async fn start_synced(
+        dir: &Path,
+        port: u16,
+        metrics_port: u16,
+        sync: &str,
+        extra: &str,
+    ) -> Collector {
+        Self::init_synced(dir, port, metrics_port, sync, extra);
         let log = dir.join(format!(
             "collector-{}.log",
             std::time::SystemTime::now()

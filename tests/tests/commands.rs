@@ -42,6 +42,7 @@ impl InProc {
             metrics_listen: String::new(),
             data_dir: dir.join("data"),
             commit_interval: Duration::from_millis(100),
+            sync_interval: Duration::from_millis(100),
             offline_after: Duration::from_secs(5),
             // These tests are the orchestrator: they send every command
             // through the hub themselves. The collector's own power sequence

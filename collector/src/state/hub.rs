@@ -180,7 +180,8 @@ impl Hub {
     }
 
     /// Waits (up to `timeout`) until every node record, UPS status and
-    /// event recorded so far is on disk; false if it was not in time.
+    /// event recorded so far is committed (events on disk at once, the rest
+    /// with the next durable commit); false if it was not in time.
     pub fn flush_records(&self, timeout: Duration) -> bool {
         self.journal.flush(timeout)
     }

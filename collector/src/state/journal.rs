@@ -22,7 +22,8 @@ const MAX_HELD_EVENTS: usize = 100_000;
 
 enum Op {
     Write(Box<Record>),
-    /// Answered once everything sent before it is on disk.
+    /// Answered once everything sent before it is committed (events durably;
+    /// see `Store::apply`).
     Flush(Sender<()>),
 }
 
@@ -74,7 +75,8 @@ impl Journal {
     }
 
     /// Waits (up to `timeout`) until everything queued before this call is
-    /// on disk; false if it was not in time.
+    /// committed: events on disk, node records and UPS statuses with the
+    /// next durable commit (`Store::apply`); false if it was not in time.
     pub fn flush(&self, timeout: Duration) -> bool {
         let (tx, rx) = mpsc::channel();
         let Some(ops) = &self.ops else {

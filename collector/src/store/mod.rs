@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use nodewarden_proto::v1::NodeInfo;
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 
 pub use buckets::{Point, bucket_width};
 pub use codec::Agg;
@@ -98,7 +100,29 @@ impl Store {
             source,
         })?;
         let file = dir.join(DB_FILE);
+        if !file.exists() {
+            create_whole(&file)?;
+        }
         let db = open_db(&file)?;
+        Store::with_db(file, db, retention)
+    }
+
+    /// Opens (or creates) a store on `backend` instead of a file: the
+    /// power-cut tests' simulated disk.
+    #[cfg(test)]
+    fn open_on(
+        backend: impl redb::StorageBackend,
+        retention: Retention,
+    ) -> Result<Store, StoreError> {
+        let file = PathBuf::from("simulated-disk");
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::from_engine(e, "open", &file))?;
+        Store::with_db(file, db, retention)
+    }
+
+    fn with_db(file: PathBuf, db: Database, retention: Retention) -> Result<Store, StoreError> {
         let store = Store {
             file,
             retention,
@@ -186,6 +210,23 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction, &Names, &mut PendingNames) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
+        self.write_with(Durability::Immediate, f)
+    }
+
+    /// Commits durably everything committed lazily before (a no-op
+    /// transaction with a sync): for a clean shutdown.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.write(|_, _, _| Ok(()))
+    }
+
+    /// Runs `f` in one write transaction. `Durability::None` commits without
+    /// a sync: visible at once, on disk with the next durable commit, lost
+    /// (whole, never half) if the power goes first.
+    fn write_with<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&WriteTransaction, &Names, &mut PendingNames) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
         self.reopen_if_needed()?;
         let mut names = self.lock_names();
         let mut pending = PendingNames::default();
@@ -193,7 +234,8 @@ impl Store {
             let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
             let db = guard.as_ref().ok_or_else(|| self.closed())?;
             let run = || -> Result<T, redb::Error> {
-                let txn = db.begin_write()?;
+                let mut txn = db.begin_write()?;
+                txn.set_durability(durability)?;
                 let value = f(&txn, &names, &mut pending)?;
                 txn.commit()?;
                 Ok(value)
@@ -202,7 +244,7 @@ impl Store {
         };
         match result {
             Ok(value) => {
-                names.absorb(pending);
+                names.absorb(pending, matches!(durability, Durability::Immediate));
                 Ok(value)
             }
             Err(err) => {
@@ -232,11 +274,16 @@ impl Store {
         if self.db.read().unwrap_or_else(|p| p.into_inner()).is_some() {
             return Ok(());
         }
-        let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
+        {
+            let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+            if guard.is_some() {
+                return Ok(());
+            }
             *guard = Some(open_db(&self.file)?);
         }
-        Ok(())
+        // The reopened file ends at its last durable commit: names given out
+        // by lazy commits after it are gone from the tables, so from memory too.
+        self.load_names()
     }
 
     fn closed(&self) -> StoreError {
@@ -248,12 +295,14 @@ impl Store {
     }
 
     /// Deletes raw samples older than the raw retention and rollups and
-    /// events older than the rollup retention, as of `now_ms`.
+    /// events older than the rollup retention, as of `now_ms`. Committed
+    /// without a sync of its own (the next durable commit makes it so):
+    /// a prune lost to a power cut is simply done again.
     pub fn prune(&self, now_ms: i64) -> Result<(), StoreError> {
         let raw_cutoff = now_ms.saturating_sub(self.retention.raw.as_millis() as i64);
         let rollup_cutoff = now_ms.saturating_sub(self.retention.rollup.as_millis() as i64);
         let node_ids: Vec<u32> = self.lock_names().nodes.values().copied().collect();
-        self.write(|txn, _, _| {
+        self.write_with(Durability::None, |txn, _, _| {
             let mut raw = txn.open_table(RAW)?;
             let mut rollup = txn.open_table(ROLLUP)?;
             for &node in &node_ids {
@@ -271,6 +320,37 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// Creates an empty database at `file` under another name and renames it
+/// into place once it is whole and synced. A power cut while redb writes a
+/// new file's first pages leaves a file it refuses to open ("not a redb
+/// database"), and the collector would never start again; cut here, it
+/// leaves only a `.new` file, which the next start overwrites.
+fn create_whole(file: &Path) -> Result<(), StoreError> {
+    let fresh = file.with_extension("redb.new");
+    let io = |action: &'static str, e: std::io::Error| StoreError::Io {
+        action,
+        file: fresh.clone(),
+        detail: e.to_string(),
+    };
+    match std::fs::remove_file(&fresh) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", e)),
+        _ => {}
+    }
+    // Dropped at once: closing writes the clean-shutdown header.
+    drop(open_db(&fresh)?);
+    std::fs::File::open(&fresh)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("sync", e))?;
+    std::fs::rename(&fresh, file).map_err(|e| io("rename", e))?;
+    // The rename itself is durable once the directory is.
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("sync the directory of", e))?;
+    }
+    Ok(())
 }
 
 fn open_db(file: &Path) -> Result<Database, StoreError> {

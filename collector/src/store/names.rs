@@ -15,6 +15,10 @@ pub(super) struct Names {
     pub(super) node_metrics: HashSet<(u32, u32)>,
     /// Minute of the newest sample persisted in LATEST, per node.
     pub(super) latest_minute: HashMap<u32, i64>,
+    /// (node, instance) -> its high-water mark as of the last durable
+    /// commit, for the marks lazy commits have moved since. What an agent
+    /// is told it need not resend must be on disk.
+    pub(super) durable_marks: HashMap<(u32, u64), u64>,
 }
 
 /// Ids handed out inside a transaction; merged into `Names` only once it commits.
@@ -29,6 +33,8 @@ pub(super) struct PendingNames {
     pub(super) node_metrics: HashSet<(u32, u32)>,
     /// Minutes whose newest sample this transaction wrote to LATEST.
     pub(super) latest_minute: Vec<(u32, i64)>,
+    /// High-water marks this transaction moved, with their value before.
+    pub(super) moved_marks: Vec<((u32, u64), u64)>,
 }
 
 impl Names {
@@ -62,8 +68,16 @@ impl Names {
         id
     }
 
-    /// Merges a committed transaction's new ids.
-    pub(super) fn absorb(&mut self, pending: PendingNames) {
+    /// Merges a committed transaction's new ids; `durable`: it was synced,
+    /// and with it every lazy commit before.
+    pub(super) fn absorb(&mut self, pending: PendingNames, durable: bool) {
+        if durable {
+            self.durable_marks.clear();
+        } else {
+            for (key, before) in pending.moved_marks {
+                self.durable_marks.entry(key).or_insert(before);
+            }
+        }
         for (name, id) in pending.nodes {
             self.nodes.insert(name, id);
         }

@@ -3,7 +3,7 @@
 
 use nodewarden_proto::v1::{Event, NodeInfo, Sample, UpsInfo, UpsStatus};
 use prost::Message;
-use redb::ReadableTable;
+use redb::{Durability, ReadableTable};
 
 use super::{EVENTS, LATEST, NODES, POWER, Store, StoreError, UPS};
 
@@ -162,11 +162,21 @@ impl Store {
         self.apply(&[Record::Node(record)])
     }
 
-    /// Writes node records, UPS statuses and events in one durable
-    /// transaction, in the order given.
+    /// Writes node records, UPS statuses and events in one transaction, in
+    /// the order given. Durable at once when it holds an event; otherwise
+    /// (the minute's checkpoint of every node's latest sample, connects and
+    /// disconnects) without a sync of its own: the next durable commit, at
+    /// most `sync_interval` later, makes it durable. A power cut before
+    /// that leaves the previous record, and a restarted collector marks every
+    /// node offline until it reconnects anyway.
     pub fn apply(&self, records: &[Record]) -> Result<(), StoreError> {
         let encoded: Vec<Encoded> = records.iter().map(Encoded::of).collect();
-        self.write(|txn, _, _| {
+        let durability = if records.iter().any(|r| matches!(r, Record::Event(_))) {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        self.write_with(durability, |txn, _, _| {
             let mut nodes = txn.open_table(NODES)?;
             let mut ups = txn.open_table(UPS)?;
             let mut events = txn.open_table(EVENTS)?;

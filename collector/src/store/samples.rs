@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use nodewarden_proto::v1::Sample;
 use prost::Message;
-use redb::ReadableTable;
+use redb::{Durability, ReadableTable};
 
 use super::{
     Agg, HIGH_WATER, LATEST, METRIC_IDS, NODE_IDS, NODE_METRICS, RAW, ROLLUP, ROLLUP_MS, Store,
@@ -35,10 +35,23 @@ impl Store {
     /// the per-(node, instance) high-water seq. Samples at or below the
     /// high-water are duplicates and are skipped.
     pub fn append(&self, batch: &[NodeBatch]) -> Result<(), StoreError> {
+        self.append_with(Durability::Immediate, batch)
+    }
+
+    /// [`Self::append`] without a sync: visible to `history` at once, on
+    /// disk with the next durable commit ([`Self::sync`]); a crash before
+    /// that takes back every lazy append since (whole, with its high-water
+    /// marks), so the caller must not ack them until then. Costs next to
+    /// no disk writes: redb writes the pages once, at the durable commit.
+    pub fn append_lazily(&self, batch: &[NodeBatch]) -> Result<(), StoreError> {
+        self.append_with(Durability::None, batch)
+    }
+
+    fn append_with(&self, durability: Durability, batch: &[NodeBatch]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write(|txn, names, pending| {
+        self.write_with(durability, |txn, names, pending| {
             let mut raw = txn.open_table(RAW)?;
             let mut rollup = txn.open_table(ROLLUP)?;
             let mut high_water = txn.open_table(HIGH_WATER)?;
@@ -86,6 +99,8 @@ impl Store {
                 }
                 if Some(mark) != stored && mark > 0 {
                     high_water.insert((node, nb.instance_id), mark)?;
+                    let before = stored.unwrap_or(0);
+                    pending.moved_marks.push(((node, nb.instance_id), before));
                 }
                 // The newest sample matters after a restart only, when the node
                 // is offline anyway: once a minute is enough and spares a page
@@ -127,10 +142,19 @@ impl Store {
         })
     }
 
-    /// The highest seq of this agent instance that is stored (0 if none).
+    /// The highest seq of this agent instance that is stored durably (0 if
+    /// none): what its agent may drop. Samples past it in lazy commits are
+    /// visible to `history` but are sent again, and skipped as duplicates.
     pub fn high_water(&self, node: &str, instance_id: u64) -> Result<u64, StoreError> {
-        let Some(id) = self.lock_names().nodes.get(node).copied() else {
-            return Ok(0);
+        let id = {
+            let names = self.lock_names();
+            let Some(id) = names.nodes.get(node).copied() else {
+                return Ok(0);
+            };
+            if let Some(&durable) = names.durable_marks.get(&(id, instance_id)) {
+                return Ok(durable);
+            }
+            id
         };
         self.read(|txn| {
             Ok(txn

@@ -7,6 +7,8 @@ use nodewarden_proto::v1::{
 
 use super::*;
 
+mod power_cut;
+
 const T0: i64 = 1_699_999_980_000; // a whole minute
 
 fn sample(seq: u64, ts: i64, temp_c: f64) -> Sample {
@@ -572,4 +574,32 @@ fn power_state_survives_a_reopen_and_can_be_forgotten() {
     );
     store.delete_power_state("rack2").unwrap();
     assert_eq!(store.power_states().unwrap().len(), 1);
+}
+
+#[test]
+fn the_high_water_an_agent_is_told_is_the_durable_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store
+        .append(&[batch("pi1", 9, run(1, T0, 2))])
+        .expect("append");
+    store
+        .append_lazily(&[batch("pi1", 9, run(3, T0 + 2000, 3))])
+        .expect("lazy append");
+    let h = store
+        .history("pi1", "cpu_temp", T0, T0 + 10_000, 0)
+        .expect("history");
+    assert_eq!(h.points.len(), 5, "lazy commits are seen at once");
+    // A reconnecting agent told 5 would drop samples a crash can still take back.
+    assert_eq!(store.high_water("pi1", 9).expect("high water"), 2);
+    // Sent again, they are duplicates: nothing is stored twice.
+    store
+        .append_lazily(&[batch("pi1", 9, run(3, T0 + 2000, 3))])
+        .expect("resend");
+    store.sync().expect("sync");
+    assert_eq!(store.high_water("pi1", 9).expect("high water"), 5);
+    let h = store
+        .history("pi1", "cpu_temp", T0, T0 + 10_000, 0)
+        .expect("history");
+    assert_eq!(h.points.len(), 5);
 }
