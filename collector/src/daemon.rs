@@ -310,6 +310,7 @@ pub async fn serve(
             commit: config.commit_interval,
             sync: config.sync_interval,
         },
+        hub.on_battery(),
         shutdown.clone(),
     ));
 

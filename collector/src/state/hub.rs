@@ -93,6 +93,9 @@ pub struct Hub {
     ids: CommandIds,
     /// Bumped on every connect and disconnect, for `wait_disconnected`.
     connections: watch::Sender<u64>,
+    /// Some UPS is on battery: the power may go at any moment, so the
+    /// writer makes every commit durable until mains is back.
+    on_battery: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -156,7 +159,13 @@ impl Hub {
             waiters: Waiters::default(),
             ids: CommandIds::new(nodewarden_common::clock::now_ms()),
             connections: watch::Sender::new(0),
+            on_battery: watch::Sender::new(false),
         }
+    }
+
+    /// True while some UPS the agents read is on battery.
+    pub fn on_battery(&self) -> watch::Receiver<bool> {
+        self.on_battery.subscribe()
     }
 
     /// Connections and UPS statuses from now on (the power orchestrator).
@@ -468,6 +477,16 @@ impl Hub {
                 .insert(status.ups_name.clone(), (status.clone(), last_change));
             save = Some((status, last_change));
         }
+        let any_on_battery = self.lock().values().any(|n| {
+            n.ups
+                .values()
+                .any(|(s, _)| s.status.iter().any(|t| t == "OB"))
+        });
+        self.on_battery.send_if_modified(|was| {
+            let changed = *was != any_on_battery;
+            *was = any_on_battery;
+            changed
+        });
         if let Some((status, _)) = &save {
             let _ = self.events.send(HubEvent::Ups {
                 node: node.to_string(),

@@ -71,14 +71,22 @@ pub async fn run(
     store: Arc<Store>,
     mut rx: mpsc::Receiver<WriteItem>,
     cadence: Cadence,
+    on_battery: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut unsynced = Unsynced::default();
     let mut last_sync = Instant::now();
     let mut stopping = false;
     while !stopping {
+        // On battery every commit is durable: a power cut may come at any
+        // moment, and the agents' buffers die with their nodes.
+        let sync_every = if *on_battery.borrow() {
+            cadence.commit
+        } else {
+            cadence.sync
+        };
         // Unsynced commits fall due even when nothing more arrives.
-        let sync_at = last_sync + cadence.sync;
+        let sync_at = last_sync + sync_every;
         let wake = (!unsynced.acks.is_empty()).then_some(sync_at);
         let items = gather(
             &mut rx,
@@ -111,7 +119,7 @@ pub async fn run(
             unsynced.batches.push(batches.clone());
         }
         let due = stopping
-            || last_sync.elapsed() >= cadence.sync
+            || last_sync.elapsed() >= sync_every
             || unsynced.samples >= MAX_UNSYNCED_SAMPLES;
         let result = blocking(&store, move |s| {
             s.append_lazily(&batches)?;
@@ -280,7 +288,8 @@ mod tests {
             commit: Duration::from_millis(50),
             sync: Duration::from_secs(4),
         };
-        let writer = tokio::spawn(run(store.clone(), rx, cadence, stop_rx));
+        let (_mains, on_battery) = watch::channel(false);
+        let writer = tokio::spawn(run(store.clone(), rx, cadence, on_battery, stop_rx));
         let (ack, acked) = watch::channel(0u64);
         let ack = Arc::new(ack);
         let t0 = now_ms();
@@ -303,5 +312,34 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path(), Retention::default()).expect("reopen");
         assert_eq!(reopened.high_water("pi1", 1).expect("high water"), 2);
+    }
+
+    #[tokio::test]
+    async fn on_battery_every_commit_is_durable_and_acked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path(), Retention::default()).expect("open"));
+        let (tx, rx) = mpsc::channel(16);
+        let (_stop, stop_rx) = watch::channel(false);
+        let (battery, on_battery) = watch::channel(false);
+        let cadence = Cadence {
+            commit: Duration::from_millis(50),
+            sync: Duration::from_secs(3600),
+        };
+        let _writer = tokio::spawn(run(store.clone(), rx, cadence, on_battery, stop_rx));
+        let (ack, acked) = watch::channel(0u64);
+        let ack = Arc::new(ack);
+        let t0 = now_ms();
+        tx.send(item(1, t0, &ack)).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            *acked.borrow(),
+            0,
+            "on mains the ack waits for the hourly sync"
+        );
+        battery.send(true).expect("on battery");
+        tx.send(item(2, t0 + 1000, &ack)).await.expect("send");
+        until("both acked at the next commit", || *acked.borrow() == 2).await;
+        tx.send(item(3, t0 + 2000, &ack)).await.expect("send");
+        until("the next one too", || *acked.borrow() == 3).await;
     }
 }
