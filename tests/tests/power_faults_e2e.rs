@@ -89,9 +89,15 @@ async fn a_voltage_sag_below_the_charge_floor_does_not_start_the_sequence_but_a_
 /// (which would restart its countdown, or fail).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_takeover_is_reported_when_the_link_returns_and_the_ups_is_not_told_twice() {
-    // Agents reconnecting to the restarted collector are not offline.
+    // Agents reconnecting to the restarted collector are not offline, and
+    // their stage waits for them long enough to reconnect (their backoff
+    // grew while the collector was gone).
     let mut rig = Rig::start(Setup {
-        power: &[("offline_after", "\"20s\"")],
+        power: &[
+            ("offline_after", "\"20s\""),
+            ("agent_confirm_timeout", "\"20s\""),
+            ("servers_timeout", "\"20s\""),
+        ],
         ..Setup::default()
     })
     .await;
