@@ -141,6 +141,8 @@ for deb in "$dist"/nodewarden-agent_*.deb; do
         bash -c 'l="$(dpkg-deb -c "$1")"; grep -qE "^-rw-r--r-- .* \./usr/lib/systemd/system/nodewarden-k3s-shutdown\.service$" <<<"$l" && grep -qE "^-rwxr-xr-x .* \./usr/lib/nodewarden/k3s-shutdown$" <<<"$l"' _ "$deb"
 done
 for deb in "$dist"/nodewarden_*.deb; do
+    check "$(basename "$deb" .deb): ships the Prometheus alert rules and the Grafana dashboard" \
+        bash -c 'l="$(dpkg-deb -c "$1")"; grep -qE "^-rw-r--r-- .* \./usr/share/nodewarden/prometheus/nodewarden-rules\.yml$" <<<"$l" && grep -qE "^-rw-r--r-- .* \./usr/share/nodewarden/grafana/nodewarden\.json$" <<<"$l"' _ "$deb"
     a="$(ls "$dist"/nodewarden-agent_*_"$(dpkg-deb -f "$deb" Architecture)".deb)"
     check "$(basename "$deb" .deb): no file in common with $(basename "$a" .deb)" \
         bash -c 'both="$(comm -12 <(dpkg-deb -c "$1" | grep -v "^d" | awk "{print \$6}" | sort) <(dpkg-deb -c "$2" | grep -v "^d" | awk "{print \$6}" | sort) | grep -v "/copyright$\|/changelog")"; [ -z "$both" ] || { echo "$both"; false; }' _ "$deb" "$a"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test nodewarden has, on a fresh Debian 12 machine. Installs what the
 # tests need first (tests/setup/install-test-tools.sh: NUT's upsd and
-# drivers, avahi-daemon, iproute2, the Prometheus client parser; then the
+# drivers, avahi-daemon, iproute2, the Prometheus client parser, Prometheus
+# and promtool; then the
 # packaging tools) and needs root for that and for the tmpfs disk-full test.
 set -euo pipefail
 cd "$(dirname "$0")/.."

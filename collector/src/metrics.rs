@@ -3,7 +3,8 @@
 //!
 //! Names follow node_exporter wherever it has the same reading, so existing
 //! dashboards and alerts work unchanged once they select by `node`; readings
-//! node_exporter does not have are `nodewarden_*`. Base units throughout
+//! node_exporter does not have are `nodewarden_*`, and so is memory, whose
+//! node_exporter names fail `promtool check metrics` (camelCase). Base units throughout
 //! (seconds, bytes, hertz, celsius, 0-1 ratios), `_total` on counters.
 //!
 //! Nothing stale is exported: an offline node yields only
@@ -343,43 +344,45 @@ fn load_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     }
 }
 
-/// Memory, named as node_exporter's meminfo collector names it.
+/// Memory from /proc/meminfo. node_exporter keeps the kernel's field names
+/// (`node_memory_MemTotal_bytes`), which promtool rejects as camelCase; these
+/// are the same readings under snake_case `nodewarden_memory_*` names.
 fn memory_metrics(e: &mut Exposition, n: &str, s: &Sample) {
     if let Some(m) = &s.memory {
         let mem: [(&'static str, &'static str, u64); 7] = [
             (
-                "node_memory_MemTotal_bytes",
-                "Memory information field MemTotal_bytes.",
+                "nodewarden_memory_total_bytes",
+                "Usable RAM in bytes (MemTotal in /proc/meminfo).",
                 m.total_bytes,
             ),
             (
-                "node_memory_MemAvailable_bytes",
-                "Memory information field MemAvailable_bytes.",
+                "nodewarden_memory_available_bytes",
+                "Memory available for new work without swapping, in bytes (MemAvailable).",
                 m.available_bytes,
             ),
             (
-                "node_memory_MemFree_bytes",
-                "Memory information field MemFree_bytes.",
+                "nodewarden_memory_free_bytes",
+                "Unused RAM in bytes (MemFree).",
                 m.free_bytes,
             ),
             (
-                "node_memory_Buffers_bytes",
-                "Memory information field Buffers_bytes.",
+                "nodewarden_memory_buffers_bytes",
+                "Block device buffers in bytes (Buffers).",
                 m.buffers_bytes,
             ),
             (
-                "node_memory_Cached_bytes",
-                "Memory information field Cached_bytes.",
+                "nodewarden_memory_cached_bytes",
+                "Page cache in bytes (Cached).",
                 m.cached_bytes,
             ),
             (
-                "node_memory_SwapTotal_bytes",
-                "Memory information field SwapTotal_bytes.",
+                "nodewarden_memory_swap_total_bytes",
+                "Swap space in bytes (SwapTotal).",
                 m.swap_total_bytes,
             ),
             (
-                "node_memory_SwapFree_bytes",
-                "Memory information field SwapFree_bytes.",
+                "nodewarden_memory_swap_free_bytes",
+                "Unused swap space in bytes (SwapFree).",
                 m.swap_free_bytes,
             ),
         ];
@@ -643,5 +646,8 @@ fn ups_info_metric(e: &mut Exposition, node: &str, s: &UpsStatus) {
     }
 }
 
+mod store;
 #[cfg(test)]
 mod tests;
+
+pub use store::render_store;

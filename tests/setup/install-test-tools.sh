@@ -21,9 +21,11 @@
 #              (nut-client), PyNUTClient (python3-nut), and aionut, Home
 #              Assistant's NUT library, from PyPI into target/nut-venv
 #              (a venv, so the system Python is untouched)
-#   tsdb       Prometheus 2.42 (its TSDB is what the collector's writes are
-#              measured against) and strace (counts fsync calls): the
-#              disk_writes bench in tests/benches/
+#   tsdb       Prometheus 2.42 with promtool (its TSDB is what the collector's
+#              writes are measured against; promtool checks /metrics and the
+#              shipped alert rules, and a real Prometheus runs every dashboard
+#              query: tests/tests/prometheus.rs) and strace (counts fsync
+#              calls): the disk_writes bench in tests/benches/
 #   base       a C compiler, `script` (pseudo-terminals for NUT), `unshare`,
 #              `setpriv`, `mount`
 # kubectl (tests/tests/kubectl_fidelity.rs) is not in Debian's archive: see
@@ -64,7 +66,7 @@ for group in $groups; do
         "$repo/target/nut-venv/bin/python" -c 'import aionut' 2>/dev/null || venv="$repo/target/nut-venv"
         ;;
     tsdb)
-        command -v prometheus >/dev/null 2>&1 || need="$need prometheus"
+        { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need="$need prometheus"
         command -v strace >/dev/null 2>&1 || need="$need strace"
         ;;
     *)

@@ -249,7 +249,7 @@ fn node_readings_use_node_exporter_names() {
         Some(52.0)
     );
     assert_eq!(
-        p.value("node_memory_MemTotal_bytes", &nuc),
+        p.value("nodewarden_memory_total_bytes", &nuc),
         Some(16.0 * 1024.0 * 1024.0 * 1024.0)
     );
     assert_eq!(
@@ -476,6 +476,65 @@ fn awkward_label_values_survive_the_round_trip() {
     assert_eq!(format_value(0.87), "0.87");
     assert_eq!(format_value(1.5e9), "1500000000");
     assert_eq!(render(&[], &[]), "", "an empty cluster is an empty scrape");
+}
+
+#[test]
+fn the_store_and_its_events_are_exported() {
+    use crate::store::{EventCount, StoreCounters};
+    use nodewarden_proto::v1::Severity;
+    let counters = StoreCounters {
+        write_errors: 3,
+        writable: false,
+        events: vec![EventCount {
+            subject: "power:rack".into(),
+            kind: "power_shutdown_started".into(),
+            severity: Severity::Critical,
+            count: 2,
+            last_ms: 1_700_000_000_500,
+        }],
+    };
+    let text = render_store(&counters);
+    let p = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        p.value("nodewarden_store_write_errors_total", &[]),
+        Some(3.0)
+    );
+    assert_eq!(p.value("nodewarden_store_writable", &[]), Some(0.0));
+    assert_eq!(
+        p.value(
+            "nodewarden_events_total",
+            &[
+                ("subject", "power:rack"),
+                ("kind", "power_shutdown_started"),
+                ("severity", "critical")
+            ]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        p.value(
+            "nodewarden_event_last_timestamp_seconds",
+            &[
+                ("subject", "power:rack"),
+                ("kind", "power_shutdown_started"),
+                ("severity", "critical")
+            ]
+        ),
+        Some(1_700_000_000.5)
+    );
+    assert!(
+        text.contains("# TYPE nodewarden_events_total counter"),
+        "{text}"
+    );
+    let healthy = render_store(&StoreCounters {
+        writable: true,
+        ..Default::default()
+    });
+    assert!(
+        healthy.contains("nodewarden_store_writable 1\n"),
+        "{healthy}"
+    );
+    assert!(!healthy.contains("nodewarden_events_total"), "{healthy}");
 }
 
 /// The official Prometheus Python client parses the same exposition into

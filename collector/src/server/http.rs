@@ -24,7 +24,8 @@ fn respond(hub: &Hub, req: &Request<hyper::body::Incoming>) -> Response<Full<Byt
     };
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let body = crate::metrics::render(&hub.node_infos(), &hub.ups_infos());
+            let mut body = crate::metrics::render(&hub.node_infos(), &hub.ups_infos());
+            body.push_str(&crate::metrics::render_store(&hub.store().counters()));
             build(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -8,6 +8,7 @@
 
 mod buckets;
 pub mod codec;
+mod counters;
 mod error;
 mod events;
 mod history;
@@ -29,6 +30,8 @@ use redb::{
 
 pub use buckets::{Point, bucket_width};
 pub use codec::Agg;
+use counters::Counters;
+pub use counters::{EventCount, StoreCounters};
 pub use error::StoreError;
 pub use history::History;
 use names::{Names, PendingNames};
@@ -89,6 +92,7 @@ pub struct Store {
     /// `None` only between a failed write that needs a reopen and the reopen.
     db: RwLock<Option<Database>>,
     names: Mutex<Names>,
+    counters: Counters,
 }
 
 impl Store {
@@ -128,6 +132,7 @@ impl Store {
             retention,
             db: RwLock::new(Some(db)),
             names: Mutex::new(Names::default()),
+            counters: Counters::default(),
         };
         store.init()?;
         Ok(store)
@@ -141,6 +146,11 @@ impl Store {
     /// The retention this store prunes to.
     pub fn retention(&self) -> Retention {
         self.retention
+    }
+
+    /// Failed writes and recorded events since the collector started.
+    pub fn counters(&self) -> StoreCounters {
+        self.counters.snapshot()
     }
 
     fn init(&self) -> Result<(), StoreError> {
@@ -242,6 +252,7 @@ impl Store {
             };
             run().map_err(|e| StoreError::from_engine(e, "write to", &self.file))
         };
+        self.counters.wrote(result.is_ok());
         match result {
             Ok(value) => {
                 names.absorb(pending, matches!(durability, Durability::Immediate));

@@ -204,7 +204,13 @@ impl Store {
                 }
             }
             Ok(())
-        })
+        })?;
+        self.counters
+            .recorded(records.iter().filter_map(|r| match r {
+                Record::Event(e) => Some(e),
+                _ => None,
+            }));
+        Ok(())
     }
 
     /// Every node ever recorded, by name, each with its newest stored sample.

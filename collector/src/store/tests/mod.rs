@@ -475,6 +475,10 @@ fn a_full_disk_is_reported_and_loses_nothing_already_stored() {
     assert!(matches!(err, StoreError::DiskFull { .. }), "{err:?}");
     assert!(err.to_string().contains("is full"), "{err}");
     assert!(acked > 0);
+    // /metrics tells the operator: the store is failing.
+    let counters = store.counters();
+    assert!(counters.write_errors >= 1, "{counters:?}");
+    assert!(!counters.writable, "{counters:?}");
 
     std::fs::remove_file(&filler).expect("free space");
     assert_eq!(store.high_water("pi1", 1).expect("hw"), acked);
@@ -491,9 +495,55 @@ fn a_full_disk_is_reported_and_loses_nothing_already_stored() {
         )])
         .expect("append after freeing space");
     assert_eq!(store.high_water("pi1", 1).expect("hw"), acked + 1);
+    assert!(
+        store.counters().writable,
+        "writable again once space is freed"
+    );
     drop(store);
     let reopened = open(&data);
     assert_eq!(reopened.high_water("pi1", 1).expect("hw"), acked + 1);
+}
+
+#[test]
+fn recorded_events_are_counted_by_subject_kind_and_severity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let fresh = store.counters();
+    assert_eq!((fresh.write_errors, fresh.writable), (0, true));
+    assert!(fresh.events.is_empty());
+    let ev = |kind: &str, severity: Severity| Event {
+        timestamp_ms: T0,
+        subject: "power:rack".into(),
+        kind: kind.into(),
+        severity: severity as i32,
+        ..Default::default()
+    };
+    store
+        .append_event(ev("power_shutdown_started", Severity::Critical))
+        .expect("event");
+    store
+        .apply(&[
+            Record::Event(ev("power_shutdown_started", Severity::Critical)),
+            Record::Event(ev("power_poweroff_failed", Severity::Critical)),
+        ])
+        .expect("events");
+    let counters = store.counters();
+    let counted: Vec<(&str, u64)> = counters
+        .events
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                (e.subject.as_str(), e.severity),
+                ("power:rack", Severity::Critical)
+            );
+            (e.kind.as_str(), e.count)
+        })
+        .collect();
+    assert_eq!(
+        counted,
+        [("power_poweroff_failed", 1), ("power_shutdown_started", 2)]
+    );
+    assert!(counters.events.iter().all(|e| e.last_ms == T0));
 }
 
 #[test]
