@@ -48,6 +48,25 @@ pub fn hello(config: &AgentConfig, sensors: &Sensors, has_ups: bool) -> Hello {
         boot_time_unix_seconds: facts.boot_time_unix_seconds,
         oldest_buffered_seq: 0,
         can_power_off: String::new(),
+        k3s_role: k3s_role(&SysRoot::at(&config.sysroot)).into(),
+    }
+}
+
+/// This node's k3s role as its systemd units say (the k3s installer writes
+/// `k3s.service` on a server, `k3s-agent.service` on an agent): the
+/// collector's fallback when the Kubernetes API cannot tell it.
+pub fn k3s_role(root: &SysRoot) -> &'static str {
+    let unit = |name: &str| {
+        ["etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system"]
+            .iter()
+            .any(|dir| root.join(format!("{dir}/{name}")).exists())
+    };
+    if unit("k3s.service") {
+        "server"
+    } else if unit("k3s-agent.service") {
+        "agent"
+    } else {
+        ""
     }
 }
 
@@ -298,5 +317,23 @@ async fn take_over(
             }
         }
         other => tracing::info!("standalone: not powering off again ({other:?})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_k3s_role_comes_from_the_installed_units() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = SysRoot::at(dir.path());
+        assert_eq!(k3s_role(&root), "", "no k3s here");
+        let units = dir.path().join("etc/systemd/system");
+        std::fs::create_dir_all(&units).expect("units dir");
+        std::fs::write(units.join("k3s-agent.service"), "").expect("unit");
+        assert_eq!(k3s_role(&root), "agent");
+        std::fs::write(units.join("k3s.service"), "").expect("unit");
+        assert_eq!(k3s_role(&root), "server", "a server's unit wins");
     }
 }

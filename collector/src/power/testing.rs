@@ -26,6 +26,8 @@ pub(crate) struct MemLive {
     events: broadcast::Sender<HubEvent>,
     nodes: Mutex<BTreeMap<String, bool>>,
     ups: Mutex<BTreeMap<(String, String), UpsStatus>>,
+    /// The k3s role each agent reports of itself.
+    pub(crate) k3s_roles: Mutex<BTreeMap<String, String>>,
 }
 
 impl Default for MemLive {
@@ -34,6 +36,7 @@ impl Default for MemLive {
             events: broadcast::channel(1024).0,
             nodes: Mutex::default(),
             ups: Mutex::default(),
+            k3s_roles: Mutex::default(),
         }
     }
 }
@@ -88,6 +91,7 @@ impl MemLive {
             events: broadcast::channel(1024).0,
             nodes: Mutex::new(offline),
             ups: Mutex::new(self.ups.lock().unwrap().clone()),
+            k3s_roles: Mutex::new(self.k3s_roles.lock().unwrap().clone()),
         }
     }
 }
@@ -98,11 +102,13 @@ impl LivePort for MemLive {
     }
     fn node_infos(&self) -> Vec<NodeInfo> {
         let nodes = self.nodes.lock().unwrap();
+        let roles = self.k3s_roles.lock().unwrap();
         nodes
             .iter()
             .map(|(name, online)| NodeInfo {
                 name: name.clone(),
                 online: *online,
+                k3s_role: roles.get(name).cloned().unwrap_or_default(),
                 ..Default::default()
             })
             .collect()

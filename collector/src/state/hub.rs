@@ -30,6 +30,8 @@ struct LiveNode {
     ups: HashMap<String, (UpsStatus, i64)>,
     /// logind's CanPowerOff as the agent reported it in its Hello.
     can_power_off: String,
+    /// The node's k3s role as its agent found it.
+    k3s_role: String,
 }
 
 /// What the power orchestrator hears from the hub, as it happens.
@@ -136,6 +138,7 @@ impl Hub {
                         commands: None,
                         ups: HashMap::new(),
                         can_power_off: String::new(),
+                        k3s_role: String::new(),
                     };
                     nodes.insert(live.record.name.clone(), live);
                 }
@@ -238,6 +241,7 @@ impl Hub {
                             commands: Some(cmd_tx),
                             ups: HashMap::new(),
                             can_power_off: String::new(),
+                            k3s_role: String::new(),
                         },
                     );
                 }
@@ -503,10 +507,12 @@ impl Hub {
         self.record_events(evs);
     }
 
-    /// What the node's agent said of logind's CanPowerOff when it started.
-    pub fn set_can_power_off(&self, node: &str, answer: &str) {
+    /// What the node's agent said of itself when it connected: logind's
+    /// CanPowerOff and its k3s role.
+    pub fn set_agent_facts(&self, node: &str, can_power_off: &str, k3s_role: &str) {
         if let Some(live) = self.lock().get_mut(node) {
-            live.can_power_off = answer.to_string();
+            live.can_power_off = can_power_off.to_string();
+            live.k3s_role = k3s_role.to_string();
         }
     }
 
@@ -670,5 +676,6 @@ fn info(n: &LiveNode) -> NodeInfo {
         peer_address: n.peer.clone(),
         sample_interval_ms: r.sample_interval_ms,
         can_power_off: n.can_power_off.clone(),
+        k3s_role: n.k3s_role.clone(),
     }
 }

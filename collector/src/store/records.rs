@@ -132,6 +132,7 @@ impl From<NodeRecord> for NodeInfo {
             peer_address: String::new(),
             sample_interval_ms: r.sample_interval_ms,
             can_power_off: String::new(),
+            k3s_role: String::new(),
         }
     }
 }

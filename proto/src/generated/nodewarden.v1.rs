@@ -510,6 +510,11 @@ pub struct Hello {
     /// Empty from agents older than this field.
     #[prost(string, tag = "12")]
     pub can_power_off: ::prost::alloc::string::String,
+    /// This node's k3s role as its systemd units say: "server" (k3s.service),
+    /// "agent" (k3s-agent.service), "" (neither). The collector's fallback when
+    /// the Kubernetes API cannot say.
+    #[prost(string, tag = "13")]
+    pub k3s_role: ::prost::alloc::string::String,
 }
 /// The collector's answer to Hello.
 #[derive(serde::Serialize)]
@@ -1064,6 +1069,9 @@ pub struct NodeInfo {
     /// from older agents or when offline.
     #[prost(string, tag = "15")]
     pub can_power_off: ::prost::alloc::string::String,
+    /// The node's k3s role as its agent found it: "server", "agent" or "".
+    #[prost(string, tag = "16")]
+    pub k3s_role: ::prost::alloc::string::String,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -91,6 +91,7 @@ pub fn cluster() -> Vec<NodeInfo> {
         peer_address: "10.0.0.12:53422".into(),
         sample_interval_ms: 1000,
         can_power_off: "yes".into(),
+        k3s_role: String::new(),
     };
     let mut x86 = sample(
         vec![

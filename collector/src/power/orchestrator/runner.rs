@@ -101,6 +101,11 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             .iter()
             .map(|n| (n.name.as_str(), n.role.as_str()))
             .collect();
+        // What each agent found of its own k3s units: the last resort.
+        let agent_roles: HashMap<&str, &str> = hub_nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.k3s_role.as_str()))
+            .collect();
         let cluster_servers: Option<HashMap<&str, bool>> = self
             .cluster_nodes
             .as_ref()
@@ -155,10 +160,16 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                         Some(None) => Role::External {
                             order: self.config.external.len() as u32 + 1,
                         },
-                        None => match (known.get(name.as_str()), hub_roles.get(name.as_str())) {
-                            (Some(role), _) => *role,
-                            (None, Some(&"server")) => Role::Server,
-                            (None, _) => Role::Worker,
+                        None => match (
+                            known.get(name.as_str()),
+                            hub_roles.get(name.as_str()),
+                            agent_roles.get(name.as_str()),
+                        ) {
+                            (Some(role), _, _) => *role,
+                            (None, Some(&"server"), _) | (None, _, Some(&"server")) => {
+                                Role::Server
+                            }
+                            _ => Role::Worker,
                         },
                     }
                 });

@@ -193,6 +193,36 @@ async fn mains_back_during_the_drain_cancels_and_powers_nothing_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_kubernetes_api_the_agents_own_k3s_roles_order_the_stages() {
+    let (live, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
+    for (n, role) in [("s1", "server"), ("s2", "server"), ("s3", "server"), ("w1", "agent"), ("w2", "agent")] {
+        live.k3s_roles.lock().unwrap().insert(n.into(), role.into());
+    }
+    connect_all(&live);
+    live.ups_status("s1", ups(&["OL"]));
+    let agents = agents(&live, &[]);
+    let (_stop, rx) = watch::channel(false);
+    let h = spawn(
+        power_config(),
+        ports(&live, &store, Arc::new(NoCluster), &agents),
+        rx,
+    );
+    until("the members", 5, || {
+        h.domains().first().is_some_and(|d| d.machine.members.len() == 5)
+    })
+    .await;
+    let members = h.domains()[0].machine.members.clone();
+    for m in &members {
+        let want = if m.name.starts_with('s') {
+            Role::Server
+        } else {
+            Role::Worker
+        };
+        assert_eq!(m.role, want, "{members:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_kubernetes_api_the_poweroffs_still_happen() {
     let (live, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
     connect_all(&live);
