@@ -57,9 +57,13 @@ pub fn hello(config: &AgentConfig, sensors: &Sensors, has_ups: bool) -> Hello {
 /// collector's fallback when the Kubernetes API cannot tell it.
 pub fn k3s_role(root: &SysRoot) -> &'static str {
     let unit = |name: &str| {
-        ["etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system"]
-            .iter()
-            .any(|dir| root.join(format!("{dir}/{name}")).exists())
+        [
+            "etc/systemd/system",
+            "lib/systemd/system",
+            "usr/lib/systemd/system",
+        ]
+        .iter()
+        .any(|dir| root.join(format!("{dir}/{name}")).exists())
     };
     if unit("k3s.service") {
         "server"

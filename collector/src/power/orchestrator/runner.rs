@@ -166,9 +166,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                             agent_roles.get(name.as_str()),
                         ) {
                             (Some(role), _, _) => *role,
-                            (None, Some(&"server"), _) | (None, _, Some(&"server")) => {
-                                Role::Server
-                            }
+                            (None, Some(&"server"), _) | (None, _, Some(&"server")) => Role::Server,
                             _ => Role::Worker,
                         },
                     }

@@ -195,7 +195,13 @@ async fn mains_back_during_the_drain_cancels_and_powers_nothing_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_kubernetes_api_the_agents_own_k3s_roles_order_the_stages() {
     let (live, store) = (Arc::new(MemLive::default()), Arc::new(MemStore::default()));
-    for (n, role) in [("s1", "server"), ("s2", "server"), ("s3", "server"), ("w1", "agent"), ("w2", "agent")] {
+    for (n, role) in [
+        ("s1", "server"),
+        ("s2", "server"),
+        ("s3", "server"),
+        ("w1", "agent"),
+        ("w2", "agent"),
+    ] {
         live.k3s_roles.lock().unwrap().insert(n.into(), role.into());
     }
     connect_all(&live);
@@ -208,7 +214,9 @@ async fn without_a_kubernetes_api_the_agents_own_k3s_roles_order_the_stages() {
         rx,
     );
     until("the members", 5, || {
-        h.domains().first().is_some_and(|d| d.machine.members.len() == 5)
+        h.domains()
+            .first()
+            .is_some_and(|d| d.machine.members.len() == 5)
     })
     .await;
     let members = h.domains()[0].machine.members.clone();

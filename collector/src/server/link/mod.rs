@@ -116,11 +116,8 @@ impl AgentLink for LinkService {
         let registration =
             self.hub
                 .connected(record_of(&opened.hello, now), stream_id, peer.clone(), now);
-        self.hub.set_agent_facts(
-            &node,
-            &opened.hello.can_power_off,
-            &opened.hello.k3s_role,
-        );
+        self.hub
+            .set_agent_facts(&node, &opened.hello.can_power_off, &opened.hello.k3s_role);
         tracing::info!(node = %node, %peer, instance_id, stored_through, "agent connected");
 
         // Boxed: a channel allocates its slots in blocks of 32 up front, and
