@@ -303,13 +303,15 @@ async fn main() {
 
     // 3. A reclosing grid: three shots within seconds.
     let seen = Arc::new(Mutex::new(Vec::<(i64, String)>::new()));
+    // The machine's clock: only what happens from here on.
+    let from_ms = nodewarden_common::clock::steady_ms();
     let watch = {
         let (h, seen) = (h.clone(), seen.clone());
         tokio::spawn(async move {
             loop {
                 if let Some(d) = h.domains().first() {
                     let mut s = seen.lock().unwrap();
-                    for e in &d.machine.timeline {
+                    for e in d.machine.timeline.iter().filter(|e| e.at_ms >= from_ms) {
                         if !s.iter().any(|(t, x)| *t == e.at_ms && *x == e.text) {
                             s.push((e.at_ms, e.text.clone()));
                         }
