@@ -65,7 +65,7 @@ if [ "$status" != 0 ]; then
 fi
 no_apt_check "cargo test"
 
-# The disk-writes bench beside Prometheus, short (80 s, one sync in it): it
+# The disk-writes bench beside Prometheus, short (40 s, a sync in it): it
 # runs, both sides write, the table prints. Full figures: docs/storage.md.
 echo "== disk writes against Prometheus (short)"
 PATH="$no_apt:$PATH" cargo test -p nodewarden-tests --bench disk_writes --quiet 2>&1 | grep -E '^\|'

@@ -16,8 +16,8 @@
 //! tests/setup/install-test-tools.sh tsdb):
 //!   full, 10 and 100 nodes, 1 min warm-up, 10 min window:
 //!   `cargo build --release -p nodewarden -p nodewarden-agent --bins && cargo bench -p nodewarden-tests --bench disk_writes`
-//!   short (the test command: 10 nodes, 10 s warm-up, 70 s window, the
-//!   collector syncing every minute so that one sync falls in it):
+//!   short (the test command: 10 nodes, 10 s warm-up, 30 s window, the
+//!   collector syncing every 20 s so that a sync falls in it):
 //!   `cargo build --workspace --bins && cargo test -p nodewarden-tests --bench disk_writes`
 //!
 //! Knobs (environment): NW_NODES (list, e.g. "10,100"), NW_WARMUP_S,
@@ -79,12 +79,12 @@ fn main() {
         .filter_map(|n| n.trim().parse().ok())
         .collect();
     let warmup = Duration::from_secs(env_u64("NW_WARMUP_S", if full { 60 } else { 10 }));
-    let window = Duration::from_secs(env_u64("NW_WINDOW_S", if full { 600 } else { 70 }));
+    let window = Duration::from_secs(env_u64("NW_WINDOW_S", if full { 600 } else { 30 }));
     let commit = std::env::var("NW_COMMIT_INTERVAL").ok();
     // The default sync (15 min) would fall outside the short window.
     let sync = std::env::var("NW_SYNC_INTERVAL")
         .ok()
-        .or_else(|| (!full).then(|| "1m".to_string()));
+        .or_else(|| (!full).then(|| "20s".to_string()));
     let intervals = Intervals {
         commit: commit.as_deref(),
         sync: sync.as_deref(),
