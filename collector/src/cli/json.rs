@@ -63,6 +63,11 @@ pub fn node(n: &NodeInfo) -> Value {
         "last_seen_ms": timestamp(n.last_seen_ms),
         "peer_address": non_empty(&n.peer_address),
         "sample_interval_ms": (n.sample_interval_ms > 0).then_some(n.sample_interval_ms),
+        // logind's answer at the agent's start: anything but "yes" (or
+        // "custom", a configured command) means a power cut cannot power
+        // this node off.
+        "can_power_off": non_empty(&n.can_power_off),
+        "k3s_role": non_empty(&n.k3s_role),
         "latest": n.latest.as_ref().map(sample),
     })
 }
@@ -253,6 +258,8 @@ mod tests {
         assert_eq!(list[0]["name"], "banana");
         let pi4 = &list[2];
         assert_eq!(pi4["name"], "pi4");
+        assert_eq!(pi4["can_power_off"], "yes");
+        assert_eq!(pi4["k3s_role"], Value::Null, "unknown is null");
         assert_eq!(pi4["latest"]["cpu_temperature_celsius"], 82.3);
         assert_eq!(
             pi4["latest"]["throttling"]["now"],
