@@ -397,6 +397,24 @@ async fn a_stopped_agent_hands_over_its_held_samples() {
     assert_eq!(latest_seq(&collector, "stopper").await, Some(produced));
 }
 
+/// Shell scripts standing in for system programs (`name`, body), in a
+/// directory under `dir`; returns a PATH that finds them first.
+fn stand_ins(dir: &std::path::Path, programs: &[(&str, &str)]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in programs {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// A node whose systemd is stopping says so before its agent leaves: the
 /// collector records "halting" and then the disconnect, and the power
 /// sequence times the node's real halt between the two. The stand-in
@@ -404,31 +422,19 @@ async fn a_stopped_agent_hands_over_its_held_samples() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_stopped_by_a_system_shutdown_says_the_node_is_halting() {
     let dir = tempfile::tempdir().unwrap();
-    let fake_bin = dir.path().join("bin");
-    std::fs::create_dir_all(&fake_bin).unwrap();
-    let systemctl = fake_bin.join("systemctl");
-    std::fs::write(
-        &systemctl,
-        "#!/bin/sh\nif [ \"$1\" = is-system-running ]; then echo stopping; exit 1; fi\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &systemctl,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    // logind, as a node without the polkit rule answers CanPowerOff.
-    let busctl = fake_bin.join("busctl");
-    std::fs::write(
-        &busctl,
-        "#!/bin/sh\ncase \"$*\" in *CanPowerOff*) echo 's \"challenge\"';; esac\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&busctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        fake_bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let path = stand_ins(
+        dir.path(),
+        &[
+            (
+                "systemctl",
+                "if [ \"$1\" = is-system-running ]; then echo stopping; exit 1; fi\nexit 0",
+            ),
+            // logind, as a node without the polkit rule answers CanPowerOff.
+            (
+                "busctl",
+                "case \"$*\" in *CanPowerOff*) echo 's \"challenge\"';; esac\nexit 0",
+            ),
+        ],
     );
     let collector = Collector::start(dir.path(), free_port(), free_port()).await;
     let mut agent = start_agent_env(
@@ -485,20 +491,7 @@ async fn an_agent_stopped_by_a_system_shutdown_says_the_node_is_halting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_stopped_on_a_running_system_does_not_say_halting() {
     let dir = tempfile::tempdir().unwrap();
-    let fake_bin = dir.path().join("bin");
-    std::fs::create_dir_all(&fake_bin).unwrap();
-    let systemctl = fake_bin.join("systemctl");
-    std::fs::write(&systemctl, "#!/bin/sh\necho running\nexit 0\n").unwrap();
-    std::fs::set_permissions(
-        &systemctl,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let path = format!(
-        "{}:{}",
-        fake_bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = stand_ins(dir.path(), &[("systemctl", "echo running\nexit 0")]);
     let collector = Collector::start(dir.path(), free_port(), free_port()).await;
     let mut agent = start_agent_env(
         dir.path(),
