@@ -427,9 +427,14 @@ impl NutDriver {
             .collect())
     }
 
+    /// The SET VAR request line for `name` = `value`.
+    fn set_var_request(&self, name: &str, value: &str) -> String {
+        format!("SET VAR {} {name} {}", self.ups, quote(value))
+    }
+
     /// SET VAR (needs `actions = SET`).
     pub fn set_var(&mut self, name: &str, value: &str) -> Result<(), NutError> {
-        let request = format!("SET VAR {} {name} {}", self.ups, quote(value));
+        let request = self.set_var_request(name, value);
         self.with_retry(|d| {
             let reply = d.simple(&request)?;
             d.await_tracking(&request, reply)
@@ -518,11 +523,7 @@ impl NutDriver {
             if !vars.contains_key(*name) {
                 continue;
             }
-            let request = format!(
-                "SET VAR {} {name} {}",
-                self.ups,
-                quote(&seconds.to_string())
-            );
+            let request = self.set_var_request(name, &seconds.to_string());
             match self.with_retry(|d| d.simple(&request)) {
                 Ok(NutReply::Ok(_)) => sent[i] = true,
                 Ok(other) => {
