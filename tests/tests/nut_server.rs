@@ -285,11 +285,24 @@ async fn upsc_prints_the_same_from_nuts_upsd_and_from_nodewarden() {
         "nutdrv_qx",
         &format!("  port = {}\n  protocol = megatec\n", link.display()),
     );
+    // upsd serves a UPS while its driver is still filling it in (CI once
+    // read ups.status and battery values before the first Q1 answer had
+    // landed), so wait until two reads a second apart list the same
+    // variables and the live line's are among them.
+    let mut last = BTreeMap::new();
     let theirs = nut_support::wait_for(Duration::from_secs(30), || {
-        upsc(&[&nut.addr()]).filter(|t| t.contains("ups.status"))
+        let now = vars(&upsc(&[&nut.addr()])?);
+        let settled = now.contains_key("ups.load") && now.keys().eq(last.keys());
+        std::thread::sleep(Duration::from_secs(1));
+        last = now.clone();
+        settled.then_some(now)
     })
-    .unwrap_or_else(|| panic!("NUT's upsd never served rack:\n{}", nut.logs()));
-    let theirs = vars(&theirs);
+    .unwrap_or_else(|| {
+        panic!(
+            "NUT's upsd never served all of rack:\n{last:?}\n{}",
+            nut.logs()
+        )
+    });
     let ours = vars(&upsc(&[&rig.ups("rack")]).unwrap());
     // Only NUT's driver can say these: its own settings and bookkeeping.
     let nut_only = |k: &str| {
