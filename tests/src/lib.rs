@@ -369,6 +369,51 @@ pub fn upsmon_command(args: &[&str]) -> Command {
     upsmon
 }
 
+/// Debian's upsmon as a secondary (`monuser`/`secret`, as the tests' NUT
+/// server users are) watching `target` (`ups@host:port`), polling every
+/// second, with a SHUTDOWNCMD that writes the Unix ns it ran at to
+/// `<dir>/shutdown-ran`. Its files and log are in `dir`.
+pub struct Upsmon {
+    pub proc: Proc,
+    pub ran: PathBuf,
+}
+
+impl Upsmon {
+    pub fn secondary(dir: &Path, target: &str) -> Upsmon {
+        std::fs::create_dir_all(dir).unwrap();
+        let ran = dir.join("shutdown-ran");
+        std::fs::write(dir.join("nut.conf"), "MODE=netclient\n").unwrap();
+        std::fs::write(
+            dir.join("upsmon.conf"),
+            format!(
+                "MONITOR {target} 1 monuser secret secondary\nMINSUPPLIES 1\n\
+                 SHUTDOWNCMD \"/bin/sh -c 'date +%s%N > {}'\"\n\
+                 POLLFREQ 1\nPOLLFREQALERT 1\nDEADTIME 15\nFINALDELAY 0\nHOSTSYNC 5\n\
+                 POWERDOWNFLAG {}\n",
+                ran.display(),
+                dir.join("killpower").display()
+            ),
+        )
+        .unwrap();
+        let proc = Proc::spawn(
+            upsmon_command(&["-D"])
+                .env("NUT_CONFPATH", dir)
+                .env("NUT_PIDPATH", dir)
+                .env("NUT_STATEPATH", dir)
+                .env("NUT_ALTPIDPATH", dir),
+            dir.join("upsmon.log"),
+        );
+        Upsmon { proc, ran }
+    }
+
+    /// When its SHUTDOWNCMD ran (Unix ns), if it has.
+    pub fn shutdown_at_ns(&self) -> Option<u128> {
+        std::fs::read_to_string(&self.ran)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
 /// An agent `ups-host` reading one Megatec UPS `rack` on `link` (a
 /// simulator's pty), polled every second, joined to `collector` first.
 pub fn start_ups_agent(

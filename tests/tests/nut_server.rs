@@ -170,31 +170,8 @@ async fn debian_clients_read_command_and_see_the_agent_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upsmon_as_a_secondary_shuts_down_when_the_primary_raises_fsd() {
     let rig = Rig::start("").await;
-    let mon = rig.dir.path().join("upsmon");
-    std::fs::create_dir(&mon).unwrap();
-    let ran = mon.join("shutdown-ran");
-    std::fs::write(mon.join("nut.conf"), "MODE=netclient\n").unwrap();
-    std::fs::write(
-        mon.join("upsmon.conf"),
-        format!(
-            "MONITOR {} 1 monuser secret secondary\nMINSUPPLIES 1\n\
-             SHUTDOWNCMD \"/bin/sh -c 'date +%s%N > {}'\"\n\
-             POLLFREQ 1\nPOLLFREQALERT 1\nDEADTIME 15\nFINALDELAY 0\nHOSTSYNC 5\n\
-             POWERDOWNFLAG {}\n",
-            rig.ups("rack"),
-            ran.display(),
-            mon.join("killpower").display()
-        ),
-    )
-    .unwrap();
-    let _upsmon = Proc::spawn(
-        nodewarden_tests::upsmon_command(&["-D"])
-            .env("NUT_CONFPATH", &mon)
-            .env("NUT_PIDPATH", &mon)
-            .env("NUT_STATEPATH", &mon)
-            .env("NUT_ALTPIDPATH", &mon),
-        mon.join("upsmon.log"),
-    );
+    let upsmon =
+        nodewarden_tests::Upsmon::secondary(&rig.dir.path().join("upsmon"), &rig.ups("rack"));
     let mut primary = rig.connect();
     eventually(Duration::from_secs(20), "upsmon logged in", || {
         let (_, out) = run("upsc", &["-c", &rig.ups("rack")]);
@@ -210,10 +187,7 @@ async fn upsmon_as_a_secondary_shuts_down_when_the_primary_raises_fsd() {
     eventually(
         Duration::from_secs(15),
         "upsmon ran its SHUTDOWNCMD",
-        || {
-            let ran = ran.clone();
-            async move { ran.exists().then_some(()) }
-        },
+        || async { upsmon.ran.exists().then_some(()) },
     )
     .await;
     assert!(raised.elapsed() < Duration::from_secs(10));

@@ -18,6 +18,7 @@ use super::ports::{
 };
 use crate::cluster::{ClusterError, KubeCluster, NodeRole};
 use crate::state::hub::{Hub, HubEvent};
+use crate::state::nut_hosts::{NutHost, is_nut_host};
 use crate::store::{Store, StoreError};
 
 /// The Kubernetes API, or why there is none (every call then fails with that
@@ -145,6 +146,41 @@ impl HubAgents {
     }
 }
 
+impl HubAgents {
+    /// A NUT host's poweroff: FSD in every status it reads, as upsmon
+    /// primary raises it; its upsmon then runs its SHUTDOWNCMD and logs
+    /// out, which the sequence waits for like an agent's disconnect. A
+    /// drill only says what would happen.
+    fn raise_fsd(&self, node: &str, dry_run: bool) -> CommandOutcome {
+        let hosts = self.hub.nut_hosts();
+        let users = hosts
+            .get(node)
+            .map(|h| h.users.into_iter().collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        if dry_run {
+            let verb = if hosts.online(node) {
+                "would raise"
+            } else {
+                "is not logged in: could not raise"
+            };
+            return CommandOutcome::new(
+                true,
+                format!("NUT client ({users}) {verb} FSD for it; FSD not raised in a drill"),
+            );
+        }
+        match hosts.raise_fsd(node) {
+            Ok(()) => {
+                tracing::warn!(node, "power: FSD raised for the NUT client");
+                CommandOutcome::new(
+                    true,
+                    format!("FSD raised for the NUT client ({users}); waiting for it to log out"),
+                )
+            }
+            Err(e) => CommandOutcome::new(false, e.to_string()),
+        }
+    }
+}
+
 /// An agent's answer as the power sequence reads it.
 pub(crate) fn outcome(result: &CommandResult) -> CommandOutcome {
     let ok = matches!(
@@ -170,6 +206,9 @@ impl AgentPort for HubAgents {
         dry_run: bool,
         late: LateAnswer,
     ) -> Result<CommandOutcome, AgentPortError> {
+        if is_nut_host(node) {
+            return Ok(self.raise_fsd(node, dry_run));
+        }
         let command = Command {
             command_id,
             dry_run,
@@ -255,6 +294,9 @@ impl AgentPort for HubAgents {
     }
 
     fn connected(&self, node: &str) -> bool {
+        if is_nut_host(node) {
+            return self.hub.nut_hosts().online(node);
+        }
         self.hub.is_connected(node)
     }
 }
@@ -268,6 +310,9 @@ impl LivePort for Hub {
     }
     fn ups_infos(&self) -> Vec<UpsInfo> {
         Hub::ups_infos(self)
+    }
+    fn nut_hosts(&self) -> Vec<NutHost> {
+        self.nut_hosts().hosts()
     }
 }
 

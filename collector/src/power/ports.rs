@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 
 use crate::state::commands::CommandError;
 use crate::state::hub::HubEvent;
+use crate::state::nut_hosts::NutHost;
 use crate::store::StoreError;
 
 /// Why a Kubernetes call of the sequence failed. Its text is what the
@@ -244,6 +245,8 @@ pub trait LivePort: Send + Sync + 'static {
     fn node_infos(&self) -> Vec<NodeInfo>;
     /// Every UPS status known now.
     fn ups_infos(&self) -> Vec<UpsInfo>;
+    /// The hosts that follow a UPS through the NUT server.
+    fn nut_hosts(&self) -> Vec<NutHost>;
 }
 
 /// What the orchestrator keeps on disk: each domain's machine (opaque bytes

@@ -19,6 +19,7 @@ use super::ports::{
     DrainSummary, LateAnswer, LivePort, NodeDrainPlan, PodPlan, StorePort,
 };
 use crate::state::hub::HubEvent;
+use crate::state::nut_hosts::{FollowedUps, NutHost, is_nut_host};
 use crate::store::StoreError;
 
 /// The hub as the orchestrator sees it: nodes, UPS statuses and their news.
@@ -28,6 +29,8 @@ pub(crate) struct MemLive {
     ups: Mutex<BTreeMap<(String, String), UpsStatus>>,
     /// The k3s role each agent reports of itself.
     pub(crate) k3s_roles: Mutex<BTreeMap<String, String>>,
+    /// Hosts logged in to the NUT server (their connection is in `nodes`).
+    nut_hosts: Mutex<Vec<NutHost>>,
 }
 
 impl Default for MemLive {
@@ -37,6 +40,7 @@ impl Default for MemLive {
             nodes: Mutex::default(),
             ups: Mutex::default(),
             k3s_roles: Mutex::default(),
+            nut_hosts: Mutex::default(),
         }
     }
 }
@@ -55,6 +59,23 @@ impl MemLive {
         {
             let _ = self.events.send(HubEvent::Disconnected(node.to_string()));
         }
+    }
+
+    /// A host logged in to the NUT server following `owner`'s UPS `ups`.
+    pub(crate) fn nut_login(&self, name: &str, owner: &str, ups: &str) {
+        self.nut_hosts.lock().unwrap().push(NutHost {
+            name: name.to_string(),
+            follows: [FollowedUps {
+                owner: owner.to_string(),
+                ups: ups.to_string(),
+            }]
+            .into(),
+            users: ["monuser".to_string()].into(),
+            sessions: 1,
+            fsd: false,
+            changed_ms: now_ms(),
+        });
+        self.connected(name);
     }
 
     /// A UPS status from a known node's agent.
@@ -92,6 +113,7 @@ impl MemLive {
             nodes: Mutex::new(offline),
             ups: Mutex::new(self.ups.lock().unwrap().clone()),
             k3s_roles: Mutex::new(self.k3s_roles.lock().unwrap().clone()),
+            nut_hosts: Mutex::default(),
         }
     }
 }
@@ -103,8 +125,10 @@ impl LivePort for MemLive {
     fn node_infos(&self) -> Vec<NodeInfo> {
         let nodes = self.nodes.lock().unwrap();
         let roles = self.k3s_roles.lock().unwrap();
+        // NUT hosts are not agents' nodes: the hub lists them apart.
         nodes
             .iter()
+            .filter(|(name, _)| !is_nut_host(name))
             .map(|(name, online)| NodeInfo {
                 name: name.clone(),
                 online: *online,
@@ -122,6 +146,9 @@ impl LivePort for MemLive {
                 last_change_ms: status.timestamp_ms,
             })
             .collect()
+    }
+    fn nut_hosts(&self) -> Vec<NutHost> {
+        self.nut_hosts.lock().unwrap().clone()
     }
 }
 
@@ -257,6 +284,15 @@ impl FakeAgents {
             .iter()
             .map(|x| x.1.clone())
             .collect()
+    }
+
+    /// When the first call starting with `prefix` was made.
+    pub(crate) fn first_call_at(&self, prefix: &str) -> Instant {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .find(|(_, c)| c.starts_with(prefix))
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("no {prefix} in {log:?}"))
     }
 }
 

@@ -14,6 +14,7 @@ use super::commands::{CommandError, CommandIds, PendingCommand, Waiters};
 use super::events::EventThresholds;
 use super::events::{self, NodeEventState};
 use super::journal::Journal;
+use super::nut_hosts::NutHosts;
 use crate::store::{NodeRecord, Record, Store};
 
 #[derive(Debug)]
@@ -98,6 +99,8 @@ pub struct Hub {
     /// Some UPS is on battery: the power may go at any moment, so the
     /// writer makes every commit durable until mains is back.
     on_battery: watch::Sender<bool>,
+    /// The hosts that follow a UPS through the NUT server.
+    nut_hosts: NutHosts,
 }
 
 impl std::fmt::Debug for Hub {
@@ -153,12 +156,14 @@ impl Hub {
                 }
             }
         }
+        let events = broadcast::channel(EVENT_BACKLOG).0;
         Hub {
+            nut_hosts: NutHosts::new(events.clone()),
+            events,
             nodes: Mutex::new(nodes),
             journal: Journal::start(store.clone()),
             store,
             thresholds,
-            events: broadcast::channel(EVENT_BACKLOG).0,
             waiters: Waiters::default(),
             ids: CommandIds::new(nodewarden_common::clock::now_ms()),
             connections: watch::Sender::new(0),
@@ -169,6 +174,12 @@ impl Hub {
     /// True while some UPS the agents read is on battery.
     pub fn on_battery(&self) -> watch::Receiver<bool> {
         self.on_battery.subscribe()
+    }
+
+    /// The hosts that follow a UPS through the NUT server; their logins
+    /// and logouts are news like agents' connections.
+    pub fn nut_hosts(&self) -> &NutHosts {
+        &self.nut_hosts
     }
 
     /// Connections and UPS statuses from now on (the power orchestrator).

@@ -13,4 +13,5 @@ pub mod commands;
 pub mod events;
 pub mod hub;
 mod journal;
+pub mod nut_hosts;
 pub mod writer;

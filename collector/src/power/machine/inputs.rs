@@ -1,6 +1,7 @@
 //! What each input changes: a UPS reading, an agent coming or going, a
 //! command's answer, a cordon, drain or uncordon result, and the start.
 
+use crate::state::nut_hosts::is_nut_host;
 use nodewarden_common::ups::{BatteryState, Trigger};
 
 use super::types::{Answer, ms};
@@ -272,7 +273,13 @@ impl Machine {
             // Its pods cannot terminate and its agent cannot confirm.
             self.note(
                 now_ms,
-                format!("{n} skipped: offline (agent not connected when the sequence started)"),
+                if is_nut_host(n) {
+                    format!(
+                        "{n} skipped: offline (NUT client not logged in when the sequence started)"
+                    )
+                } else {
+                    format!("{n} skipped: offline (agent not connected when the sequence started)")
+                },
             );
         }
         if !carried.is_empty() {

@@ -2,6 +2,8 @@
 //! sending one stage, deciding it is done, and giving up on it; and the
 //! uncordon that ends every sequence.
 
+use crate::state::nut_hosts::is_nut_host;
+
 use super::{Action, Machine, NoticeKind, Phase, PowerState, TIMED_OUT, fmt_ms};
 
 impl Machine {
@@ -72,10 +74,12 @@ impl Machine {
                 sent.push(node.clone());
             } else {
                 p.power = PowerState::NotConnected;
-                self.note(
-                    now_ms,
-                    format!("{node}: agent not connected, cannot power it off; carrying on"),
-                );
+                let why = if is_nut_host(node) {
+                    "NUT client logged out before its step: counted as down"
+                } else {
+                    "agent not connected, cannot power it off"
+                };
+                self.note(now_ms, format!("{node}: {why}; carrying on"));
             }
         }
         if !sent.is_empty() {

@@ -13,6 +13,7 @@ use super::{API_CALL_TIMEOUT, DomainPlan, PlanReport, UpsDelaysPlan};
 use crate::power::config::PowerConfig;
 use crate::power::machine::Machine;
 use crate::power::ports::{AgentPort, ClusterPort, LivePort, StorePort};
+use crate::state::nut_hosts::is_nut_host;
 
 impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S> {
     /// The machines a plan is made from.
@@ -89,7 +90,12 @@ pub(super) async fn finish_plan<C: ClusterPort>(
             }
         }
         for x in &m.members {
-            if !m.connected.get(&x.name).copied().unwrap_or(false) {
+            if !m.connected.get(&x.name).copied().unwrap_or(false) && is_nut_host(&x.name) {
+                warnings.push(format!(
+                    "{}: NUT client logged out; skipped: offline (no FSD is raised for it)",
+                    x.name
+                ));
+            } else if !m.connected.get(&x.name).copied().unwrap_or(false) {
                 warnings.push(format!(
                     "{}: agent not connected; skipped: offline (not cordoned, drained or waited for, and it cannot be powered off)",
                     x.name

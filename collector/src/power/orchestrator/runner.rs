@@ -20,6 +20,7 @@ use crate::power::machine::{
 use crate::power::notify::Notifier;
 use crate::power::ports::{AgentPort, ClusterNode, ClusterPort, LivePort, StorePort};
 use crate::state::hub::HubEvent;
+use crate::state::nut_hosts::is_nut_host;
 use nodewarden_common::clock::{now_ms, steady_ms};
 
 /// Which machine an input is for.
@@ -143,6 +144,18 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
         };
         if !spec.owner.is_empty() {
             names.push(spec.owner.clone());
+            // The hosts that follow this UPS through the NUT server.
+            names.extend(
+                self.live
+                    .nut_hosts()
+                    .into_iter()
+                    .filter(|h| {
+                        h.follows
+                            .iter()
+                            .any(|f| f.owner == spec.owner && f.ups == spec.ups)
+                    })
+                    .map(|h| h.name),
+            );
         }
         names.sort();
         names.dedup();
@@ -150,6 +163,12 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
             .into_iter()
             .map(|name| {
                 let role = self.config.role_override(&name).unwrap_or_else(|| {
+                    if is_nut_host(&name) {
+                        // Never a Kubernetes node: after the listed external hosts.
+                        return Role::External {
+                            order: self.config.external.len() as u32 + 1,
+                        };
+                    }
                     match cluster_servers
                         .as_ref()
                         .map(|c| c.get(name.as_str()).copied())
@@ -313,11 +332,20 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
     /// `offline_too`: also report the agents not connected as disconnected.
     pub(super) async fn resync(&mut self, offline_too: bool) {
         self.refresh_members().await;
-        for n in self.live.node_infos() {
-            let input = if n.online {
-                Input::AgentConnected(n.name)
+        let agents = self
+            .live
+            .node_infos()
+            .into_iter()
+            .map(|n| (n.name, n.online));
+        let nut_hosts = self.live.nut_hosts().into_iter().map(|h| {
+            let online = h.online();
+            (h.name, online)
+        });
+        for (node, online) in agents.chain(nut_hosts) {
+            let input = if online {
+                Input::AgentConnected(node)
             } else if offline_too {
-                Input::AgentDisconnected(n.name)
+                Input::AgentDisconnected(node)
             } else {
                 continue;
             };

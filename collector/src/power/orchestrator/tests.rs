@@ -29,13 +29,7 @@ async fn a_poweroff_that_fails_after_its_confirm_ends_the_wait_early() {
         agents.calls().iter().any(|c| c.starts_with("poweroff s2"))
     })
     .await;
-    let log = agents.log.lock().unwrap().clone();
-    let at = |p: &str| {
-        log.iter()
-            .find(|(_, c)| c.starts_with(p))
-            .map(|(t, _)| *t)
-            .unwrap()
-    };
+    let at = |p: &str| agents.first_call_at(p);
     let waited = at("poweroff s2").duration_since(at("poweroff w1"));
     assert!(
         waited < Duration::from_millis(1500),
@@ -589,4 +583,62 @@ async fn plan_lists_stages_pods_pdbs_and_warnings() {
         d.warnings
     );
     assert_eq!(d.runtime_ms, Some(1_200_000));
+}
+
+/// Hosts logged in to the NUT server are external hosts: told (FSD) after
+/// the servers and before the UPS host's cycle. One logged in when the
+/// outage starts and gone before its step counts as down: nothing is sent
+/// to it and the stage does not wait for it. A host following another UPS
+/// is not in this domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nut_clients_go_down_after_the_servers_and_one_gone_early_is_not_waited_for() {
+    let Started {
+        live,
+        agents,
+        handle: h,
+        stop: _stop,
+        ..
+    } = started(cluster()).await;
+    live.nut_login("nut:10.0.0.5", "s1", "riello");
+    live.nut_login("nut:10.0.0.6", "s1", "riello");
+    live.nut_login("nut:10.0.0.9", "s9", "elsewhere");
+    until("the NUT hosts among the members", 5, || {
+        let m = h.domains()[0].machine.members.clone();
+        m.iter().filter(|x| x.name.starts_with("nut:")).count() == 2
+    })
+    .await;
+    let members = h.domains()[0].machine.members.clone();
+    for x in members.iter().filter(|x| x.name.starts_with("nut:")) {
+        assert_eq!(x.role, Role::External { order: 1 }, "{x:?}");
+    }
+    assert!(!members.iter().any(|x| x.name == "nut:10.0.0.9"));
+    live.ups_status("s1", ups(&["OB", "DISCHRG"]));
+    until("the sequence to start", 5, || {
+        phase(&h).is_some_and(|p| p != Phase::OnMains && p != Phase::OnBattery)
+    })
+    .await;
+    live.disconnected("nut:10.0.0.6");
+    until("awaiting return", 15, || {
+        phase(&h) == Some(Phase::AwaitingReturn)
+    })
+    .await;
+    let at = |p: &str| agents.first_call_at(p);
+    assert!(at("poweroff s3") < at("poweroff nut:10.0.0.5"));
+    assert!(at("poweroff nut:10.0.0.5") < at("ups s1/riello"));
+    let calls = agents.calls();
+    assert!(!calls.iter().any(|c| c.contains("10.0.0.6")), "{calls:?}");
+    let waited = at("ups s1/riello").duration_since(at("poweroff nut:10.0.0.5"));
+    assert!(
+        waited < Duration::from_millis(1500),
+        "waited {waited:?} for a host that had logged out"
+    );
+    let m = &h.domains()[0].machine;
+    assert_eq!(m.nodes["nut:10.0.0.6"].power, PowerState::NotConnected);
+    assert!(
+        m.timeline.iter().any(|e| e
+            .text
+            .contains("nut:10.0.0.6: NUT client logged out before its step")),
+        "{:?}",
+        m.timeline
+    );
 }

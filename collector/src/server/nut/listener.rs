@@ -5,7 +5,7 @@
 //! nobody, and nothing here takes the hub's lock for longer than a copy.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ use super::limits::AuthLimiter;
 use super::protocol::{MAX_LINE, NutError, split_words};
 use super::session::{Effect, Policy, Served, Session, View};
 use crate::state::hub::Hub;
+use crate::state::nut_hosts::FollowedUps;
+use nodewarden_common::clock::now_ms;
 
 /// The server's shared state.
 pub struct NutServer {
@@ -134,9 +136,16 @@ impl NutServer {
         })
     }
 
-    fn snapshot(&self) -> Snapshot<'_> {
+    /// What `peer` sees now: the catalog, with FSD on every UPS once the
+    /// power sequence raised it for this host.
+    fn snapshot(&self, peer: IpAddr) -> Snapshot<'_> {
         let live = self.hub.ups_live();
-        let served = catalog(live, &lock(&self.marks));
+        let mut served = catalog(live, &lock(&self.marks));
+        if self.hub.nut_hosts().fsd_for(peer) {
+            for s in &mut served {
+                s.fsd = true;
+            }
+        }
         Snapshot {
             server: self,
             served,
@@ -192,7 +201,7 @@ impl NutServer {
             // for it; every idle plain client would otherwise carry it.
             Box::pin(self.tls_phase(id, peer, &mut session, tcp, stop)).await;
         }
-        self.logout(id, &session);
+        self.logout(id, peer, &session);
     }
 
     async fn tls_phase(
@@ -216,8 +225,9 @@ impl NutServer {
         }
     }
 
-    fn logout(&self, id: u64, session: &Session) {
+    fn logout(&self, id: u64, peer: SocketAddr, session: &Session) {
         if let Some(ups) = session.login() {
+            self.hub.nut_hosts().logout(peer.ip(), now_ms());
             if let Some(n) = lock(&self.marks).logins.get_mut(ups) {
                 *n = n.saturating_sub(1);
             }
@@ -308,7 +318,7 @@ impl NutServer {
             starttls: self.tls.is_some(),
             auth_blocked: lock(&self.limiter).blocked(peer.ip(), Instant::now()),
         };
-        let step = session.handle(&words, &self.snapshot(), &policy);
+        let step = session.handle(&words, &self.snapshot(peer.ip()), &policy);
         (step.lines, step.effect)
     }
 
@@ -344,6 +354,15 @@ impl NutServer {
                     .entry(ups.clone())
                     .or_default()
                     .push((id, peer));
+                if let Some(served) = self.snapshot(peer.ip()).ups(&ups) {
+                    let follows = FollowedUps {
+                        owner: served.node,
+                        ups: served.agent_ups,
+                    };
+                    self.hub
+                        .nut_hosts()
+                        .login(peer.ip(), follows, &user, now_ms());
+                }
                 tracing::info!(%peer, user, ups, "NUT client logged in");
             }
             Effect::Fsd(ups) => {
