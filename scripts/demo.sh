@@ -63,6 +63,9 @@ commit_interval = "1s"
 kubeconfig = "$dir/kubeconfig"
 
 [power]
+# Armed from the file for the demo; a real install observes until
+# `nodewarden power arm`.
+armed = true
 # Short, so the demo shows the whole sequence within a minute of pulling the plug.
 collector_node = "$node"
 grace = "15s"

@@ -198,6 +198,7 @@ fn setup(dir: &std::path::Path) -> (Arc<Hub>, Arc<Cluster>, PowerHandle) {
         agent_confirm_timeout: Duration::from_secs(5),
         servers_timeout: Duration::from_secs(5),
         mains_stable: Duration::from_millis(200),
+        armed: true,
         ..Default::default()
     };
     let (stop, rx) = tokio::sync::watch::channel(false);

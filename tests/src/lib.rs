@@ -277,6 +277,17 @@ impl Collector {
         c
     }
 
+    /// `cli`, as (exit status success, stdout then stderr).
+    pub fn cli_text(&self, args: &[&str]) -> (bool, String) {
+        let out = self.cli(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// Runs the `nodewarden` CLI against this collector's socket.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin("nodewarden"))

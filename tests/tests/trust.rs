@@ -635,12 +635,23 @@ async fn a_reader_may_query_but_not_operate() {
         stderr.contains("uid 65534 may only read") && stderr.contains("Operate"),
         "{stderr}"
     );
-    let drill = as_nobody(&["drill"]);
-    assert!(!drill.status.success(), "{drill:?}");
-    assert!(
-        String::from_utf8_lossy(&drill.stderr).contains("may only read"),
-        "{drill:?}"
-    );
+    // So may drills, arming, holds and UPS commands: operators' actions.
+    for action in [
+        &["drill"][..],
+        &["power", "arm"],
+        &["power", "disarm"],
+        &["power", "hold"],
+        &["power", "resume"],
+        &["ups", "test", "rack"],
+        &["ups", "beeper", "rack"],
+    ] {
+        let out = as_nobody(action);
+        assert!(!out.status.success(), "{action:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("may only read"),
+            "{action:?}: {out:?}"
+        );
+    }
     // pi-1 still holds its certificate: the refused removal changed nothing.
     let token = c.cli(&["token", "create"]);
     let token = String::from_utf8_lossy(&token.stdout)

@@ -95,13 +95,20 @@ pub enum QueryCommand {
         #[arg(long)]
         node: Option<String>,
     },
-    /// Every UPS, or one in full.
+    /// Every UPS, or one in full; `test` and `beeper` run a command on it.
+    #[command(args_conflicts_with_subcommands = true)]
     Ups {
         /// UPS name from the agent's config.
         name: Option<String>,
+        #[command(subcommand)]
+        action: Option<UpsAction>,
     },
-    /// Each power domain: UPS state, phase, what is happening, this event's timeline.
-    Power,
+    /// Each power domain: UPS state, phase, what is happening, this event's
+    /// timeline; `arm`, `disarm`, `hold` and `resume` change what it may do.
+    Power {
+        #[command(subcommand)]
+        action: Option<PowerAction>,
+    },
     /// What would happen if power failed now: order, pods to evict, blocking
     /// PDBs, estimated time against the battery, config warnings.
     Plan,
@@ -121,11 +128,75 @@ pub enum QueryCommand {
     },
 }
 
+/// What `nodewarden power` changes (the admin permission).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum PowerAction {
+    /// Let the sequence run on the next power cut. Refused while `plan`
+    /// has errors; records who armed it and when.
+    Arm,
+    /// Only observe: record and show what the sequence would do.
+    Disarm,
+    /// Hold a running sequence before the point of no return: drains stop,
+    /// nothing is powered off, until `resume`, mains returns, or the
+    /// battery is down to what the last stages need.
+    Hold {
+        /// Only this power domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Carry on with a held sequence.
+    Resume {
+        /// Only this power domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+}
+
+/// A command on one UPS, through the agent that reads it (the admin
+/// permission).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum UpsAction {
+    /// Start a battery test (NUT's test.battery.start.quick; `--deep` for
+    /// test.battery.start.deep, `--stop` for test.battery.stop).
+    Test {
+        /// The UPS, as `nodewarden ups` lists it (node/name when two agents
+        /// use the same name).
+        name: String,
+        /// A deep test (runs the battery down far further).
+        #[arg(long, conflicts_with = "stop")]
+        deep: bool,
+        /// Stop a running test.
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Toggle the beeper (NUT's beeper.toggle).
+    Beeper {
+        /// The UPS.
+        name: String,
+    },
+}
+
+impl UpsAction {
+    /// The UPS and the NUT command name.
+    pub fn command(&self) -> (&str, &'static str) {
+        match self {
+            UpsAction::Test {
+                name, stop: true, ..
+            } => (name, "test.battery.stop"),
+            UpsAction::Test {
+                name, deep: true, ..
+            } => (name, "test.battery.start.deep"),
+            UpsAction::Test { name, .. } => (name, "test.battery.start.quick"),
+            UpsAction::Beeper { name } => (name, "beeper.toggle"),
+        }
+    }
+}
+
 impl QueryCommand {
     fn is_power(&self) -> bool {
         matches!(
             self,
-            QueryCommand::Power | QueryCommand::Plan | QueryCommand::Drill { .. }
+            QueryCommand::Power { .. } | QueryCommand::Plan | QueryCommand::Drill { .. }
         )
     }
 }
@@ -217,6 +288,10 @@ pub enum CliError {
     /// Nothing by that name; the message lists what exists.
     #[error("{0}")]
     NotFound(String),
+    /// The collector (or the agent, or the UPS) would not do it; the text
+    /// says why and what stands in the way.
+    #[error("{0}")]
+    Refused(String),
     /// stdout could not be written.
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
@@ -418,8 +493,14 @@ pub async fn execute(
         QueryCommand::Events { since, node } => {
             query_events(client, *since, node.as_deref(), view, out).await
         }
-        QueryCommand::Ups { name } => query_ups(client, name.as_deref(), view, out).await,
-        QueryCommand::Power | QueryCommand::Plan | QueryCommand::Drill { .. } => {
+        QueryCommand::Ups {
+            action: Some(action),
+            ..
+        } => ups::run_command(client, action, view, out).await,
+        QueryCommand::Ups { name, action: None } => {
+            query_ups(client, name.as_deref(), view, out).await
+        }
+        QueryCommand::Power { .. } | QueryCommand::Plan | QueryCommand::Drill { .. } => {
             Err(CliError::Usage(
                 "power commands use the Power service (cli::power::execute)".to_owned(),
             ))

@@ -7,14 +7,14 @@ use std::time::Duration;
 use nodewarden_common::units::format_duration;
 use nodewarden_proto::v1::power_client::PowerClient;
 use nodewarden_proto::v1::{
-    DrillRequest, GetPowerRequest, GetPowerResponse, PlanRequest, PlanResponse, PowerDomain,
-    PowerTimelineEntry,
+    ArmRequest, DrillRequest, GetPowerRequest, GetPowerResponse, HoldRequest, PlanRequest,
+    PlanResponse, PowerArm, PowerDomain, PowerTimelineEntry,
 };
 use tonic::transport::Channel;
 
 use super::format::{format_ago, format_timestamp};
 use super::style::{Align, Level, Style, Table};
-use super::{CliError, View, write_json};
+use super::{CliError, PowerAction, View, write_json};
 
 fn dur(ms: i64) -> String {
     format_duration(Duration::from_millis(ms.max(0) as u64))
@@ -36,6 +36,10 @@ pub fn render_power(r: &GetPowerResponse, now_ms: i64, style: Style) -> String {
             "power sequence disabled ([power] enabled = false): UPS events are only recorded\n",
         );
     }
+    if let Some(a) = &r.arm {
+        s.push_str(&arm_line(a));
+        s.push('\n');
+    }
     if r.domains.is_empty() {
         s.push_str("no power domain yet\n");
     }
@@ -43,6 +47,28 @@ pub fn render_power(r: &GetPowerResponse, now_ms: i64, style: Style) -> String {
         render_domain(&mut s, d, now_ms, style);
     }
     s
+}
+
+/// Whether the sequence may start, and who said so.
+fn arm_line(a: &PowerArm) -> String {
+    if a.by_config {
+        return "armed by the config file (power.armed = true)".into();
+    }
+    if a.armed {
+        return format!(
+            "armed by {} at {} (`nodewarden power disarm` to only observe)",
+            a.by,
+            format_timestamp(a.at_ms)
+        );
+    }
+    let since = if a.by.is_empty() {
+        String::new()
+    } else {
+        format!(" (disarmed by {} at {})", a.by, format_timestamp(a.at_ms))
+    };
+    format!(
+        "observing, not armed{since}: a power cut is recorded with what the sequence would do; `nodewarden power arm` lets it run"
+    )
 }
 
 fn ups_line(d: &PowerDomain) -> String {
@@ -89,6 +115,20 @@ fn render_domain(s: &mut String, d: &PowerDomain, now_ms: i64, style: Style) {
         format_ago(d.phase_since_ms, now_ms).trim_end_matches(" ago")
     );
     let _ = writeln!(s, "  now:    {}", d.now);
+    if !d.held_by.is_empty() {
+        let _ = writeln!(
+            s,
+            "  {}",
+            style.paint(
+                Level::Warning,
+                &format!(
+                    "held by {} for {}: `nodewarden power resume` carries on",
+                    d.held_by,
+                    format_ago(d.held_since_ms, now_ms).trim_end_matches(" ago")
+                )
+            )
+        );
+    }
     if d.deadline_ms > 0 {
         let _ = writeln!(s, "  gives up in {}", dur(d.deadline_ms - now_ms));
     }
@@ -274,11 +314,13 @@ pub fn render_plan(r: &PlanResponse, style: Style) -> String {
             }
         }
         for w in &d.warnings {
-            let _ = writeln!(
-                s,
-                "  {}",
-                style.paint(Level::Warning, &format!("warning: {w}"))
-            );
+            // The errors refuse `power arm`: said as such.
+            let (level, word) = if d.errors.contains(w) {
+                (Level::Critical, "error")
+            } else {
+                (Level::Warning, "warning")
+            };
+            let _ = writeln!(s, "  {}", style.paint(level, &format!("{word}: {w}")));
         }
         s.push('\n');
     }
@@ -300,6 +342,32 @@ pub async fn execute(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     match cmd {
+        super::QueryCommand::Power {
+            action: Some(action),
+        } => {
+            let r = match action {
+                PowerAction::Arm => client.arm(ArmRequest { armed: true }).await?,
+                PowerAction::Disarm => client.arm(ArmRequest { armed: false }).await?,
+                PowerAction::Hold { domain } | PowerAction::Resume { domain } => {
+                    let hold = matches!(action, PowerAction::Hold { .. });
+                    let domain = domain.clone().unwrap_or_default();
+                    client.hold(HoldRequest { domain, hold }).await?
+                }
+            }
+            .into_inner();
+            if view.json {
+                let v = serde_json::to_value(&r).map_err(std::io::Error::from)?;
+                write_json(out, &v)?;
+            } else {
+                writeln!(out, "{}", r.message)?;
+                for p in &r.problems {
+                    writeln!(out, "  {p}")?;
+                }
+            }
+            if !r.ok {
+                return Err(CliError::Refused(r.message));
+            }
+        }
         super::QueryCommand::Plan => {
             let r = client.plan(PlanRequest {}).await?.into_inner();
             if view.json {

@@ -116,6 +116,20 @@ impl Admin for FixedAdmin {
             .collect();
         Ok(Response::new(ListUpsResponse { ups }))
     }
+
+    async fn run_ups_command(
+        &self,
+        request: Request<nodewarden_proto::v1::RunUpsCommandRequest>,
+    ) -> Result<Response<nodewarden_proto::v1::RunUpsCommandResponse>, Status> {
+        // The real service's checks are tested end to end; this one only
+        // answers for the CLI's rendering.
+        let r = request.into_inner();
+        Ok(Response::new(nodewarden_proto::v1::RunUpsCommandResponse {
+            ok: r.command != "beeper.toggle",
+            message: format!("{} {}", r.ups, r.command),
+            node: "nuc".into(),
+        }))
+    }
 }
 
 fn event(minutes_ago: i64, severity: Severity, subject: &str, message: &str) -> Event {
@@ -170,6 +184,14 @@ async fn query(socket: &Path, cmd: QueryCommand, view: View) -> Result<String, C
     let mut out = Vec::new();
     execute(&mut client, &cmd, &view, &mut out).await?;
     Ok(String::from_utf8(out).expect("the CLI writes UTF-8"))
+}
+
+/// `nodewarden ups`: every UPS.
+fn all_ups() -> QueryCommand {
+    QueryCommand::Ups {
+        name: None,
+        action: None,
+    }
 }
 
 #[tokio::test]
@@ -310,14 +332,37 @@ async fn every_query_answers_through_a_real_socket() {
     let out = query(&socket, only_nuc, view).await.expect("events --node");
     assert_eq!(out.lines().count(), 2, "{out}");
 
-    let out = query(&socket, QueryCommand::Ups { name: None }, view)
-        .await
-        .expect("ups");
+    let out = query(&socket, all_ups(), view).await.expect("ups");
     assert!(out.contains("on battery, discharging"), "{out}");
+    let test = QueryCommand::Ups {
+        name: None,
+        action: Some(UpsAction::Test {
+            name: "riello".into(),
+            deep: true,
+            stop: false,
+        }),
+    };
+    let out = query(&socket, test, view).await.expect("ups test");
+    assert_eq!(
+        out.trim(),
+        "test.battery.start.deep on riello (agent nuc): riello test.battery.start.deep"
+    );
+    let beeper = QueryCommand::Ups {
+        name: None,
+        action: Some(UpsAction::Beeper {
+            name: "riello".into(),
+        }),
+    };
+    let refused = query(&socket, beeper, view).await;
+    assert!(
+        matches!(&refused, Err(CliError::Refused(m)) if m.starts_with("beeper.toggle on riello")),
+        "{refused:?}"
+    );
     let out = query(
         &socket,
         QueryCommand::Ups {
             name: Some("riello".into()),
+            action: None,
         },
         view,
     )
@@ -328,6 +373,7 @@ async fn every_query_answers_through_a_real_socket() {
         &socket,
         QueryCommand::Ups {
             name: Some("apc".into()),
+            action: None,
         },
         view,
     )
@@ -352,9 +398,7 @@ async fn json_is_parseable_and_stable() {
     assert_eq!(v["nodes"][2]["latest"]["cpu_temperature_celsius"], 82.3);
     assert_eq!(v["nodes"][0]["online"], false);
 
-    let out = query(&socket, QueryCommand::Ups { name: None }, view)
-        .await
-        .expect("ups --json");
+    let out = query(&socket, all_ups(), view).await.expect("ups --json");
     let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
     assert_eq!(v["ups"][0]["status"]["battery_runtime_seconds"], 720.0);
     assert_eq!(v["ups"][0]["status"]["battery_runtime_estimated"], true);
@@ -478,7 +522,8 @@ fn command_line_parses_as_documented() {
     assert_eq!(
         cli.cmd,
         Command::Query(QueryCommand::Ups {
-            name: Some("riello".into())
+            name: Some("riello".into()),
+            action: None,
         })
     );
     assert!(

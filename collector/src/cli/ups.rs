@@ -282,6 +282,32 @@ pub fn render_ups_detail(info: &UpsInfo, now_ms: i64, style: Style) -> String {
     out
 }
 
+/// `nodewarden ups test|beeper NAME`: the command through the agent that
+/// reads the UPS; its answer, or why it was refused.
+pub async fn run_command(
+    client: &mut nodewarden_proto::v1::admin_client::AdminClient<tonic::transport::Channel>,
+    action: &super::UpsAction,
+    view: &super::View,
+    out: &mut impl std::io::Write,
+) -> Result<(), super::CliError> {
+    let (ups, command) = action.command();
+    let request = nodewarden_proto::v1::RunUpsCommandRequest {
+        ups: ups.to_string(),
+        command: command.to_string(),
+    };
+    let r = client.run_ups_command(request).await?.into_inner();
+    if view.json {
+        let v = serde_json::to_value(&r).map_err(std::io::Error::from)?;
+        return super::write_json(out, &v);
+    }
+    let text = format!("{command} on {ups} (agent {}): {}", r.node, r.message);
+    if !r.ok {
+        return Err(super::CliError::Refused(text));
+    }
+    writeln!(out, "{text}")?;
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use nodewarden_proto::v1::UpsIdentity;

@@ -329,4 +329,10 @@ impl StorePort for Store {
     fn append_event(&self, event: Event) -> Result<(), StoreError> {
         Store::append_event(self, event)
     }
+    fn power_arm(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Store::power_arm(self)
+    }
+    fn put_power_arm(&self, record: &[u8]) -> Result<(), StoreError> {
+        Store::put_power_arm(self, record)
+    }
 }

@@ -74,6 +74,9 @@ pub struct PowerConfig {
     /// (skipped); a shorter absence is a reconnect the stage waits for.
     #[serde(with = "serde_duration")]
     pub offline_after: Duration,
+    /// Armed from the config file (config management) rather than with
+    /// `nodewarden power arm`; false: only what `power arm` recorded counts.
+    pub armed: bool,
     /// Hosts outside Kubernetes, in the order they go down (after the servers).
     pub external: Vec<String>,
     /// Role overrides by node name: "server", "worker" or "external".
@@ -149,6 +152,7 @@ impl Default for PowerConfig {
             comm_lost_window: Duration::from_millis(DEFAULT_COMM_LOST_WINDOW_MS as u64),
             uncordon_attempts: DEFAULT_UNCORDON_ATTEMPTS,
             offline_after: Duration::from_millis(DEFAULT_OFFLINE_AFTER_MS as u64),
+            armed: false,
             external: Vec::new(),
             roles: BTreeMap::new(),
             wake_mac: BTreeMap::new(),
@@ -202,6 +206,7 @@ impl PowerConfig {
             comm_lost_window_ms: ms(self.comm_lost_window),
             uncordon_attempts: self.uncordon_attempts,
             offline_after_ms: ms(self.offline_after),
+            armed: self.armed,
             wake_macs: self
                 .wake_mac
                 .iter()

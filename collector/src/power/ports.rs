@@ -261,6 +261,10 @@ pub trait StorePort: Send + Sync + 'static {
     fn delete_power_state(&self, domain: &str) -> Result<(), StoreError>;
     /// Records one event.
     fn append_event(&self, event: Event) -> Result<(), StoreError>;
+    /// The operator's arming record (opaque bytes), if ever saved.
+    fn power_arm(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Saves the operator's arming record.
+    fn put_power_arm(&self, record: &[u8]) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

@@ -157,6 +157,7 @@ impl LivePort for MemLive {
 pub(crate) struct MemStore {
     states: Mutex<BTreeMap<String, Vec<u8>>>,
     events: Mutex<Vec<Event>>,
+    arm: Mutex<Option<Vec<u8>>>,
 }
 
 impl MemStore {
@@ -183,6 +184,13 @@ impl StorePort for MemStore {
     }
     fn append_event(&self, event: Event) -> Result<(), StoreError> {
         self.events.lock().unwrap().push(event);
+        Ok(())
+    }
+    fn power_arm(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.arm.lock().unwrap().clone())
+    }
+    fn put_power_arm(&self, record: &[u8]) -> Result<(), StoreError> {
+        *self.arm.lock().unwrap() = Some(record.to_vec());
         Ok(())
     }
 }
@@ -390,6 +398,7 @@ pub(crate) fn power_config() -> PowerConfig {
         drain_timeout: Duration::from_secs(3),
         halt_time: Duration::from_millis(100),
         mains_stable: Duration::from_millis(300),
+        armed: true,
         ..Default::default()
     }
 }

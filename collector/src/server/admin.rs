@@ -1,14 +1,18 @@
 //! The Admin service: what the CLI asks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use nodewarden_proto::v1::admin_server::Admin;
 use nodewarden_proto::v1::{
-    EventsRequest, EventsResponse, GetNodeRequest, HistoryPoint, HistoryRequest, HistoryResponse,
-    ListNodesRequest, ListNodesResponse, ListUpsRequest, ListUpsResponse, NodeInfo,
+    Command, CommandState, EventsRequest, EventsResponse, GetNodeRequest, HistoryPoint,
+    HistoryRequest, HistoryResponse, ListNodesRequest, ListNodesResponse, ListUpsRequest,
+    ListUpsResponse, NodeInfo, RunUpsCommandRequest, RunUpsCommandResponse, UpsCommand, command,
 };
 use tonic::{Request, Response, Status};
 
+use super::auth::{Permission, require};
+use super::nut::instcmd;
 use crate::state::hub::Hub;
 use nodewarden_common::clock::now_ms;
 
@@ -123,5 +127,86 @@ impl Admin for AdminService {
             )));
         }
         Ok(Response::new(ListUpsResponse { ups }))
+    }
+
+    async fn run_ups_command(
+        &self,
+        request: Request<RunUpsCommandRequest>,
+    ) -> Result<Response<RunUpsCommandResponse>, Status> {
+        require(&request, Permission::Operate)?;
+        let r = request.into_inner();
+        let action = UPS_COMMANDS
+            .contains(&r.command.as_str())
+            .then(|| instcmd::action(&r.command))
+            .flatten()
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "`{}` is not a command `nodewarden ups` runs; it runs {} (only the power sequence cycles the UPS)",
+                    r.command,
+                    UPS_COMMANDS.join(", ")
+                ))
+            })?;
+        let (node, ups_name) = self.resolve_ups(&r.ups)?;
+        let command = Command {
+            command_id: self.hub.new_command_id(),
+            dry_run: false,
+            action: Some(command::Action::Ups(UpsCommand {
+                ups_name,
+                action: Some(action),
+            })),
+        };
+        let result = self
+            .hub
+            .send_command(&node, command, UPS_COMMAND_TIMEOUT)
+            .await
+            .map_err(|e| Status::unavailable(format!("{node}: {e}")))?;
+        let ok = matches!(
+            CommandState::try_from(result.state),
+            Ok(CommandState::Accepted | CommandState::Done)
+        );
+        Ok(Response::new(RunUpsCommandResponse {
+            ok,
+            message: result.message,
+            node,
+        }))
+    }
+}
+
+/// What `nodewarden ups` may run: tests and the beeper. Cutting the output
+/// is the power sequence's alone.
+const UPS_COMMANDS: [&str; 4] = [
+    "test.battery.start.quick",
+    "test.battery.start.deep",
+    "test.battery.stop",
+    "beeper.toggle",
+];
+
+/// How long a UPS command waits for the agent's answer.
+const UPS_COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl AdminService {
+    /// The agent and its UPS name for `ups`: `node/name`, or a name only
+    /// one agent reads.
+    fn resolve_ups(&self, ups: &str) -> Result<(String, String), Status> {
+        let (node, name) = match ups.split_once('/') {
+            Some((n, u)) => (Some(n), u),
+            None => (None, ups),
+        };
+        let found: Vec<(String, String)> = self
+            .hub
+            .ups_infos()
+            .into_iter()
+            .filter_map(|u| Some((u.node, u.status?.ups_name)))
+            .filter(|(n, u)| u == name && node.is_none_or(|want| want == n))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Status::not_found(format!(
+                "no UPS named `{ups}` (see `nodewarden ups`)"
+            ))),
+            _ => Err(Status::failed_precondition(format!(
+                "more than one agent reads a UPS named `{name}`: say which, as node/{name}"
+            ))),
+        }
     }
 }

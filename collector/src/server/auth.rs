@@ -85,6 +85,19 @@ impl Policy {
     }
 }
 
+/// Who made the call, for the records of `power arm` and `hold`: the user
+/// name of the caller's uid ("uid N" without one), "unknown" without
+/// peer credentials.
+pub fn caller_name<T>(request: &Request<T>) -> String {
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        return "unknown".into();
+    };
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller.uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {}", caller.uid), |u| u.name)
+}
+
 /// Refuses the call unless its caller holds `need`. A request with no
 /// [`Caller`] (not through the stamping layer) is refused: fail closed.
 pub fn require<T>(request: &Request<T>, need: Permission) -> Result<(), Status> {

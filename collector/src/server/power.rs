@@ -3,18 +3,21 @@
 
 use std::pin::Pin;
 
-use super::auth::{Permission, require};
+use super::auth::{Permission, caller_name, require};
 use nodewarden_proto::v1::power_server::Power;
 use nodewarden_proto::v1::{
-    DomainPlan as PlanMsg, DrillEvent, DrillRequest, GetPowerRequest, GetPowerResponse,
-    NodeDrainPlan as DrainMsg, PlanRequest, PlanResponse, PlanStage, PodEvictionPlan, PowerBudget,
-    PowerDomain, PowerNode, PowerTimelineEntry, PowerUpsState, UpsDelays,
+    ArmRequest, DomainPlan as PlanMsg, DrillEvent, DrillRequest, GetPowerRequest, GetPowerResponse,
+    HoldRequest, NodeDrainPlan as DrainMsg, PlanRequest, PlanResponse, PlanStage, PodEvictionPlan,
+    PowerActionResponse, PowerArm, PowerBudget, PowerDomain, PowerNode, PowerTimelineEntry,
+    PowerUpsState, UpsDelays,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::power::machine::{CordonState, Machine, NodeProgress, PowerState, Role, TimelineEntry};
-use crate::power::orchestrator::{DomainPlan, DrillOptions, DrillUpdate, PowerHandle, describe};
+use crate::power::orchestrator::{
+    ActionReply, ArmState, DomainPlan, DrillOptions, DrillUpdate, PowerHandle, describe,
+};
 
 /// Answers the CLI from the running orchestrator.
 #[derive(Debug, Clone)]
@@ -119,6 +122,8 @@ pub fn domain_msg(m: &Machine) -> PowerDomain {
         nodes,
         timeline: m.timeline.iter().map(entry).collect(),
         deadline_ms: m.deadline_ms.unwrap_or(0),
+        held_by: m.hold.as_ref().map(|h| h.by.clone()).unwrap_or_default(),
+        held_since_ms: m.hold.as_ref().map_or(0, |h| h.since_ms),
     }
 }
 
@@ -165,6 +170,7 @@ fn plan_msg(d: DomainPlan) -> PlanMsg {
         drain_estimate_ms: d.drain_estimate_ms,
         total_estimate_ms: d.total_estimate_ms,
         warnings: d.warnings,
+        errors: d.errors,
         budget: Some(PowerBudget {
             cordon_ms: d.budget.cordon_ms,
             drain_ms: d.budget.drain_ms,
@@ -181,6 +187,23 @@ fn plan_msg(d: DomainPlan) -> PlanMsg {
             driver: d.ups_delays.driver,
             off_need_ms: d.ups_delays.off_need_ms,
         }),
+    }
+}
+
+fn arm_msg(a: &ArmState) -> PowerArm {
+    PowerArm {
+        armed: a.armed || a.by_config,
+        by: a.by.clone(),
+        at_ms: a.at_ms,
+        by_config: a.by_config,
+    }
+}
+
+fn action_msg(r: ActionReply) -> PowerActionResponse {
+    PowerActionResponse {
+        ok: r.ok,
+        message: r.message,
+        problems: r.problems,
     }
 }
 
@@ -201,6 +224,7 @@ impl Power for PowerService {
                 .map(|d| domain_msg(&d.machine))
                 .collect(),
             enabled: self.enabled,
+            arm: Some(arm_msg(&self.handle.arm_state())),
         }))
     }
 
@@ -215,6 +239,36 @@ impl Power for PowerService {
             domains: plan.domains.into_iter().map(plan_msg).collect(),
             warnings: plan.warnings,
         }))
+    }
+
+    async fn arm(
+        &self,
+        request: Request<ArmRequest>,
+    ) -> Result<Response<PowerActionResponse>, Status> {
+        require(&request, Permission::Operate)?;
+        let by = caller_name(&request);
+        let reply = self
+            .handle
+            .arm(request.into_inner().armed, by)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(action_msg(reply)))
+    }
+
+    async fn hold(
+        &self,
+        request: Request<HoldRequest>,
+    ) -> Result<Response<PowerActionResponse>, Status> {
+        require(&request, Permission::Operate)?;
+        let by = caller_name(&request);
+        let r = request.into_inner();
+        let domain = (!r.domain.is_empty()).then_some(r.domain);
+        let reply = self
+            .handle
+            .hold(domain, r.hold, by)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(action_msg(reply)))
     }
 
     type DrillStream = DrillStream;

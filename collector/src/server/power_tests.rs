@@ -53,12 +53,12 @@ async fn cli_power_plan_and_drill_over_the_admin_socket() {
         }
     };
 
-    let text = run(QueryCommand::Power, false).await;
+    let text = run(QueryCommand::Power { action: None }, false).await;
     assert!(text.contains("domain main — UPS riello on s1"), "{text}");
     assert!(text.contains("phase:  on_mains"), "{text}");
     assert!(text.contains("on mains, charge 90%, runtime 20m"), "{text}");
     let json: serde_json::Value =
-        serde_json::from_str(&run(QueryCommand::Power, true).await).unwrap();
+        serde_json::from_str(&run(QueryCommand::Power { action: None }, true).await).unwrap();
     assert_eq!(json["domains"][0]["phase"], "on_mains");
     assert_eq!(json["domains"][0]["nodes"].as_array().unwrap().len(), 5);
 

@@ -66,6 +66,8 @@ const EVENTS: TableDefinition<'_, (i64, u32), &[u8]> = TableDefinition::new("eve
 const UPS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("ups");
 /// Power domain -> its persisted state machine (opaque bytes from power::).
 const POWER: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("power_state");
+/// The operator's arming of the sequence (one key, opaque bytes from power::).
+const POWER_ARM: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("power_arm");
 
 /// How long data is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +168,7 @@ impl Store {
             txn.open_table(EVENTS)?;
             txn.open_table(UPS)?;
             txn.open_table(POWER)?;
+            txn.open_table(POWER_ARM)?;
             let mut nodes = txn.open_table(NODES)?;
             let mut updates = Vec::new();
             for entry in nodes.iter()? {

@@ -5,7 +5,7 @@ use nodewarden_proto::v1::{Event, NodeInfo, Sample, UpsInfo, UpsStatus};
 use prost::Message;
 use redb::{Durability, ReadableTable};
 
-use super::{EVENTS, LATEST, NODES, POWER, Store, StoreError, UPS};
+use super::{EVENTS, LATEST, NODES, POWER, POWER_ARM, Store, StoreError, UPS};
 
 /// What the collector remembers about a node across restarts.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -300,6 +300,24 @@ impl Store {
                 out.push((k.value().to_string(), v.value().to_vec()));
             }
             Ok(out)
+        })
+    }
+
+    /// The operator's arming record, if one was ever saved.
+    pub fn power_arm(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|txn| {
+            Ok(txn
+                .open_table(POWER_ARM)?
+                .get("arm")?
+                .map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Saves the operator's arming record (durably).
+    pub fn put_power_arm(&self, record: &[u8]) -> Result<(), StoreError> {
+        self.write(|txn, _, _| {
+            txn.open_table(POWER_ARM)?.insert("arm", record)?;
+            Ok(())
         })
     }
 

@@ -1014,6 +1014,29 @@ pub mod agent_link_server {
     }
 }
 #[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunUpsCommandRequest {
+    /// The UPS as `nodewarden ups` lists it: its name, or node/name.
+    #[prost(string, tag = "1")]
+    pub ups: ::prost::alloc::string::String,
+    /// test.battery.start.quick, test.battery.start.deep, test.battery.stop,
+    /// beeper.toggle.
+    #[prost(string, tag = "2")]
+    pub command: ::prost::alloc::string::String,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunUpsCommandResponse {
+    #[prost(bool, tag = "1")]
+    pub ok: bool,
+    /// The agent's (or the UPS's) words.
+    #[prost(string, tag = "2")]
+    pub message: ::prost::alloc::string::String,
+    /// The node whose agent ran it.
+    #[prost(string, tag = "3")]
+    pub node: ::prost::alloc::string::String,
+}
+#[derive(serde::Serialize)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListNodesRequest {}
 #[derive(serde::Serialize)]
@@ -1430,6 +1453,32 @@ pub mod admin_client {
                 .insert(GrpcMethod::new("nodewarden.v1.Admin", "ListUps"));
             self.inner.unary(req, path, codec).await
         }
+        /// A UPS instant command (battery test, beeper) through the agent that
+        /// reads the UPS, over its authenticated link. Needs the admin permission.
+        pub async fn run_ups_command(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RunUpsCommandRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RunUpsCommandResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/nodewarden.v1.Admin/RunUpsCommand",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("nodewarden.v1.Admin", "RunUpsCommand"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1473,6 +1522,15 @@ pub mod admin_server {
             &self,
             request: tonic::Request<super::ListUpsRequest>,
         ) -> std::result::Result<tonic::Response<super::ListUpsResponse>, tonic::Status>;
+        /// A UPS instant command (battery test, beeper) through the agent that
+        /// reads the UPS, over its authenticated link. Needs the admin permission.
+        async fn run_ups_command(
+            &self,
+            request: tonic::Request<super::RunUpsCommandRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RunUpsCommandResponse>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct AdminServer<T> {
@@ -1750,6 +1808,51 @@ pub mod admin_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListUpsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/nodewarden.v1.Admin/RunUpsCommand" => {
+                    #[allow(non_camel_case_types)]
+                    struct RunUpsCommandSvc<T: Admin>(pub Arc<T>);
+                    impl<
+                        T: Admin,
+                    > tonic::server::UnaryService<super::RunUpsCommandRequest>
+                    for RunUpsCommandSvc<T> {
+                        type Response = super::RunUpsCommandResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RunUpsCommandRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::run_ups_command(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RunUpsCommandSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -2809,6 +2912,50 @@ pub mod trust_admin_server {
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ArmRequest {
+    /// True: arm; false: disarm.
+    #[prost(bool, tag = "1")]
+    pub armed: bool,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HoldRequest {
+    /// Only this domain ("" every domain with something to hold or resume).
+    #[prost(string, tag = "1")]
+    pub domain: ::prost::alloc::string::String,
+    /// True: hold; false: resume.
+    #[prost(bool, tag = "2")]
+    pub hold: bool,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PowerActionResponse {
+    /// Done; else `message` says why not.
+    #[prost(bool, tag = "1")]
+    pub ok: bool,
+    #[prost(string, tag = "2")]
+    pub message: ::prost::alloc::string::String,
+    /// What stands in the way (the plan's errors when arming).
+    #[prost(string, repeated, tag = "3")]
+    pub problems: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Whether the sequence may start, and who decided.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PowerArm {
+    #[prost(bool, tag = "1")]
+    pub armed: bool,
+    /// Who ran `nodewarden power arm` or `disarm` ("" never).
+    #[prost(string, tag = "2")]
+    pub by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "3")]
+    pub at_ms: i64,
+    /// Armed by `power.armed = true` in the config file.
+    #[prost(bool, tag = "4")]
+    pub by_config: bool,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetPowerRequest {}
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -2818,6 +2965,8 @@ pub struct GetPowerResponse {
     /// False when the power sequence is disabled in the config.
     #[prost(bool, tag = "2")]
     pub enabled: bool,
+    #[prost(message, optional, tag = "3")]
+    pub arm: ::core::option::Option<PowerArm>,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -2851,6 +3000,11 @@ pub struct PowerDomain {
     /// When the current step gives up (0: none).
     #[prost(int64, tag = "11")]
     pub deadline_ms: i64,
+    /// Who holds the sequence ("" not held), and since when.
+    #[prost(string, tag = "12")]
+    pub held_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "13")]
+    pub held_since_ms: i64,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
@@ -2951,6 +3105,9 @@ pub struct DomainPlan {
     /// them.
     #[prost(message, optional, tag = "13")]
     pub ups_delays: ::core::option::Option<UpsDelays>,
+    /// The warnings that refuse `power arm` (also among `warnings`).
+    #[prost(string, repeated, tag = "14")]
+    pub errors: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -3222,6 +3379,51 @@ pub mod power_client {
             req.extensions_mut().insert(GrpcMethod::new("nodewarden.v1.Power", "Drill"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Let the sequence start on a power cut (arm), or only record what it
+        /// would do (disarm). Arming is refused while the plan has errors.
+        pub async fn arm(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ArmRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PowerActionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/nodewarden.v1.Power/Arm");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("nodewarden.v1.Power", "Arm"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Hold a running sequence before the point of no return, or resume it.
+        pub async fn hold(
+            &mut self,
+            request: impl tonic::IntoRequest<super::HoldRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PowerActionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/nodewarden.v1.Power/Hold");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("nodewarden.v1.Power", "Hold"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3262,6 +3464,23 @@ pub mod power_server {
             &self,
             request: tonic::Request<super::DrillRequest>,
         ) -> std::result::Result<tonic::Response<Self::DrillStream>, tonic::Status>;
+        /// Let the sequence start on a power cut (arm), or only record what it
+        /// would do (disarm). Arming is refused while the plan has errors.
+        async fn arm(
+            &self,
+            request: tonic::Request<super::ArmRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PowerActionResponse>,
+            tonic::Status,
+        >;
+        /// Hold a running sequence before the point of no return, or resume it.
+        async fn hold(
+            &self,
+            request: tonic::Request<super::HoldRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PowerActionResponse>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct PowerServer<T> {
@@ -3467,6 +3686,92 @@ pub mod power_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/nodewarden.v1.Power/Arm" => {
+                    #[allow(non_camel_case_types)]
+                    struct ArmSvc<T: Power>(pub Arc<T>);
+                    impl<T: Power> tonic::server::UnaryService<super::ArmRequest>
+                    for ArmSvc<T> {
+                        type Response = super::PowerActionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ArmRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Power>::arm(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ArmSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/nodewarden.v1.Power/Hold" => {
+                    #[allow(non_camel_case_types)]
+                    struct HoldSvc<T: Power>(pub Arc<T>);
+                    impl<T: Power> tonic::server::UnaryService<super::HoldRequest>
+                    for HoldSvc<T> {
+                        type Response = super::PowerActionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::HoldRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Power>::hold(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = HoldSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

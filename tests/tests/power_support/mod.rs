@@ -187,6 +187,7 @@ pub struct Rig {
 
 pub fn power_toml(setup: &Setup, kubeconfig: &Path, dir: &Path) -> String {
     let mut keys: Vec<(&str, String)> = [
+        ("armed", "true"),
         ("collector_node", "\"s2\""),
         ("grace", "\"2s\""),
         ("min_charge_percent", "0"),

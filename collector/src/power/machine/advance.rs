@@ -20,16 +20,15 @@ impl Machine {
 
     /// One move; false when the current phase must wait.
     fn advance_once(&mut self, now_ms: i64, out: &mut Vec<Action>) -> bool {
+        if self.hold.is_some() {
+            return self.advance_held(now_ms, out);
+        }
         if self.new_outage()
             && let Some(reason) = self.trigger(now_ms)
         {
             let during = self.phase.as_str();
-            self.start(
-                now_ms,
-                format!("{reason} (a new outage during {during})"),
-                out,
-            );
-            return true;
+            let reason = format!("{reason} (a new outage during {during})");
+            return self.try_start(now_ms, reason, out);
         }
         match self.phase {
             Phase::OnMains => false,
@@ -48,8 +47,7 @@ impl Machine {
 
     fn advance_on_battery(&mut self, now_ms: i64, out: &mut Vec<Action>) -> bool {
         if let Some(reason) = self.trigger(now_ms) {
-            self.start(now_ms, reason.to_string(), out);
-            return true;
+            return self.try_start(now_ms, reason.to_string(), out);
         }
         false
     }

@@ -60,13 +60,16 @@ impl Machine {
                 );
             }
             self.on_battery_since_ms = None;
+            if self.hold.take().is_some() {
+                self.note(now_ms, "mains returned: the hold ends");
+            }
             self.on_mains_again(now_ms, out);
         }
         if !matches!(self.phase, Phase::OnMains | Phase::OnBattery) {
             return;
         }
         if let Some(reason) = self.trigger(now_ms) {
-            self.start(now_ms, reason.to_string(), out);
+            self.try_start(now_ms, reason.to_string(), out);
         }
     }
 

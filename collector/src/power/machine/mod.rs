@@ -11,6 +11,7 @@
 //! `inputs` what each input changes, `advance` one method per phase that
 //! moves the sequence on, `stage` how a poweroff stage is sent and ended,
 //! `cycle` the UPS command with its retries and the hold when it fails,
+//! `operator` arming (or only observing) and an operator's hold and resume,
 //! `plan` the order of the poweroffs and the drain's budget, `check` the
 //! checks a caller runs on a domain's description, and `persist` the
 //! versioned saved form.
@@ -23,12 +24,14 @@ mod advance;
 mod check;
 mod cycle;
 mod inputs;
+mod operator;
 mod persist;
 mod plan;
 mod stage;
 mod types;
 
 pub use check::{SpecError, validate_collector_node};
+pub use operator::OperatorHold;
 pub use persist::{PERSISTED_VERSION, RestoreError};
 pub use plan::{Budget, StageBudget};
 pub use types::*;
@@ -132,6 +135,12 @@ pub struct Machine {
     /// only once a reconnect had time to happen.
     #[serde(default)]
     pub listening_since_ms: i64,
+    /// An operator's hold on the running sequence.
+    #[serde(default)]
+    pub hold: Option<OperatorHold>,
+    /// Not armed, and this outage's "would start" already said.
+    #[serde(default)]
+    pub observed: bool,
 }
 
 /// `event_outage_ms` of a state saved before it existed.
@@ -198,6 +207,8 @@ impl Machine {
             ups_cancel_until_ms: None,
             next_wake_ms: None,
             offline_since_ms: BTreeMap::new(),
+            hold: None,
+            observed: false,
             listening_since_ms: now_ms,
         }
     }
@@ -337,12 +348,7 @@ impl Machine {
         if self.phase == Phase::Draining
             && let Some(deadline_ms) = self.deadline_ms
         {
-            let nodes: Vec<String> = self
-                .nodes
-                .iter()
-                .filter(|(_, p)| p.draining)
-                .map(|(n, _)| n.clone())
-                .collect();
+            let nodes = self.still_draining();
             if !nodes.is_empty() {
                 out.push(Action::Drain { nodes, deadline_ms });
             }
@@ -404,6 +410,8 @@ impl Machine {
                 applied: _,
             } => self.on_standalone(now_ms, node, ups_cycled, message, &mut out),
             Input::Tick => {}
+            Input::Hold { by } => self.hold(now_ms, by, &mut out),
+            Input::Resume { by } => self.resume_hold(now_ms, format!("resumed by {by}"), &mut out),
             Input::Start { reason } => {
                 if matches!(self.phase, Phase::OnMains | Phase::OnBattery) {
                     self.start(now_ms, reason, &mut out);
@@ -412,6 +420,15 @@ impl Machine {
         }
         self.advance(now_ms, &mut out);
         out
+    }
+
+    /// The nodes whose drain has not finished.
+    fn still_draining(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, p)| p.draining)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// The poweroff command id of `node` in this event.
@@ -477,6 +494,8 @@ impl Machine {
         self.ups_delay_too_short = false;
         self.ups_cancel_until_ms = None;
         self.next_wake_ms = None;
+        self.hold = None;
+        self.observed = false;
     }
 }
 

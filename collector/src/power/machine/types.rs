@@ -98,6 +98,15 @@ pub struct Settings {
     /// Wake-on-LAN MACs of the nodes that can be woken, by node name.
     #[serde(default)]
     pub wake_macs: BTreeMap<String, [u8; 6]>,
+    /// The operator armed the sequence (`nodewarden power arm`, or
+    /// `power.armed` in the config); else it only observes. States saved
+    /// before arming existed were armed.
+    #[serde(default = "armed_before_arming_existed")]
+    pub armed: bool,
+}
+
+fn armed_before_arming_existed() -> bool {
+    true
 }
 
 /// Three tries: a serial glitch or a busy driver passes, a refusal stays.
@@ -271,6 +280,16 @@ pub enum Input {
         /// Done, or why not.
         result: Result<(), String>,
     },
+    /// An operator holds the sequence (see `Machine::hold_refusal`).
+    Hold {
+        /// Who.
+        by: String,
+    },
+    /// An operator ends the hold.
+    Resume {
+        /// Who.
+        by: String,
+    },
     /// Time passed (see `Machine::wake_at`).
     Tick,
     /// The UPS owner's agent acted on its own while the link was down: it
@@ -423,6 +442,12 @@ pub enum NoticeKind {
     StandaloneActed,
     /// Nodes we cordoned could not be uncordoned within the retries.
     UncordonFailed,
+    /// Not armed: the sequence would have started now.
+    WouldStart,
+    /// An operator held the sequence.
+    Held,
+    /// The hold ended (resume, or the battery's reserve).
+    Resumed,
 }
 
 impl NoticeKind {
@@ -446,6 +471,9 @@ impl NoticeKind {
             NoticeKind::ManualPowerCycleNeeded => "manual_power_cycle_needed",
             NoticeKind::StandaloneActed => "standalone_acted",
             NoticeKind::UncordonFailed => "uncordon_failed",
+            NoticeKind::WouldStart => "would_start",
+            NoticeKind::Held => "held",
+            NoticeKind::Resumed => "resumed",
         }
     }
 
@@ -462,6 +490,9 @@ impl NoticeKind {
             | NoticeKind::StandaloneActed => Severity::Critical,
             NoticeKind::OnBattery
             | NoticeKind::UncordonFailed
+            | NoticeKind::WouldStart
+            | NoticeKind::Held
+            | NoticeKind::Resumed
             | NoticeKind::NodeDown
             | NoticeKind::UpsCycle
             | NoticeKind::Cancelled

@@ -11,6 +11,7 @@
 
 mod drill;
 mod execute;
+mod operator;
 mod plan;
 mod runner;
 
@@ -25,6 +26,7 @@ use super::config::PowerConfig;
 use super::machine::{Budget, Machine, Member, Phase, Stage, TimelineEntry};
 use super::notify::Notifier;
 use super::ports::{AgentPort, ClusterPort, LivePort, NodeDrainPlan, StorePort};
+pub use operator::{ActionReply, ArmState};
 use runner::Runner;
 
 /// Name of the domain when `[[power.domain]]` is not configured.
@@ -74,6 +76,8 @@ pub struct DomainPlan {
     pub budget: Budget,
     /// The UPS's delays, configured and as the UPS will apply them.
     pub ups_delays: UpsDelaysPlan,
+    /// The warnings that refuse `power arm`.
+    pub errors: Vec<String>,
 }
 
 /// The UPS's off and restore delays in a plan (ms).
@@ -128,6 +132,17 @@ pub struct DrillOptions {
 enum Control {
     Plan(oneshot::Sender<PlanReport>),
     Drill(DrillOptions, mpsc::Sender<DrillUpdate>),
+    Arm {
+        armed: bool,
+        by: String,
+        reply: oneshot::Sender<ActionReply>,
+    },
+    Hold {
+        domain: Option<String>,
+        hold: bool,
+        by: String,
+        reply: oneshot::Sender<ActionReply>,
+    },
 }
 
 /// Why the orchestrator could not answer.
@@ -146,6 +161,7 @@ pub enum PowerError {
 pub struct PowerHandle {
     control: mpsc::Sender<Control>,
     views: Arc<Mutex<Vec<DomainView>>>,
+    arm: Arc<Mutex<ArmState>>,
 }
 
 impl std::fmt::Debug for PowerHandle {
@@ -161,6 +177,41 @@ impl PowerHandle {
     }
 
     /// What would happen if power failed now.
+    /// Whether the sequence may start, and who said so.
+    pub fn arm_state(&self) -> ArmState {
+        self.arm.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `power arm` (`armed`) or `power disarm`, by `by`.
+    pub async fn arm(&self, armed: bool, by: String) -> Result<ActionReply, PowerError> {
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(Control::Arm { armed, by, reply })
+            .await
+            .map_err(|_| PowerError::NotRunning)?;
+        rx.await.map_err(|_| PowerError::Stopped)
+    }
+
+    /// `power hold` (`hold`) or `power resume` of `domain` (None: all), by `by`.
+    pub async fn hold(
+        &self,
+        domain: Option<String>,
+        hold: bool,
+        by: String,
+    ) -> Result<ActionReply, PowerError> {
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(Control::Hold {
+                domain,
+                hold,
+                by,
+                reply,
+            })
+            .await
+            .map_err(|_| PowerError::NotRunning)?;
+        rx.await.map_err(|_| PowerError::Stopped)
+    }
+
     pub async fn plan(&self) -> Result<PlanReport, PowerError> {
         let (tx, rx) = oneshot::channel();
         self.control
@@ -206,6 +257,7 @@ pub fn spawn<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort>(
 ) -> PowerHandle {
     let (control_tx, control_rx) = mpsc::channel(16);
     let views = Arc::new(Mutex::new(Vec::new()));
+    let arm = Arc::new(Mutex::new(ArmState::default()));
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     // Subscribe before anything else, so no event falls between the
     // snapshot taken at start and the stream.
@@ -235,11 +287,13 @@ pub fn spawn<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort>(
         unsaved: BTreeSet::new(),
         members_stale: false,
         collector_node_problem: None,
+        arm: arm.clone(),
     };
     tokio::spawn(runner.run(events, results_rx, control_rx, shutdown));
     PowerHandle {
         control: control_tx,
         views,
+        arm,
     }
 }
 
@@ -252,6 +306,15 @@ pub fn describe(m: &Machine) -> String {
         .unwrap_or("");
     match m.phase {
         Phase::OnMains => "on mains; nothing to do".into(),
+        Phase::OnBattery if m.hold.is_some() => {
+            "on battery; held: the sequence does not start".into()
+        }
+        Phase::OnBattery if m.observed => {
+            "observing (not armed): would start the sequence now".into()
+        }
+        Phase::OnBattery if !m.spec.settings.armed => {
+            "on battery; observing (not armed): nothing will be done".into()
+        }
         Phase::OnBattery => "on battery; within the grace".into(),
         Phase::Cordoning => "cordoning the domain's Kubernetes nodes".into(),
         Phase::Draining => "evicting pods".into(),

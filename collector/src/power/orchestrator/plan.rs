@@ -65,7 +65,7 @@ pub(super) async fn finish_plan<C: ClusterPort>(
         let runtime_ms = m.ups.as_ref().and_then(|u| u.runtime_ms);
         let mut warnings = Vec::new();
         if m.spec.owner.is_empty() {
-            warnings.push("no UPS reported yet: no agent reads a UPS for this domain".to_string());
+            warnings.push(NO_UPS.to_string());
         }
         if let Some(r) = runtime_ms
             && r < total_estimate_ms
@@ -113,7 +113,8 @@ pub(super) async fn finish_plan<C: ClusterPort>(
             }
         }
         let ups_delays = ups_delays(&m);
-        warnings.extend(delay_warnings(&m.spec.ups, &ups_delays));
+        warnings.extend(off_delay_error(&m.spec.ups, &ups_delays));
+        warnings.extend(restore_delay_warning(&m.spec.ups, &ups_delays));
         if let Err(e) = m.spec.validate(&m.members) {
             warnings.push(e.to_string());
         }
@@ -124,6 +125,7 @@ pub(super) async fn finish_plan<C: ClusterPort>(
             );
         }
 
+        let errors = arm_errors(&m);
         domains.push(DomainPlan {
             domain: m.spec.name.clone(),
             ups: m.spec.ups.clone(),
@@ -138,6 +140,7 @@ pub(super) async fn finish_plan<C: ClusterPort>(
             warnings,
             budget,
             ups_delays,
+            errors,
         });
     }
     PlanReport {
@@ -166,27 +169,49 @@ fn ups_delays(m: &Machine) -> UpsDelaysPlan {
     }
 }
 
-/// What is wrong with a domain's UPS delays, judged by what the UPS will
-/// really apply where that is known.
-fn delay_warnings(ups: &str, d: &UpsDelaysPlan) -> Vec<String> {
-    let fmt = |ms: i64| format_duration(Duration::from_millis(ms.max(0) as u64));
-    let mut w = Vec::new();
-    let off = d.effective_off_ms.unwrap_or(d.configured_off_ms);
-    if off < d.off_need_ms {
-        w.push(format!(
-            "UPS {ups} would cut its output {} after the cycle command, but the stages after it need {}: raise power.ups_off_delay, or the cycle is cancelled and the last nodes are kept up",
-            fmt(off),
-            fmt(d.off_need_ms)
-        ));
+const NO_UPS: &str = "no UPS reported yet: no agent reads a UPS for this domain";
+
+fn fmt(ms: i64) -> String {
+    format_duration(Duration::from_millis(ms.max(0) as u64))
+}
+
+/// The plan's problems that refuse `nodewarden power arm` (each is also
+/// among the warnings): a domain with no UPS, one that does not hold
+/// together (the collector's node unknown), and a UPS cycle too short for
+/// the stages after it. The rest are warnings an operator may accept.
+pub(super) fn arm_errors(m: &Machine) -> Vec<String> {
+    let mut errors = Vec::new();
+    if m.spec.owner.is_empty() {
+        errors.push(NO_UPS.to_string());
     }
+    errors.extend(off_delay_error(&m.spec.ups, &ups_delays(m)));
+    if let Err(e) = m.spec.validate(&m.members) {
+        errors.push(e.to_string());
+    }
+    errors
+}
+
+/// The UPS would cut its output before the stages after the cycle are
+/// down, judged by what it will really apply where that is known.
+fn off_delay_error(ups: &str, d: &UpsDelaysPlan) -> Option<String> {
+    let off = d.effective_off_ms.unwrap_or(d.configured_off_ms);
+    (off < d.off_need_ms).then(|| format!(
+        "UPS {ups} would cut its output {} after the cycle command, but the stages after it need {}: raise power.ups_off_delay, or the cycle is cancelled and the last nodes are kept up",
+        fmt(off),
+        fmt(d.off_need_ms)
+    ))
+}
+
+/// A Megatec restore delay some firmware does not come back from.
+fn restore_delay_warning(ups: &str, d: &UpsDelaysPlan) -> Option<String> {
     if d.driver == "megatec"
         && let Some(restore) = d.effective_restore_ms
         && restore < i64::from(delays::MEGATEC_RESTORE_SAFE_S) * 1000
     {
-        w.push(format!(
+        return Some(format!(
             "UPS {ups}: a restore delay of {} is under 3 minutes, after which some Megatec firmware stays off (NUT's nutdrv_qx documentation warns of it); set power.ups_restore_delay to 3m or more",
             fmt(restore)
         ));
     }
-    w
+    None
 }

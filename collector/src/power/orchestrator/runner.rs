@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::operator::ArmState;
 use super::plan::finish_plan;
 use super::{
     API_CALL_TIMEOUT, Control, DEFAULT_DOMAIN, DomainView, DrillUpdate, MEMBERS_REFRESH,
@@ -62,16 +63,20 @@ pub(super) struct Runner<C, A, L, S> {
     /// The last `collector_node` problem reported, so it is said once, not
     /// on every refresh of the members.
     pub(super) collector_node_problem: Option<String>,
+    /// Whether the sequence may start (shared with `nodewarden power`).
+    pub(super) arm: Arc<Mutex<ArmState>>,
 }
 
 impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S> {
     fn spec(&self, name: &str, ups: &str, owner: &str) -> DomainSpec {
+        let mut settings = self.config.settings();
+        settings.armed = self.armed();
         DomainSpec {
             name: name.to_string(),
             ups: ups.to_string(),
             owner: owner.to_string(),
             collector_node: (!self.collector_node.is_empty()).then(|| self.collector_node.clone()),
-            settings: self.config.settings(),
+            settings,
         }
     }
 
@@ -276,6 +281,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                 .into_iter()
                 .collect()
         };
+        self.load_arm(!stored.is_empty()).await;
         let now = steady_ms();
         for spec in self.specs() {
             let name = spec.name.clone();
@@ -545,7 +551,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
     pub(super) async fn feed(&mut self, key: Key, input: Input) {
         // Machine time: Unix ms that do not jump at an NTP sync.
         let now = steady_ms();
-        let (actions, phase) = match &key {
+        let (actions, phase, held) = match &key {
             Key::Real(name) => {
                 if !self.config.enabled
                     && !matches!(
@@ -563,7 +569,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                     Input::Members(_) | Input::AgentConnected(_) | Input::AgentDisconnected(_)
                 );
                 let a = m.step(now, input);
-                let phase = m.phase;
+                let (phase, held) = (m.phase, m.hold.is_some());
                 if connection_news && a.is_empty() {
                     // Nothing to act on: saving can wait for the end of the
                     // burst (after a restart nobody counts as connected anyway).
@@ -573,17 +579,18 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                     self.unsaved.remove(name);
                     self.persist(name).await;
                 }
-                (a, phase)
+                (a, phase, held)
             }
             Key::Drill(name) => {
                 let Some(d) = self.drills.get_mut(name) else {
                     return;
                 };
                 let a = d.machine.step(now, input);
-                (a, d.machine.phase)
+                (a, d.machine.phase, false)
             }
         };
-        if phase != Phase::Draining
+        // A held sequence stops its drains; resume starts them again.
+        if (phase != Phase::Draining || held)
             && let Some(handles) = self.drains.remove(&key)
         {
             for h in handles {
@@ -662,6 +669,19 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
                 });
             }
             Control::Drill(options, progress) => self.start_drill(options, progress).await,
+            Control::Arm { armed, by, reply } => {
+                let answer = self.on_arm(armed, by).await;
+                let _ = reply.send(answer);
+            }
+            Control::Hold {
+                domain,
+                hold,
+                by,
+                reply,
+            } => {
+                let answer = self.on_hold(domain, hold, by).await;
+                let _ = reply.send(answer);
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 use super::*;
 
 mod cycle;
+mod operator;
 mod outages;
 mod persist;
 mod random;
@@ -35,6 +36,7 @@ fn settings() -> Settings {
         comm_lost_window_ms: 10 * S,
         uncordon_attempts: 10,
         offline_after_ms: 30 * S,
+        armed: true,
         wake_macs: BTreeMap::new(),
     }
 }
