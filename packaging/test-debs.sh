@@ -442,19 +442,20 @@ for suite in "${suites[@]}"; do
     # The install guide's `sh run` blocks, as a reader types them (see
     # packaging/doc-blocks.sh): install, init, join, UPS and roles config,
     # plan, purge. The collector listens on 7150/7151 of this machine.
+    phase "$suite packages checked"
     section "docs/install.md, as written ($suite)"
     out="$("$here/doc-blocks.sh" "$repo/docs/install.md" "$root" "$dist" 2>&1)"
     while IFS= read -r line; do
         case "$line" in
-        "ok - "*) ok "$suite: install.md ${line#ok - }" ;;
-        "FAIL - "*) fail "$suite: install.md ${line#FAIL - }" "$out" ;;
+        "ok - "*) l="${line#ok - }"; ok "$suite: ${l#"$repo"/}" ;;
+        "FAIL - "*) l="${line#FAIL - }"; fail "$suite: ${l#"$repo"/}" "$out" ;;
         esac
     done <<<"$out"
     check "$suite: install.md's join reached the collector it started" grep -q 'joined https://127.0.0.1:7150 as node' <<<"$out"
     check "$suite: install.md's nodewarden nodes shows the node online" grep -qE '^    \S+ .* online$' <<<"$out"
     check "$suite: install.md's uninstall purged both packages" \
         bash -c '! chroot "$1" dpkg-query -W -f="\${db:Status-Status}\n" nodewarden nodewarden-agent 2>/dev/null | grep -q "^installed"' _ "$root"
-    phase "$suite done"
+    phase "$suite install.md run"
 done
 
 # ---------------------------------------------------------------- qemu
