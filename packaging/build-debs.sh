@@ -160,15 +160,20 @@ for p in ${packages//,/ }; do
         fi
         rm -f "$tmp"
     done
-    tmp="$(mktemp)"
+    # One page per subcommand (`man nodewarden-drill`, `man nodewarden-agent-join`).
+    tmp="$(mktemp -d)"
     # shellcheck disable=SC2086
-    if $runner "$exe" manpage >"$tmp" 2>/dev/null && [ -s "$tmp" ]; then
+    if $runner "$exe" manpage --dir "$tmp" >/dev/null 2>&1 && [ -s "$tmp/$bin.1" ]; then
         mkdir -p "$gen/usr/share/man/man1"
-        gzip -9n <"$tmp" >"$gen/usr/share/man/man1/$bin.1.gz"
+        for page in "$tmp"/*.1; do gzip -9n <"$page" >"$gen/usr/share/man/man1/$(basename "$page").gz"; done
+    elif $runner "$exe" manpage >"$tmp/$bin.1" 2>/dev/null && [ -s "$tmp/$bin.1" ]; then
+        mkdir -p "$gen/usr/share/man/man1"
+        gzip -9n <"$tmp/$bin.1" >"$gen/usr/share/man/man1/$bin.1.gz"
+        echo "build-debs: WARNING: '$bin manpage --dir' is not supported by this build; $bin ships its top-level man page only" >&2
     else
         echo "build-debs: WARNING: '$bin manpage' is not supported by this build; $bin ships without a man page" >&2
     fi
-    rm -f "$tmp"
+    rm -rf "$tmp"
 done
 
 debs=()

@@ -9,7 +9,9 @@
 #     (debootstrap, chroot), the binaries run there, the nodewarden user and
 #     groups are made, an upgrade keeps an edited conffile, and purge leaves
 #     nothing behind but what Debian policy allows;
-#   - the arm64 and armhf agents run under qemu-user.
+#   - the arm64 and armhf agents run under qemu-user;
+#   - docs/install.md's `sh run` blocks run in each root (doc-blocks.sh);
+#   - man pages per subcommand and bash completions are installed and load.
 #
 #   packaging/test-debs.sh [--quick] [--keep]
 #
@@ -30,7 +32,7 @@ for arg in "$@"; do
     case "$arg" in
     --quick) quick=true ;;
     --keep) keep=true ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test-debs: unknown argument '$arg'" >&2; exit 2 ;;
     esac
 done
@@ -342,6 +344,12 @@ for suite in "${suites[@]}"; do
         test -L "$root/etc/systemd/system/multi-user.target.wants/nodewarden-agent.service"
     check "$suite: the opt-in k3s shutdown unit is not enabled" \
         bash -c '! ls "$1"/etc/systemd/system/*.wants/ 2>/dev/null | grep -q nodewarden-k3s-shutdown' _ "$root"
+    check "$suite: a man page per subcommand (man nodewarden-drill, man nodewarden-agent-join)" \
+        bash -c 'for p in nodewarden nodewarden-drill nodewarden-token-create nodewarden-agent nodewarden-agent-join nodewarden-agent-ups-probe; do gzip -t "$1/usr/share/man/man1/$p.1.gz" || exit 1; done' _ "$root"
+    for bin in nodewarden nodewarden-agent; do
+        check "$suite: the bash completion for $bin loads (complete -p $bin)" \
+            in_root bash -c 'source "/usr/share/bash-completion/completions/$1" && complete -p "$1"' _ "$bin"
+    done
 
     for bin in nodewarden-agent nodewarden; do
         if out="$(in_root "/usr/bin/$bin" --version 2>&1)"; then
@@ -430,7 +438,24 @@ for suite in "${suites[@]}"; do
         test -f "$root/usr/lib/systemd/system/nodewarden-k3s-shutdown.service" -a -x "$root/usr/lib/nodewarden/k3s-shutdown"
     in_root dpkg -P nodewarden-agent >/dev/null 2>&1
     rm -rf "$root/tmp/debs"
-    phase "$suite done"
+
+    # The install guide's `sh run` blocks, as a reader types them (see
+    # packaging/doc-blocks.sh): install, init, join, UPS and roles config,
+    # plan, purge. The collector listens on 7150/7151 of this machine.
+    phase "$suite packages checked"
+    section "docs/install.md, as written ($suite)"
+    out="$("$here/doc-blocks.sh" "$repo/docs/install.md" "$root" "$dist" 2>&1)"
+    while IFS= read -r line; do
+        case "$line" in
+        "ok - "*) l="${line#ok - }"; ok "$suite: ${l#"$repo"/}" ;;
+        "FAIL - "*) l="${line#FAIL - }"; fail "$suite: ${l#"$repo"/}" "$out" ;;
+        esac
+    done <<<"$out"
+    check "$suite: install.md's join reached the collector it started" grep -q 'joined https://127.0.0.1:7150 as node' <<<"$out"
+    check "$suite: install.md's nodewarden nodes shows the node online" grep -qE '^    \S+ .* online$' <<<"$out"
+    check "$suite: install.md's uninstall purged both packages" \
+        bash -c '! chroot "$1" dpkg-query -W -f="\${db:Status-Status}\n" nodewarden nodewarden-agent 2>/dev/null | grep -q "^installed"' _ "$root"
+    phase "$suite install.md run"
 done
 
 # ---------------------------------------------------------------- qemu

@@ -38,7 +38,7 @@ struct Cli {
 
 #[derive(clap::Args, Default)]
 struct RunArgs {
-    /// Collector address (overrides the config), e.g. http://10.0.0.2:7150.
+    /// Collector address (overrides the config), e.g. https://10.0.0.2:7150.
     #[arg(long)]
     collector: Option<String>,
     /// Node name (overrides the config; default the hostname).
@@ -95,9 +95,13 @@ enum Command {
     /// Print shell completions.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff).
+    /// Print the man page (roff), or write one page per subcommand.
     #[command(hide = true)]
-    Manpage,
+    Manpage {
+        /// Write every page (`nodewarden-agent.1`, `nodewarden-agent-<subcommand>.1`, ...) into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn init_logging(level: &str) {
@@ -242,8 +246,13 @@ fn main() -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
-        Some(Command::Manpage) => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Some(Command::Manpage { dir }) => {
+            // One page per subcommand (`man nodewarden-agent-join`) for the packages.
+            let written = match dir {
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+            };
+            return match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("nodewarden-agent: {e}");

@@ -78,9 +78,13 @@ enum Command {
     /// Print shell completions.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff).
+    /// Print the man page (roff), or write one page per subcommand.
     #[command(hide = true)]
-    Manpage,
+    Manpage {
+        /// Write every page (`nodewarden.1`, `nodewarden-<subcommand>.1`, ...) into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,8 +223,13 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Manpage => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Command::Manpage { dir } => {
+            // One page per subcommand (`man nodewarden-drill`) for the packages.
+            let written = match dir {
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+            };
+            match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("nodewarden: {e}");

@@ -186,7 +186,7 @@ fn open_error(port: &str, e: serialport::Error) -> UpsError {
         // serialport reports EBUSY and a held lock as NoDevice.
         K::NoDevice => (
             io::ErrorKind::ResourceBusy,
-            "; another program holds the port (NUT's driver? stop nut-driver or remove the UPS from ups.conf)",
+            "; another program holds the port (the agent itself, when this is `ups probe`? `sudo systemctl stop nodewarden-agent` first; NUT's driver? stop nut-driver or remove the UPS from ups.conf)",
         ),
         K::Io(k) => (k, ""),
         _ => (io::ErrorKind::Other, ""),
