@@ -292,6 +292,49 @@ fn spawn_admin_server(
     )
 }
 
+/// How often a collector waiting for `nodewarden init` looks for the CA.
+const INIT_POLL: Duration = Duration::from_secs(2);
+
+/// A collector installed before `nodewarden init` waits for the CA instead
+/// of failing until systemd gives up on it: it says so in the journal and in
+/// `systemctl status`, keeps systemd's watchdog fed, and starts on its own
+/// once `init` has run. False if it was told to stop first.
+async fn wait_for_init(config: &CollectorConfig, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let paths = PkiPaths::of_data_dir(&config.data_dir);
+    let mut said = false;
+    loop {
+        match Authority::load(&paths) {
+            Err(e @ PkiError::NotInitialized(_)) => {
+                if !said {
+                    said = true;
+                    tracing::warn!("{e}; waiting for it (checked every {INIT_POLL:?})");
+                    let status = format!(
+                        "waiting for `nodewarden init`: no CA in {} yet",
+                        config.data_dir.display()
+                    );
+                    let _ = nodewarden_common::sd_notify::notify_status(&status);
+                    // Ready to systemd (it would kill a start that takes
+                    // this long), not to agents: nothing listens yet.
+                    let _ = nodewarden_common::sd_notify::notify_ready();
+                }
+                let _ = nodewarden_common::sd_notify::notify_watchdog();
+                tokio::select! {
+                    () = tokio::time::sleep(INIT_POLL) => {}
+                    _ = shutdown.changed() => return false,
+                }
+            }
+            // Loaded, or a real problem `open_core` reports.
+            _ => {
+                if said {
+                    tracing::info!("the CA is there: starting");
+                    let _ = nodewarden_common::sd_notify::notify_status("starting");
+                }
+                return true;
+            }
+        }
+    }
+}
+
 /// Runs the collector until `shutdown` turns true. `ready` receives the bound
 /// addresses once every listener is up.
 pub async fn serve(
@@ -299,6 +342,9 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<(), ServeError> {
+    if !wait_for_init(&config, &mut shutdown).await {
+        return Ok(());
+    }
     let core = open_core(&config)?;
     let hub = core.hub.clone();
 

@@ -192,6 +192,15 @@ impl Collector {
         sync: &str,
         extra: &str,
     ) -> String {
+        Self::write_config(dir, port, metrics_port, sync, extra);
+        if Self::pki_dir(dir).join("ca.key").exists() {
+            return String::new();
+        }
+        Self::run_init(dir)
+    }
+
+    /// `init_synced` without the init: the tests' collector.toml.
+    pub fn write_config(dir: &Path, port: u16, metrics_port: u16, sync: &str, extra: &str) {
         let mut f = std::fs::File::create(Self::config_path(dir)).unwrap();
         writeln!(
             f,
@@ -202,9 +211,11 @@ impl Collector {
         )
         .unwrap();
         writeln!(f, "{extra}").unwrap();
-        if Self::pki_dir(dir).join("ca.key").exists() {
-            return String::new();
-        }
+    }
+
+    /// `nodewarden init` with the config in `dir`; keeps the token it
+    /// printed in `<dir>/join-token` and returns its stdout.
+    pub fn run_init(dir: &Path) -> String {
         let out = Command::new(bin("nodewarden"))
             .arg("init")
             .arg("--config")

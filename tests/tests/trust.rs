@@ -9,7 +9,7 @@ use std::time::Duration;
 use nodewarden_proto::v1::agent_link_client::AgentLinkClient;
 use nodewarden_proto::v1::{AgentMessage, GetNodeRequest, Hello, ListNodesRequest, agent_message};
 use nodewarden_tests::{
-    Collector, admin, agent_state_dir, agent_tls, eventually, free_port, join, join_with,
+    Collector, Proc, admin, agent_state_dir, agent_tls, eventually, free_port, join, join_with,
     start_agent, tls_channel,
 };
 use rcgen::{
@@ -663,4 +663,59 @@ async fn a_reader_may_query_but_not_operate() {
     assert!(!thief.status.success(), "{thief:?}");
     // Root may operate.
     assert!(c.cli(&["nodes", "remove", "pi-1"]).status.success());
+}
+
+/// Installed and started before `nodewarden init` (the package's postinst
+/// does that): the collector neither exits nor crash-loops into systemd's
+/// start limit. It tells systemd it is waiting (STATUS=, READY=1 and the
+/// watchdog), and starts serving by itself once `init` has run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_started_before_init_waits_for_it_then_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, metrics_port) = (free_port(), free_port());
+    Collector::write_config(d, port, metrics_port, "1s", "");
+    let notify = std::os::unix::net::UnixDatagram::bind(d.join("notify.sock")).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut serve = Proc::spawn(
+        std::process::Command::new(nodewarden_tests::bin("nodewarden"))
+            .args(["serve", "--config"])
+            .arg(Collector::config_path(d))
+            .env("NOTIFY_SOCKET", d.join("notify.sock")),
+        d.join("serve.log"),
+    );
+    let mut said = String::new();
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 512];
+    while std::time::Instant::now() < end && !said.contains("WATCHDOG=1") {
+        if let Ok(n) = notify.recv(&mut buf) {
+            said.push_str(&String::from_utf8_lossy(&buf[..n]));
+            said.push('\n');
+        }
+    }
+    assert!(
+        said.contains("STATUS=waiting for `nodewarden init`: no CA in") && said.contains("READY=1"),
+        "{said}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "the collector exited before init: {}",
+        serve.log_text()
+    );
+    assert!(
+        serve.log_text().contains("no CA in"),
+        "{}",
+        serve.log_text()
+    );
+    Collector::run_init(d);
+    let socket = d.join("admin.sock");
+    eventually(Duration::from_secs(15), "the collector serving", || {
+        let socket = socket.clone();
+        async move { admin(&socket).await.ok() }
+    })
+    .await;
+    assert!(serve.log_text().contains("the CA is there: starting"));
 }
