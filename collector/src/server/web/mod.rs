@@ -108,12 +108,11 @@ impl Web {
                     view::node_tile(n, trend, now_ms)
                 })
                 .collect();
-            trends.retain(
-                &infos
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<HashSet<_>>(),
-            );
+            // Only a removed node leaves more remembered than listed.
+            if trends.len() > infos.len() {
+                let names: HashSet<&str> = infos.iter().map(|n| n.name.as_str()).collect();
+                trends.retain(&names);
+            }
             tiles
         };
         let mut ups: Vec<view::UpsTile> = self

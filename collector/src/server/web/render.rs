@@ -3,15 +3,21 @@
 //! page reads without colour; every tile has a stable id so the live
 //! script can swap it for a fresh one.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::cli::style::Level;
 
 use super::view::{DomainBox, EventRow, NodeTile, Overview, UpsTile};
 
-/// `text` safe in HTML text and in double-quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// `text` safe in HTML text and in double-quoted attributes; borrowed when
+/// there is nothing to escape (nearly always: the overview calls this
+/// ~20 times per tile, 200,000 times for 10,000 nodes).
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.contains(['&', '<', '>', '"', '\'']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -22,7 +28,7 @@ pub fn escape(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// `name` made safe as a URL path segment.
@@ -49,7 +55,7 @@ fn level_word(level: Level) -> &'static str {
 /// A value with its level: a class for colour and, when not ok, the word.
 fn leveled(text: &str, level: Level) -> String {
     match level {
-        Level::Normal => escape(text),
+        Level::Normal => escape(text).into_owned(),
         _ => format!(
             "<span class=\"lv-{w}\">{} <small>({w})</small></span>",
             escape(text),
@@ -160,7 +166,9 @@ pub fn ups_tile(u: &UpsTile) -> String {
             leveled(&u.status, u.level)
         ),
     );
-    let dash = |v: &Option<String>| escape(v.as_deref().unwrap_or("-"));
+    fn dash(v: &Option<String>) -> Cow<'_, str> {
+        escape(v.as_deref().unwrap_or("-"))
+    }
     pair(&mut s, "charge", &dash(&u.charge));
     pair(&mut s, "runtime", &dash(&u.runtime));
     pair(&mut s, "load", &dash(&u.load));

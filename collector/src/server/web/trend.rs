@@ -49,7 +49,11 @@ pub struct Trends {
 impl Trends {
     /// Remembers `celsius` for `node` at `now_ms` (spaced and windowed).
     pub fn observe(&mut self, node: &str, now_ms: i64, celsius: f64) {
-        let kept = self.readings.entry(node.to_owned()).or_default();
+        // get_mut first: no String per node per render once it is known.
+        let kept = match self.readings.get_mut(node) {
+            Some(kept) => kept,
+            None => self.readings.entry(node.to_owned()).or_default(),
+        };
         while kept.front().is_some_and(|(t, _)| now_ms - t > WINDOW_MS) {
             kept.pop_front();
         }
@@ -74,6 +78,16 @@ impl Trends {
         } else {
             Trend::Steady
         }
+    }
+
+    /// Nodes remembered.
+    pub fn len(&self) -> usize {
+        self.readings.len()
+    }
+
+    /// Whether no node is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
     }
 
     /// Forgets nodes not in `names` (removed from the registry).
