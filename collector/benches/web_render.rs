@@ -46,7 +46,7 @@ fn sample(i: usize) -> Sample {
             ..Default::default()
         }),
         throttling: Some(Throttling {
-            get_throttled: if i % 7 == 0 { 0x50005 } else { 0 },
+            get_throttled: if i.is_multiple_of(7) { 0x50005 } else { 0 },
             ..Default::default()
         }),
         uptime_seconds: 86_400.0,
@@ -78,7 +78,12 @@ fn cluster(dir: &std::path::Path, n: usize) -> Arc<Hub> {
         let _registration = hub.connected(
             NodeRecord {
                 name: name.clone(),
-                role: if i % 10 == 0 { "server" } else { "worker" }.into(),
+                role: if i.is_multiple_of(10) {
+                    "server"
+                } else {
+                    "worker"
+                }
+                .into(),
                 board_model: "Raspberry Pi 4 Model B Rev 1.4".into(),
                 arch: "aarch64".into(),
                 ..Default::default()
