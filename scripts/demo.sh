@@ -128,6 +128,7 @@ nodewarden demo running (data in $dir). Try, in another terminal:
   $nw events
   $nw ups demo-ups
   curl -s http://127.0.0.1:$metrics_port/metrics | grep -E 'nodewarden_(cpu|ups)'
+  open http://127.0.0.1:$metrics_port/ in a browser: the live status page
 
 The power-loss sequence (against a stand-in Kubernetes API; the poweroff
 action only writes $dir/poweroff.log):

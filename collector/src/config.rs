@@ -51,6 +51,8 @@ pub struct CollectorConfig {
     pub kubernetes: crate::cluster::KubeSettings,
     /// The NUT-protocol server for NAS boxes and other NUT clients (`[nut_server]`).
     pub nut_server: crate::server::nut::NutServerConfig,
+    /// Who may read the status page on `metrics_listen` (`[web]`).
+    pub web: crate::server::web::WebConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -91,6 +93,7 @@ impl Default for CollectorConfig {
             power: Default::default(),
             kubernetes: Default::default(),
             nut_server: Default::default(),
+            web: Default::default(),
         }
     }
 }
@@ -159,6 +162,10 @@ impl CollectorConfig {
         let power = self.power.errors();
         if !power.is_empty() {
             return bad(power.join("; "));
+        }
+        let web = self.web.errors();
+        if !web.is_empty() {
+            return bad(web.join("; "));
         }
         let nut = self.nut_server.errors();
         if !nut.is_empty() {

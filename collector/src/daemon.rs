@@ -364,9 +364,15 @@ pub async fn serve(
     let (link_addr, metrics_addr) = (listeners.link_addr, listeners.metrics_addr);
     let power = spawn_power(&config, hub.clone(), shutdown.clone()).await;
     let link_server = spawn_link_server(&core, listeners.link, write_tx.clone(), &shutdown);
+    let page = crate::server::web::Web::new(
+        hub.clone(),
+        Some(power.clone()),
+        config.power.enabled,
+        &config.web,
+    );
     let admin_server = spawn_admin_server(&config, &core, listeners.admin, power, &shutdown);
     if let Some(l) = listeners.metrics {
-        tokio::spawn(http::serve(l, hub.clone(), shutdown.clone()));
+        tokio::spawn(http::serve(l, hub.clone(), page, shutdown.clone()));
     }
     let nut_addr = listeners.nut.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(l) = listeners.nut {

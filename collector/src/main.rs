@@ -73,6 +73,11 @@ enum Command {
         #[command(subcommand)]
         cmd: nodewarden::cli::trust::TokenCommand,
     },
+    /// The web status page: make its password line.
+    Web {
+        #[command(subcommand)]
+        cmd: WebCommand,
+    },
     #[command(flatten)]
     Query(nodewarden::cli::QueryCommand),
     /// Print shell completions.
@@ -84,6 +89,17 @@ enum Command {
         /// Write every page (`nodewarden.1`, `nodewarden-<subcommand>.1`, ...) into this directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebCommand {
+    /// Read a password from standard input (one line) and print the `[web]`
+    /// lines to paste into collector.toml; the password itself is not stored.
+    HashPassword {
+        /// The login name.
+        #[arg(long, default_value = "admin")]
+        user: String,
     },
 }
 
@@ -210,6 +226,9 @@ fn main() -> ExitCode {
             )),
             Err(code) => code,
         },
+        Command::Web {
+            cmd: WebCommand::HashPassword { user },
+        } => hash_password(&user),
         Command::Query(q) => match client_runtime() {
             Ok(runtime) => runtime.block_on(nodewarden::cli::run(q, cli.query)),
             Err(code) => code,
@@ -281,6 +300,28 @@ fn main() -> ExitCode {
             serve(config)
         }
     }
+}
+
+/// `nodewarden web hash-password`: stdin, not an argument, so the password
+/// stays out of shell history and `ps`.
+fn hash_password(user: &str) -> ExitCode {
+    use nodewarden::server::web::auth::{DEFAULT_ITERATIONS, PasswordHash};
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("password (shown as typed; or pipe it in), then Enter:");
+    }
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("nodewarden: cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() || user.is_empty() || user.contains(':') {
+        eprintln!("nodewarden: need a non-empty password and a user name without ':'");
+        return ExitCode::FAILURE;
+    }
+    let hash = PasswordHash::new(password, DEFAULT_ITERATIONS);
+    println!("[web]\nuser = \"{user}\"\npassword_hash = \"{hash}\"");
+    ExitCode::SUCCESS
 }
 
 fn serve(config: CollectorConfig) -> ExitCode {

@@ -26,12 +26,15 @@
 #              shipped alert rules, and a real Prometheus runs every dashboard
 #              query: tests/tests/prometheus.rs) and strace (counts fsync
 #              calls): the disk_writes bench in tests/benches/
+#   browser    Debian's chromium, its WebDriver (chromium-driver) and
+#              python3-selenium: the real-browser test of the status page
+#              (tests/tests/web_browser.rs)
 #   base       a C compiler, `script` (pseudo-terminals for NUT), `unshare`,
 #              `setpriv`, `mount`
 # kubectl (tests/tests/kubectl_fidelity.rs) is not in Debian's archive: see
 # that test's message. Idempotent: installs only what is missing.
 set -eu
-groups="${*:-base nut avahi prometheus nutclients tsdb}"
+groups="${*:-base nut avahi prometheus nutclients tsdb browser}"
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 venv=""
 need=""
@@ -69,8 +72,13 @@ for group in $groups; do
         { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need="$need prometheus"
         command -v strace >/dev/null 2>&1 || need="$need strace"
         ;;
+    browser)
+        command -v chromium >/dev/null 2>&1 || need="$need chromium"
+        command -v chromedriver >/dev/null 2>&1 || need="$need chromium-driver"
+        /usr/bin/python3 -c 'import selenium' 2>/dev/null || need="$need python3-selenium"
+        ;;
     *)
-        echo "install-test-tools: unknown group '$group' (base, nut, avahi, prometheus, nutclients, tsdb)" >&2
+        echo "install-test-tools: unknown group '$group' (base, nut, avahi, prometheus, nutclients, tsdb, browser)" >&2
         exit 2
         ;;
     esac

@@ -62,6 +62,7 @@ fn check(program: &str, shipped: &str, tables: &[&str]) {
                 "kubernetes",
                 "power",
                 "nut_server",
+                "web",
                 "user",
                 "alias",
             ]
@@ -106,6 +107,7 @@ fn every_collector_key_is_in_the_shipped_file_and_the_guide() {
             "[[power.domain]]",
             "[nut_server]",
             "[[nut_server.user]]",
+            "[web]",
         ],
     );
 }

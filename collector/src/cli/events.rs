@@ -15,7 +15,8 @@ pub fn severity_name(severity: Severity) -> &'static str {
     }
 }
 
-fn severity_level(severity: Severity) -> Level {
+/// How worrying an event severity is.
+pub fn severity_level(severity: Severity) -> Level {
     match severity {
         Severity::Critical => Level::Critical,
         Severity::Warning => Level::Warning,

@@ -20,7 +20,8 @@ fn dur(ms: i64) -> String {
     format_duration(Duration::from_millis(ms.max(0) as u64))
 }
 
-fn phase_level(phase: &str) -> Level {
+/// How worrying a power phase is.
+pub fn phase_level(phase: &str) -> Level {
     match phase {
         "on_mains" => Level::Normal,
         "on_battery" | "recovering" | "cancelling" | "awaiting_return" => Level::Warning,
@@ -71,7 +72,8 @@ fn arm_line(a: &PowerArm) -> String {
     )
 }
 
-fn ups_line(d: &PowerDomain) -> String {
+/// The UPS line of a domain: "on battery, charge 80%, runtime 12m".
+pub fn ups_line(d: &PowerDomain) -> String {
     let Some(u) = d.ups_state.as_ref().filter(|u| u.known) else {
         return "no reading yet".into();
     };

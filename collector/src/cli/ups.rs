@@ -47,7 +47,7 @@ pub fn status_words(status: &UpsStatus) -> String {
 }
 
 /// "~85 %" when estimated from battery voltage, "85 %" when reported.
-fn charge(status: &UpsStatus) -> Option<String> {
+pub fn charge(status: &UpsStatus) -> Option<String> {
     status.battery_charge_percent.map(|c| {
         let mark = if status.battery_charge_estimated {
             "~"
@@ -59,7 +59,7 @@ fn charge(status: &UpsStatus) -> Option<String> {
 }
 
 /// "~12m00s" when estimated from charge and load.
-fn runtime(status: &UpsStatus) -> Option<String> {
+pub fn runtime(status: &UpsStatus) -> Option<String> {
     status
         .battery_runtime_seconds
         .filter(|s| s.is_finite() && *s >= 0.0)

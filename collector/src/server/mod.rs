@@ -2,7 +2,7 @@
 //! on the live state (`state`), the CA (`pki`) or the power orchestrator's
 //! handle. The agent link (link), the admin API (admin, its peer-credential
 //! policy in auth), enrollment and trust administration (trust), the power
-//! API (power), Prometheus /metrics (http) and the NUT-protocol server
+//! API (power), Prometheus /metrics and the status page (http, web) and the NUT-protocol server
 //! for hosts that cannot run an agent (nut). What they serve is wired
 //! together in `daemon`.
 
@@ -13,3 +13,4 @@ pub mod link;
 pub mod nut;
 pub mod power;
 pub mod trust;
+pub mod web;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use nodewarden_common::units::format_duration;
 use nodewarden_proto::throttle;
-use nodewarden_proto::v1::Throttling;
+use nodewarden_proto::v1::{NodeInfo, Throttling};
 
-use super::readings::meaningful_flags;
+use super::readings::{cpu_temperature_celsius, meaningful_flags, memory_used_ratio};
 use super::style::Level;
 
 mod detail;
@@ -68,6 +68,62 @@ pub fn throttle_summary(throttling: &Throttling) -> String {
         "ok".to_owned()
     } else {
         parts.join(" ")
+    }
+}
+
+/// How worrying each live reading of a node is, by the rules above: the one
+/// judgement `nodes` and the web page both show. An offline node's last
+/// sample is history, not state, so it has no readings here.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct NodeHealth {
+    /// CPU temperature (°C) and its level.
+    pub temperature: Option<(f64, Level)>,
+    /// The throttle word and its level.
+    pub throttle: Option<(u32, Level)>,
+    /// Memory in use (0-1) and its level.
+    pub memory: Option<(f64, Level)>,
+    /// The worst of them; offline is critical.
+    pub worst: Level,
+}
+
+/// Judges `node`'s live readings.
+pub fn node_health(node: &NodeInfo) -> NodeHealth {
+    let live = node.latest.as_ref().filter(|_| node.online);
+    let temperature = live
+        .and_then(cpu_temperature_celsius)
+        .map(|c| (c, temperature_level(c)));
+    let throttle = live
+        .and_then(|s| s.throttling.as_ref())
+        .map(|t| (t.get_throttled, throttle_level(t.get_throttled)));
+    let memory = live
+        .and_then(|s| s.memory.as_ref())
+        .and_then(memory_used_ratio)
+        .map(|r| {
+            let level = if r >= MEMORY_WARNING_RATIO {
+                Level::Warning
+            } else {
+                Level::Normal
+            };
+            (r, level)
+        });
+    let worst = if node.online {
+        [
+            temperature.map(|t| t.1),
+            throttle.map(|t| t.1),
+            memory.map(|m| m.1),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(Level::Normal)
+    } else {
+        Level::Critical
+    };
+    NodeHealth {
+        temperature,
+        throttle,
+        memory,
+        worst,
     }
 }
 

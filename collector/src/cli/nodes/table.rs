@@ -2,12 +2,9 @@
 
 use nodewarden_proto::v1::NodeInfo;
 
-use super::{
-    MEMORY_WARNING_RATIO, format_uptime, or_dash, temperature_level, throttle_level,
-    throttle_summary,
-};
+use super::{format_uptime, node_health, or_dash, throttle_summary};
 use crate::cli::format::{format_ago, format_bytes_of};
-use crate::cli::readings::{cpu_temperature_celsius, memory_used_bytes, memory_used_ratio};
+use crate::cli::readings::memory_used_bytes;
 use crate::cli::style::{Align, Level, Style, Table, truncate};
 
 /// Columns left out, in this order, until the table fits the terminal:
@@ -57,34 +54,20 @@ fn node_row(node: &NodeInfo, now_ms: i64, style: Style) -> Vec<String> {
     // An offline node's last sample is history, not state: the table shows
     // what is true now, `node NAME` shows the last sample with its age.
     let live = node.latest.as_ref().filter(|_| node.online);
-    let mut worst = Level::Normal;
+    let health = node_health(node);
 
-    let temp = match live.and_then(cpu_temperature_celsius) {
-        Some(c) => {
-            let level = temperature_level(c);
-            worst = worst.max(level);
-            style.paint(level, &format!("{c:.1} °C"))
-        }
-        None => dash(),
-    };
-    let throttle = match live.and_then(|s| s.throttling.as_ref()) {
-        Some(t) => {
-            let level = throttle_level(t.get_throttled);
-            worst = worst.max(level);
-            style.paint(level, &throttle_summary(t))
-        }
-        None => dash(),
+    let temp = health
+        .temperature
+        .map_or_else(dash, |(c, level)| style.paint(level, &format!("{c:.1} °C")));
+    let throttle = match (live.and_then(|s| s.throttling.as_ref()), health.throttle) {
+        (Some(t), Some((_, level))) => style.paint(level, &throttle_summary(t)),
+        _ => dash(),
     };
     let cpu = live
         .and_then(|s| s.cpu.as_ref())
         .map_or_else(dash, |c| format!("{:.0} %", c.usage_percent));
-    let memory = match live.and_then(|s| s.memory.as_ref()) {
-        Some(m) if m.total_bytes > 0 => {
-            let level = match memory_used_ratio(m) {
-                Some(r) if r >= MEMORY_WARNING_RATIO => Level::Warning,
-                _ => Level::Normal,
-            };
-            worst = worst.max(level);
+    let memory = match (live.and_then(|s| s.memory.as_ref()), health.memory) {
+        (Some(m), Some((_, level))) => {
             style.paint(level, &format_bytes_of(memory_used_bytes(m), m.total_bytes))
         }
         _ => dash(),
@@ -93,11 +76,10 @@ fn node_row(node: &NodeInfo, now_ms: i64, style: Style) -> Vec<String> {
     let state = if node.online {
         "online".to_owned()
     } else {
-        worst = Level::Critical;
         style.paint(Level::Critical, "offline")
     };
     vec![
-        style.paint(worst, &node.name),
+        style.paint(health.worst, &node.name),
         or_dash(&node.role),
         or_dash(&truncate(&node.board_model, 28)),
         or_dash(&node.arch),
