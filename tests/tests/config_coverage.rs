@@ -62,6 +62,7 @@ fn check(program: &str, shipped: &str, tables: &[&str]) {
                 "kubernetes",
                 "power",
                 "nut_server",
+                "node_health",
                 "user",
                 "alias",
             ]
@@ -101,6 +102,7 @@ fn every_collector_key_is_in_the_shipped_file_and_the_guide() {
             "[retention]",
             "[events]",
             "[kubernetes]",
+            "[node_health]",
             "[power]",
             "[power.notify]",
             "[[power.domain]]",

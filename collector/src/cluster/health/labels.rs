@@ -43,9 +43,24 @@ pub fn label_value(raw: &str) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_string())
 }
 
-/// The board name from the agent's model string and architecture.
+/// Single-board computer families whose device-tree model names the board.
+const SBC_FAMILIES: [&str; 7] = [
+    "raspberry pi",
+    "banana pi",
+    "orange pi",
+    "radxa",
+    "odroid",
+    "pine64",
+    "libre computer",
+];
+
+/// The board name from the agent's model string and architecture. An SBC's
+/// device-tree model names the board; on x86 the DMI name is a mainboard
+/// product, so the label says the architecture.
 pub fn board(model: &str, arch: &str) -> Option<String> {
-    if matches!(arch, "x86_64" | "amd64") {
+    let lower = model.to_lowercase();
+    let sbc = SBC_FAMILIES.iter().any(|f| lower.starts_with(f));
+    if !sbc && matches!(arch, "x86_64" | "amd64") {
         return Some("x86-64".into());
     }
     // "Raspberry Pi 4 Model B Rev 1.5": the revision is not the board.
@@ -137,6 +152,12 @@ mod tests {
         );
         assert_eq!(b("Banana Pi BPI-M5", "aarch64"), "banana-pi-m5");
         assert_eq!(b("ROG STRIX B550-F GAMING", "x86_64"), "x86-64");
+        // A fixture tree read on an x86 test machine still names its board.
+        assert_eq!(
+            b("Raspberry Pi 3 Model B Rev 1.2", "x86_64"),
+            "raspberry-pi-3-model-b"
+        );
+        assert_eq!(b("Some Board", "riscv64"), "some-board");
         assert_eq!(board("", "aarch64"), None);
     }
 

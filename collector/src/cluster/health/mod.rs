@@ -20,7 +20,7 @@ use nodewarden_common::units::serde_duration;
 use serde::{Deserialize, Serialize};
 
 pub use conditions::{Condition, Kind, Status};
-pub use effects::{FIELD_MANAGER, HealthError};
+pub use effects::{FIELD_MANAGER, HealthError, conditions_patch};
 pub use events::{NodeEvent, PowerStep};
 pub use sync::{HealthLoop, new_view, spawn};
 
