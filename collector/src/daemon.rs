@@ -270,7 +270,9 @@ fn spawn_admin_server(
     power: crate::power::orchestrator::PowerHandle,
     shutdown: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
-    let admin_service = AdminServer::new(admin::AdminService::new(core.hub.clone()));
+    let admin_service = AdminServer::new(
+        admin::AdminService::new(core.hub.clone()).with_health(core.health.clone()),
+    );
     let trust_admin_service = TrustAdminServer::new(trust::TrustAdminService::new(
         core.authority.clone(),
         core.hub.clone(),

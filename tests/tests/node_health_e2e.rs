@@ -160,6 +160,27 @@ async fn under_voltage_raises_the_condition_and_a_flapping_sensor_costs_bounded_
     std::fs::write(&rig.alarm, "1\n").unwrap();
     let up = rig.wait_condition("pi", "UnderVoltage", "True", 15).await;
     assert_eq!(up["reason"], "UnderVoltageDetected");
+    // `nodewarden nodes --json` says what nodewarden set (the table's K8S
+    // column is dropped first on a narrow terminal: cli::nodes tests).
+    let k8s = eventually(
+        Duration::from_secs(5),
+        "UnderVoltage in nodes --json",
+        || async {
+            let out = rig.collector.cli(&["nodes", "--json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let k8s = v["nodes"][0]["kubernetes"].clone();
+            k8s["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "UnderVoltage" && c["status"] == "True")
+                .then_some(k8s)
+        },
+    )
+    .await;
+    assert_eq!(
+        k8s["labels"]["nodewarden.io/board"],
+        "raspberry-pi-4-model-b"
+    );
     let msg = up["message"].as_str().unwrap();
     assert!(
         msg.starts_with("under-voltage since ") && msg.contains("once in the last 24 h"),

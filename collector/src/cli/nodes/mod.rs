@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nodewarden_common::units::format_duration;
 use nodewarden_proto::throttle;
-use nodewarden_proto::v1::Throttling;
+use nodewarden_proto::v1::{NodeInfo, Throttling};
 
 use super::readings::meaningful_flags;
 use super::style::Level;
@@ -68,6 +68,31 @@ pub fn throttle_summary(throttling: &Throttling) -> String {
         "ok".to_owned()
     } else {
         parts.join(" ")
+    }
+}
+
+/// nodewarden's Kubernetes conditions that are not False ("UnderVoltage",
+/// "HighTemperature=Unknown"), "ok" when all are False, "-" when none were
+/// written (no Kubernetes API).
+pub fn kube_summary(node: &NodeInfo) -> (String, Level) {
+    if node.kube_conditions.is_empty() {
+        return ("-".into(), Level::Normal);
+    }
+    let mut level = Level::Normal;
+    let mut parts = Vec::new();
+    for c in node.kube_conditions.iter().filter(|c| c.status != "False") {
+        if c.status == "True" {
+            level = Level::Critical;
+            parts.push(c.r#type.clone());
+        } else {
+            level = level.max(Level::Warning);
+            parts.push(format!("{}={}", c.r#type, c.status));
+        }
+    }
+    if parts.is_empty() {
+        ("ok".into(), Level::Normal)
+    } else {
+        (parts.join(","), level)
     }
 }
 

@@ -78,3 +78,21 @@ pub struct NodeHealth {
 
 /// Every node's [`NodeHealth`], shared by the loop and the admin API.
 pub type HealthView = Arc<Mutex<BTreeMap<String, NodeHealth>>>;
+
+/// Adds what nodewarden set on the node in Kubernetes to its `NodeInfo`.
+pub fn annotate(view: &HealthView, info: &mut nodewarden_proto::v1::NodeInfo) {
+    let Ok(v) = view.lock() else { return };
+    let Some(h) = v.get(&info.name) else { return };
+    info.kube_conditions = h
+        .conditions
+        .iter()
+        .map(|c| nodewarden_proto::v1::KubeCondition {
+            r#type: c.kind.as_str().into(),
+            status: c.status.as_str().into(),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            last_transition_ms: c.transition_ms,
+        })
+        .collect();
+    info.kube_labels = h.labels.clone().into_iter().collect();
+}
