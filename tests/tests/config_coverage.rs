@@ -63,6 +63,7 @@ fn check(program: &str, shipped: &str, tables: &[&str]) {
                 "power",
                 "nut_server",
                 "node_health",
+                "taint",
                 "user",
                 "alias",
             ]
@@ -103,6 +104,7 @@ fn every_collector_key_is_in_the_shipped_file_and_the_guide() {
             "[events]",
             "[kubernetes]",
             "[node_health]",
+            "[[node_health.taint]]",
             "[power]",
             "[power.notify]",
             "[[power.domain]]",

@@ -16,6 +16,7 @@ use nodewarden_tests::{
 use serde_json::{Value, json};
 
 const SCENARIO: &str = r#"{"nodes": [{"name": "pi"}, {"name": "w1"}]}"#;
+const UV_TAINT: &str = "nodewarden.io/under-voltage";
 
 /// Writes at most every 2 s, heartbeats every 30 s, checks twice a second.
 fn health_toml(fake: &FakeKube) -> String {
@@ -43,11 +44,16 @@ struct Rig {
 
 impl Rig {
     async fn start(scenario: &str) -> Rig {
+        Rig::start_with(scenario, "").await
+    }
+
+    /// With `extra` TOML after the `[node_health]` keys.
+    async fn start_with(scenario: &str, extra: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeKube::start_json(scenario).await;
         let (board, alarm) = pi4(dir.path());
-        let collector =
-            Collector::start_with(dir.path(), free_port(), free_port(), &health_toml(&fake)).await;
+        let config = format!("{}{extra}", health_toml(&fake));
+        let collector = Collector::start_with(dir.path(), free_port(), free_port(), &config).await;
         Rig {
             fake,
             collector,
@@ -58,13 +64,39 @@ impl Rig {
     }
 
     fn agent(&self, name: &str) -> Proc {
+        self.agent_on(name, &self.board)
+    }
+
+    fn agent_on(&self, name: &str, board: &Path) -> Proc {
         start_agent(
             self.dir.path(),
             name,
             &self.collector.url(),
             "1s",
-            &["--sysroot", self.board.to_str().unwrap()],
+            &["--sysroot", board.to_str().unwrap()],
         )
+    }
+
+    /// nodewarden's taint keys on `node`, and everyone's.
+    fn taint_keys(&self, node: &str) -> Vec<String> {
+        self.fake.node(node).unwrap()["spec"]["taints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| t["key"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    async fn wait_taint(&self, node: &str, present: bool) {
+        eventually(
+            Duration::from_secs(15),
+            &format!("{node}: under-voltage taint present = {present}"),
+            || async {
+                (self.taint_keys(node).contains(&UV_TAINT.to_string()) == present).then_some(())
+            },
+        )
+        .await;
     }
 
     fn condition(&self, node: &str, kind: &str) -> Option<Value> {
@@ -343,4 +375,83 @@ async fn refusals_conflicts_an_api_down_and_an_unknown_node_are_survived() {
             .iter()
             .any(|r| r.path.contains("/nodes/ghost"))
     );
+}
+
+/// Under-voltage taints the node, clearing it removes the taint only after
+/// the hold; never more than a third of the nodes carry one (the next in
+/// line gets it when a place frees); the power sequence's cordon and an
+/// admin's taint are left as they are, and the cordon is lifted as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taints_follow_under_voltage_with_a_hold_and_a_cap_and_leave_cordons_alone() {
+    let three = r#"{"nodes": [{"name": "pi"}, {"name": "pi2"}, {"name": "w1"}]}"#;
+    let rig = Rig::start_with(
+        three,
+        "max_tainted_fraction = 0.34\n\n[[node_health.taint]]\ncondition = \"UnderVoltage\"\n\
+         key = \"nodewarden.io/under-voltage\"\nhold = \"3s\"\n",
+    )
+    .await;
+    rig.fake.merge_node(
+        "pi",
+        &json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}}),
+    );
+    let second = rig.dir.path().join("second");
+    std::fs::create_dir(&second).unwrap();
+    let board2 = copy_board(&second, "pi4");
+    let _pi = rig.agent("pi");
+    let _pi2 = rig.agent_on("pi2", &board2);
+    rig.wait_condition("pi2", "UnderVoltage", "False", 20).await;
+
+    std::fs::write(&rig.alarm, "1\n").unwrap();
+    rig.wait_taint("pi", true).await;
+    let taint = rig.fake.node("pi").unwrap()["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == UV_TAINT)
+        .cloned()
+        .unwrap();
+    assert_eq!(taint["effect"], "PreferNoSchedule");
+    // pi2 under-volted too: the cap (1 of 3) keeps it untainted.
+    std::fs::write(board2.join(PI4_UNDER_VOLTAGE_ALARM), "1\n").unwrap();
+    rig.wait_condition("pi2", "UnderVoltage", "True", 15).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !rig.taint_keys("pi2").contains(&UV_TAINT.to_string()),
+        "the cap did not hold"
+    );
+
+    // The power sequence cordons pi, with its record.
+    let settings = nodewarden::cluster::KubeSettings {
+        kubeconfig: Some(rig.fake.kubeconfig().to_path_buf()),
+        ..Default::default()
+    };
+    let cluster = nodewarden::cluster::KubeCluster::connect(&settings)
+        .await
+        .unwrap();
+    cluster.cordon("pi").await.unwrap();
+
+    // Healthy again: the taint stays for the hold, then goes; pi2 gets it.
+    std::fs::write(&rig.alarm, "0\n").unwrap();
+    rig.wait_condition("pi", "UnderVoltage", "False", 15).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        rig.taint_keys("pi").contains(&UV_TAINT.to_string()),
+        "removed before the hold"
+    );
+    rig.wait_taint("pi", false).await;
+    rig.wait_taint("pi2", true).await;
+    let keys = rig.taint_keys("pi");
+    assert!(keys.contains(&"dedicated".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"node.kubernetes.io/unschedulable".to_string()),
+        "the cordon: {keys:?}"
+    );
+    assert_eq!(rig.fake.node("pi").unwrap()["spec"]["unschedulable"], true);
+
+    // The sequence's uncordon lifts its cordon; the admin's taint stays.
+    assert_eq!(
+        cluster.uncordon_ours("pi").await.unwrap(),
+        nodewarden::cluster::UncordonOutcome::Uncordoned
+    );
+    assert_eq!(rig.taint_keys("pi"), ["dedicated"]);
 }

@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, VecDeque};
 use super::rules::{HIGH_TEMPERATURE_CELSIUS, Observation};
 
 /// One of nodewarden's condition types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     /// Under-voltage now (Raspberry Pi firmware or hwmon alarm).
     UnderVoltage,
@@ -333,6 +335,14 @@ impl NodeConditions {
             self.written.insert(c.kind, c);
         }
         changed
+    }
+
+    /// Each condition's status as last observed (not yet written, maybe).
+    pub fn observed(&self) -> BTreeMap<Kind, Status> {
+        self.tracks
+            .iter()
+            .filter_map(|(k, t)| Some((*k, t.status?)))
+            .collect()
     }
 
     /// The conditions as last written, for `nodewarden nodes`.

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::conditions::{Condition, rfc3339};
 use super::events::{EVENT_NAMESPACE, NodeEvent};
+use super::taints::{Wanted, taint_patch};
 use crate::cluster::{ClusterError, KubeCluster};
 
 /// The field manager nodewarden's writes carry (`kubectl get node -o yaml
@@ -149,6 +150,33 @@ impl KubeCluster {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Brings nodewarden's taints on `node` to `want` (re-reading the node
+    /// on each try, so a 409 retry works on the fresh object); true when
+    /// something changed.
+    pub(crate) async fn patch_taints(
+        &self,
+        node: &str,
+        want: &Wanted,
+    ) -> Result<bool, HealthError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        self.write(
+            "patch",
+            "nodes",
+            format!("patch the taints of node {node}"),
+            || async {
+                let n = api.get(node).await?;
+                match taint_patch(&n, want) {
+                    None => Ok(false),
+                    Some(p) => api
+                        .patch(node, &params(), &Patch::Merge(&p))
+                        .await
+                        .map(|_| true),
+                }
+            },
+        )
+        .await
     }
 
     /// Posts one Event about a node.

@@ -11,6 +11,7 @@ pub mod events;
 pub mod labels;
 pub mod rules;
 mod sync;
+pub mod taints;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,11 @@ pub struct HealthSettings {
     /// sensor folds into one write).
     #[serde(with = "serde_duration")]
     pub min_write_interval: Duration,
+    /// Never more than this share of the nodes carries a nodewarden taint.
+    pub max_tainted_fraction: f64,
+    /// Taint rules (`[[node_health.taint]]`); none by default.
+    #[serde(rename = "taint")]
+    pub taints: Vec<taints::TaintRule>,
 }
 
 impl Default for HealthSettings {
@@ -56,6 +62,10 @@ impl Default for HealthSettings {
             // The kubelet refreshes its own every 5 minutes when nothing changes.
             heartbeat: Duration::from_secs(300),
             min_write_interval: Duration::from_secs(30),
+            // One node in three: a hot afternoon must not leave the cluster
+            // unschedulable.
+            max_tainted_fraction: 0.34,
+            taints: Vec::new(),
         }
     }
 }
@@ -63,7 +73,7 @@ impl Default for HealthSettings {
 impl HealthSettings {
     /// Anything to do at all.
     pub fn any(&self) -> bool {
-        self.conditions || self.events || self.labels
+        self.conditions || self.events || self.labels || !self.taints.is_empty()
     }
 }
 

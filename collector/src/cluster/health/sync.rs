@@ -14,6 +14,7 @@ use super::conditions::{Condition, Kind, NodeConditions, Status, WritePolicy};
 use super::events::NodeEvent;
 use super::labels::{self, OUR_LABELS};
 use super::rules::observe;
+use super::taints::Taints;
 use super::{HealthSettings, HealthView, NodeHealth};
 use crate::cluster::KubeCluster;
 use crate::pki::Authority;
@@ -58,6 +59,7 @@ impl Complaints {
 struct Run {
     l: HealthLoop,
     nodes: BTreeMap<String, NodeConditions>,
+    taints: Taints,
     complaints: Complaints,
     unknown: BTreeSet<String>,
 }
@@ -70,6 +72,7 @@ pub fn spawn(l: HealthLoop, mut shutdown: watch::Receiver<bool>) -> tokio::task:
         let mut run = Run {
             l,
             nodes: BTreeMap::new(),
+            taints: Taints::default(),
             complaints: Complaints::default(),
             unknown: BTreeSet::new(),
         };
@@ -171,10 +174,10 @@ impl Run {
                 continue;
             }
             let dom = domains.get(name).cloned();
-            let mut health = NodeHealth::default();
-            if self.l.settings.conditions {
-                health.conditions = self.sync_conditions(now, info, node, dom.clone()).await;
-            }
+            let mut health = NodeHealth {
+                conditions: self.sync_conditions(now, info, node, dom.clone()).await,
+                ..NodeHealth::default()
+            };
             if self.l.settings.labels {
                 let want = labels::desired(info, dom.as_ref().map(|d| d.0.as_str()));
                 if self.sync_labels(name, node, &want).await {
@@ -183,6 +186,8 @@ impl Run {
             }
             view.insert(name.clone(), health);
         }
+        // Also with no rules: taints of rules since removed are taken back.
+        self.sync_taints(now, &by_name).await;
         if let Ok(mut v) = self.l.view.lock() {
             *v = view;
         }
@@ -201,7 +206,10 @@ impl Run {
         let entry = self.nodes.entry(name.clone()).or_default();
         entry.seed(ours(node));
         entry.observe(now, &observe(info, dom), ready(node));
-        let Some(due) = entry.due(now, policy) else {
+        let due = entry
+            .due(now, policy)
+            .filter(|_| self.l.settings.conditions);
+        let Some(due) = due else {
             return entry.current();
         };
         let key = format!("conditions of {name}");
@@ -221,6 +229,38 @@ impl Run {
                 self.complaints
                     .failed(&key, format!("node health: node {name}: {e}"));
                 entry.current()
+            }
+        }
+    }
+
+    /// Decides the taints from the conditions observed (nodes removed from
+    /// nodewarden have none) and writes the nodes that differ.
+    async fn sync_taints(&mut self, now: i64, by_name: &BTreeMap<String, &Node>) {
+        let observed: BTreeMap<String, BTreeMap<Kind, Status>> = self
+            .nodes
+            .iter()
+            .filter(|(n, _)| by_name.contains_key(*n))
+            .map(|(n, c)| (n.clone(), c.observed()))
+            .collect();
+        let s = &self.l.settings;
+        let want = self.taints.decide(
+            now,
+            &s.taints,
+            &observed,
+            by_name.len(),
+            s.max_tainted_fraction,
+        );
+        for (name, node) in by_name {
+            let mine = want.get(name).cloned().unwrap_or_default();
+            if super::taints::taint_patch(node, &mine).is_none() {
+                continue;
+            }
+            let key = format!("taints of {name}");
+            match self.l.cluster.patch_taints(name, &mine).await {
+                Ok(_) => self.complaints.worked(&key),
+                Err(e) => self
+                    .complaints
+                    .failed(&key, format!("node health: node {name}: {e}")),
             }
         }
     }
