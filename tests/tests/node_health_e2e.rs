@@ -411,6 +411,22 @@ async fn taints_follow_under_voltage_with_a_hold_and_a_cap_and_leave_cordons_alo
         .cloned()
         .unwrap();
     assert_eq!(taint["effect"], "PreferNoSchedule");
+    eventually(
+        Duration::from_secs(5),
+        "the taint in nodes --json",
+        || async {
+            let out = rig.collector.cli(&["nodes", "--json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let pi = v["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["name"] == "pi")?
+                .clone();
+            (pi["kubernetes"]["taints"] == json!(["nodewarden.io/under-voltage:PreferNoSchedule"]))
+                .then_some(())
+        },
+    )
+    .await;
     // pi2 under-volted too: the cap (1 of 3) keeps it untainted.
     std::fs::write(board2.join(PI4_UNDER_VOLTAGE_ALARM), "1\n").unwrap();
     rig.wait_condition("pi2", "UnderVoltage", "True", 15).await;

@@ -78,6 +78,7 @@ pub fn node(n: &NodeInfo) -> Value {
                 "last_transition_ms": timestamp(c.last_transition_ms),
             })).collect::<Vec<_>>(),
             "labels": n.kube_labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "taints": n.kube_taints,
         },
         "latest": n.latest.as_ref().map(sample),
     })
@@ -279,6 +280,10 @@ mod tests {
         assert_eq!(
             k8s["labels"]["nodewarden.io/board"],
             "raspberry-pi-4-model-b"
+        );
+        assert_eq!(
+            k8s["taints"],
+            json!(["nodewarden.io/under-voltage:PreferNoSchedule"])
         );
         assert_eq!(
             list[1]["kubernetes"]["conditions"],

@@ -680,5 +680,6 @@ fn info(n: &LiveNode) -> NodeInfo {
         // Filled in by the admin API from the node-health loop.
         kube_conditions: Vec::new(),
         kube_labels: Default::default(),
+        kube_taints: Vec::new(),
     }
 }

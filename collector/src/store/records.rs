@@ -135,6 +135,7 @@ impl From<NodeRecord> for NodeInfo {
             k3s_role: String::new(),
             kube_conditions: Vec::new(),
             kube_labels: Default::default(),
+            kube_taints: Vec::new(),
         }
     }
 }

@@ -1082,6 +1082,9 @@ pub struct NodeInfo {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// The taints nodewarden added to the Kubernetes node, "key:Effect".
+    #[prost(string, repeated, tag = "19")]
+    pub kube_taints: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// One node condition nodewarden wrote (kubectl describe node shows it).
 #[derive(serde::Serialize)]

@@ -93,7 +93,8 @@ pub fn render_node(node: &NodeInfo, now_ms: i64, style: Style) -> String {
 
 /// What nodewarden set on the Kubernetes node: its conditions and labels.
 fn kubernetes_section(out: &mut String, node: &NodeInfo, now_ms: i64, style: Style) {
-    if node.kube_conditions.is_empty() && node.kube_labels.is_empty() {
+    if node.kube_conditions.is_empty() && node.kube_labels.is_empty() && node.kube_taints.is_empty()
+    {
         return;
     }
     heading(out, style, "Kubernetes (set by nodewarden)");
@@ -119,6 +120,9 @@ fn kubernetes_section(out: &mut String, node: &NodeInfo, now_ms: i64, style: Sty
     labels.sort();
     for (k, v) in labels {
         field(out, "label", &format!("{k}={v}"));
+    }
+    for t in &node.kube_taints {
+        field(out, "taint", &style.paint(Level::Warning, t));
     }
 }
 

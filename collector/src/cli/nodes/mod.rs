@@ -89,6 +89,10 @@ pub fn kube_summary(node: &NodeInfo) -> (String, Level) {
             parts.push(format!("{}={}", c.r#type, c.status));
         }
     }
+    if !node.kube_taints.is_empty() {
+        level = level.max(Level::Warning);
+        parts.push(format!("tainted({})", node.kube_taints.len()));
+    }
     if parts.is_empty() {
         ("ok".into(), Level::Normal)
     } else {

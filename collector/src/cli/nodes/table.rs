@@ -99,7 +99,7 @@ fn node_row(node: &NodeInfo, now_ms: i64, style: Style) -> Vec<String> {
         style.paint(Level::Critical, "offline")
     };
     let (k8s, k8s_level) = kube_summary(node);
-    let k8s = style.paint(k8s_level, &truncate(&k8s, 32));
+    let k8s = style.paint(k8s_level, &truncate(&k8s, 48));
     vec![
         style.paint(worst, &node.name),
         or_dash(&node.role),

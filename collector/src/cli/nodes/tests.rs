@@ -94,6 +94,7 @@ pub fn cluster() -> Vec<NodeInfo> {
         k3s_role: String::new(),
         kube_conditions: Vec::new(),
         kube_labels: Default::default(),
+        kube_taints: Vec::new(),
     };
     let mut x86 = sample(
         vec![
@@ -168,6 +169,7 @@ pub fn cluster() -> Vec<NodeInfo> {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    pi4.kube_taints = vec!["nodewarden.io/under-voltage:PreferNoSchedule".into()];
     vec![
         pi4,
         node(
@@ -298,7 +300,7 @@ fn the_table_shows_which_of_nodewardens_conditions_hold() {
     assert!(
         row_of(&out, "pi4")
             .trim_end()
-            .ends_with("UnderVoltage,ThermalThrottling"),
+            .ends_with("UnderVoltage,ThermalThrottling,tainted(1)"),
         "{out}"
     );
     assert!(row_of(&out, "pi5").trim_end().ends_with("ok"), "{out}");
@@ -372,6 +374,10 @@ fn node_detail_groups_everything() {
     );
     assert!(
         pi4.contains("label          nodewarden.io/board=raspberry-pi-4-model-b"),
+        "{pi4}"
+    );
+    assert!(
+        pi4.contains("taint          nodewarden.io/under-voltage:PreferNoSchedule"),
         "{pi4}"
     );
     assert!(

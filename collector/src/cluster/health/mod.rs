@@ -84,6 +84,8 @@ pub struct NodeHealth {
     pub conditions: Vec<Condition>,
     /// Our labels as they are on the node.
     pub labels: BTreeMap<String, String>,
+    /// Our taints on the node, "key:Effect".
+    pub taints: Vec<String>,
 }
 
 /// Every node's [`NodeHealth`], shared by the loop and the admin API.
@@ -105,4 +107,5 @@ pub fn annotate(view: &HealthView, info: &mut nodewarden_proto::v1::NodeInfo) {
         })
         .collect();
     info.kube_labels = h.labels.clone().into_iter().collect();
+    info.kube_taints = h.taints.clone();
 }

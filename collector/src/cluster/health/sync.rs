@@ -187,7 +187,11 @@ impl Run {
             view.insert(name.clone(), health);
         }
         // Also with no rules: taints of rules since removed are taken back.
-        self.sync_taints(now, &by_name).await;
+        for (name, taints) in self.sync_taints(now, &by_name).await {
+            if let Some(h) = view.get_mut(&name) {
+                h.taints = taints;
+            }
+        }
         if let Ok(mut v) = self.l.view.lock() {
             *v = view;
         }
@@ -234,8 +238,13 @@ impl Run {
     }
 
     /// Decides the taints from the conditions observed (nodes removed from
-    /// nodewarden have none) and writes the nodes that differ.
-    async fn sync_taints(&mut self, now: i64, by_name: &BTreeMap<String, &Node>) {
+    /// nodewarden have none) and writes the nodes that differ; returns the
+    /// taints now on each node ("key:Effect"), for `nodewarden nodes`.
+    async fn sync_taints(
+        &mut self,
+        now: i64,
+        by_name: &BTreeMap<String, &Node>,
+    ) -> BTreeMap<String, Vec<String>> {
         let observed: BTreeMap<String, BTreeMap<Kind, Status>> = self
             .nodes
             .iter()
@@ -250,19 +259,29 @@ impl Run {
             by_name.len(),
             s.max_tainted_fraction,
         );
+        let mut out = BTreeMap::new();
         for (name, node) in by_name {
             let mine = want.get(name).cloned().unwrap_or_default();
+            let shown: Vec<String> = mine
+                .iter()
+                .map(|(k, e)| format!("{k}:{}", e.as_str()))
+                .collect();
             if super::taints::taint_patch(node, &mine).is_none() {
+                out.insert(name.clone(), shown);
                 continue;
             }
             let key = format!("taints of {name}");
             match self.l.cluster.patch_taints(name, &mine).await {
-                Ok(_) => self.complaints.worked(&key),
+                Ok(_) => {
+                    self.complaints.worked(&key);
+                    out.insert(name.clone(), shown);
+                }
                 Err(e) => self
                     .complaints
                     .failed(&key, format!("node health: node {name}: {e}")),
             }
         }
+        out
     }
 
     /// Brings our labels on `node` to `want`; true when they are there.
