@@ -295,6 +295,21 @@ async fn a_gone_agent_is_agent_down_and_a_removed_node_loses_its_labels() {
         (!ours).then_some(())
     })
     .await;
+    // And the conditions nothing would keep true any more; the kubelet's stay.
+    eventually(
+        Duration::from_secs(10),
+        "the conditions removed",
+        || async {
+            let conds = rig.fake.node("pi")?["status"]["conditions"].clone();
+            let types: Vec<&str> = conds
+                .as_array()?
+                .iter()
+                .filter_map(|c| c["type"].as_str())
+                .collect();
+            (types == ["Ready"]).then_some(())
+        },
+    )
+    .await;
     // Kubernetes' own labels stay.
     assert_eq!(
         rig.fake.node("pi").unwrap()["metadata"]["labels"]["kubernetes.io/hostname"],

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Event, Node};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use super::conditions::{Condition, rfc3339};
+use super::conditions::{Condition, Kind, rfc3339};
 use super::events::{EVENT_NAMESPACE, NodeEvent};
 use super::taints::{Wanted, taint_patch};
 use crate::cluster::{ClusterError, KubeCluster};
@@ -121,6 +121,32 @@ impl KubeCluster {
     ) -> Result<(), HealthError> {
         let api: Api<Node> = Api::all(self.client.clone());
         let body = conditions_patch(conds);
+        self.write(
+            "patch",
+            "nodes/status",
+            format!("patch nodes/status of node {node}"),
+            || async {
+                api.patch_status(node, &params(), &Patch::Strategic(&body))
+                    .await
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes nodewarden's conditions (`$patch: delete` by type), for a
+    /// node removed from nodewarden: nothing would keep them true.
+    pub(crate) async fn remove_conditions(
+        &self,
+        node: &str,
+        kinds: &[Kind],
+    ) -> Result<(), HealthError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let items: Vec<Value> = kinds
+            .iter()
+            .map(|k| json!({"type": k.as_str(), "$patch": "delete"}))
+            .collect();
+        let body = json!({"status": {"conditions": items}});
         self.write(
             "patch",
             "nodes/status",

@@ -171,6 +171,7 @@ impl Run {
                 // Removed from nodewarden: take back what we set.
                 self.nodes.remove(name);
                 self.sync_labels(name, node, &BTreeMap::new()).await;
+                self.forget_conditions(name, node).await;
                 continue;
             }
             let dom = domains.get(name).cloned();
@@ -282,6 +283,21 @@ impl Run {
             }
         }
         out
+    }
+
+    /// Removes our conditions from a node nodewarden no longer watches.
+    async fn forget_conditions(&mut self, name: &str, node: &Node) {
+        let kinds: Vec<Kind> = ours(node).iter().map(|c| c.kind).collect();
+        if kinds.is_empty() {
+            return;
+        }
+        let key = format!("conditions of {name}");
+        match self.l.cluster.remove_conditions(name, &kinds).await {
+            Ok(()) => self.complaints.worked(&key),
+            Err(e) => self
+                .complaints
+                .failed(&key, format!("node health: node {name}: {e}")),
+        }
     }
 
     /// Brings our labels on `node` to `want`; true when they are there.
