@@ -119,19 +119,8 @@ impl KubeCluster {
         node: &str,
         conds: &[Condition],
     ) -> Result<(), HealthError> {
-        let api: Api<Node> = Api::all(self.client.clone());
-        let body = conditions_patch(conds);
-        self.write(
-            "patch",
-            "nodes/status",
-            format!("patch nodes/status of node {node}"),
-            || async {
-                api.patch_status(node, &params(), &Patch::Strategic(&body))
-                    .await
-            },
-        )
-        .await
-        .map(|_| ())
+        self.patch_status_conditions(node, &conditions_patch(conds))
+            .await
     }
 
     /// Removes nodewarden's conditions (`$patch: delete` by type), for a
@@ -141,18 +130,23 @@ impl KubeCluster {
         node: &str,
         kinds: &[Kind],
     ) -> Result<(), HealthError> {
-        let api: Api<Node> = Api::all(self.client.clone());
         let items: Vec<Value> = kinds
             .iter()
             .map(|k| json!({"type": k.as_str(), "$patch": "delete"}))
             .collect();
-        let body = json!({"status": {"conditions": items}});
+        self.patch_status_conditions(node, &json!({"status": {"conditions": items}}))
+            .await
+    }
+
+    /// One strategic merge patch of the status subresource.
+    async fn patch_status_conditions(&self, node: &str, body: &Value) -> Result<(), HealthError> {
+        let api: Api<Node> = Api::all(self.client.clone());
         self.write(
             "patch",
             "nodes/status",
             format!("patch nodes/status of node {node}"),
             || async {
-                api.patch_status(node, &params(), &Patch::Strategic(&body))
+                api.patch_status(node, &params(), &Patch::Strategic(body))
                     .await
             },
         )
