@@ -263,10 +263,7 @@ impl Run {
         let mut out = BTreeMap::new();
         for (name, node) in by_name {
             let mine = want.get(name).cloned().unwrap_or_default();
-            let shown: Vec<String> = mine
-                .iter()
-                .map(|(k, e)| format!("{k}:{}", e.as_str()))
-                .collect();
+            let shown = super::taints::owned(node, &mine);
             if super::taints::taint_patch(node, &mine).is_none() {
                 out.insert(name.clone(), shown);
                 continue;

@@ -149,11 +149,8 @@ impl Taints {
     }
 }
 
-/// The patch that brings `node`'s taints to `want`, touching only the ones
-/// nodewarden recorded as its own; None when they already match. Carries
-/// the node's resourceVersion, so a concurrent change (an admin's `kubectl
-/// taint`, the power sequence's cordon) is a 409, not a lost update.
-pub fn taint_patch(node: &Node, want: &Wanted) -> Option<Value> {
+/// A node's taints and the keys nodewarden recorded as its own.
+fn split(node: &Node) -> (Vec<Taint>, BTreeSet<String>) {
     let current: Vec<Taint> = node
         .spec
         .as_ref()
@@ -171,6 +168,25 @@ pub fn taint_patch(node: &Node, want: &Wanted) -> Option<Value> {
                 .collect()
         })
         .unwrap_or_default();
+    (current, recorded)
+}
+
+/// The taints of `want` nodewarden may own on `node` ("key:Effect"): a key
+/// someone else already uses is theirs.
+pub fn owned(node: &Node, want: &Wanted) -> Vec<String> {
+    let (current, recorded) = split(node);
+    want.iter()
+        .filter(|(k, _)| !current.iter().any(|t| &t.key == k && !recorded.contains(k)))
+        .map(|(k, e)| format!("{k}:{}", e.as_str()))
+        .collect()
+}
+
+/// The patch that brings `node`'s taints to `want`, touching only the ones
+/// nodewarden recorded as its own; None when they already match. Carries
+/// the node's resourceVersion, so a concurrent change (an admin's `kubectl
+/// taint`, the power sequence's cordon) is a 409, not a lost update.
+pub fn taint_patch(node: &Node, want: &Wanted) -> Option<Value> {
+    let (current, recorded) = split(node);
     let theirs: Vec<&Taint> = current
         .iter()
         .filter(|t| !recorded.contains(&t.key))

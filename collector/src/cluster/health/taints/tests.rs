@@ -153,5 +153,9 @@ fn an_admins_taint_with_our_key_is_theirs() {
     .into();
     let theirs = json!([{"key": "nodewarden.io/under-voltage", "effect": "NoSchedule"}]);
     assert_eq!(taint_patch(&node(theirs.clone(), None), &want), None);
+    assert!(
+        owned(&node(theirs.clone(), None), &want).is_empty(),
+        "not shown as ours"
+    );
     assert_eq!(taint_patch(&node(theirs, None), &Wanted::new()), None);
 }
