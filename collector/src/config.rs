@@ -49,6 +49,8 @@ pub struct CollectorConfig {
     pub power: crate::power::config::PowerConfig,
     /// The Kubernetes API the power sequence cordons and drains through (`[kubernetes]`).
     pub kubernetes: crate::cluster::KubeSettings,
+    /// Node conditions, events and board labels in Kubernetes (`[node_health]`).
+    pub node_health: crate::cluster::health::HealthSettings,
     /// The NUT-protocol server for NAS boxes and other NUT clients (`[nut_server]`).
     pub nut_server: crate::server::nut::NutServerConfig,
     /// Who may read the status page on `metrics_listen` (`[web]`).
@@ -92,6 +94,7 @@ impl Default for CollectorConfig {
             events: EventThresholds::default(),
             power: Default::default(),
             kubernetes: Default::default(),
+            node_health: Default::default(),
             nut_server: Default::default(),
             web: Default::default(),
         }

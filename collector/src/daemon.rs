@@ -136,6 +136,8 @@ struct Core {
     hub: Arc<hub::Hub>,
     authority: Arc<Authority>,
     tls: Arc<rustls::ServerConfig>,
+    /// What the health loop set on each node, for `nodewarden nodes`.
+    health: crate::cluster::health::HealthView,
 }
 
 /// Opens (creating if need be) the data directory, the store, the hub and
@@ -167,6 +169,7 @@ fn open_core(config: &CollectorConfig) -> Result<Core, ServeError> {
         hub,
         authority,
         tls,
+        health: crate::cluster::health::new_view(),
     })
 }
 
@@ -267,7 +270,9 @@ fn spawn_admin_server(
     power: crate::power::orchestrator::PowerHandle,
     shutdown: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
-    let admin_service = AdminServer::new(admin::AdminService::new(core.hub.clone()));
+    let admin_service = AdminServer::new(
+        admin::AdminService::new(core.hub.clone()).with_health(core.health.clone()),
+    );
     let trust_admin_service = TrustAdminServer::new(trust::TrustAdminService::new(
         core.authority.clone(),
         core.hub.clone(),
@@ -380,6 +385,7 @@ pub async fn serve(
         let server = NutServer::new(config.nut_server.clone(), hub.clone(), Some(tls));
         tokio::spawn(server.run(l, shutdown.clone()));
     }
+    spawn_health(&config, &core, shutdown.clone()).await;
     let offline_after = config.offline_after.as_millis() as i64;
     let housekeeping = spawn_housekeeping(hub.clone(), offline_after, shutdown.clone());
 
@@ -467,6 +473,31 @@ fn spawn_housekeeping(
     })
 }
 
+/// Starts the node-health loop (conditions, events, labels) when a
+/// Kubernetes API is configured; without one there is nothing to tell.
+async fn spawn_health(config: &CollectorConfig, core: &Core, shutdown: watch::Receiver<bool>) {
+    use crate::cluster::health;
+    if !config.node_health.any() {
+        return;
+    }
+    let cluster = match crate::cluster::KubeCluster::connect(&config.kubernetes).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!("no Kubernetes API: node conditions and labels are not written: {e}");
+            return;
+        }
+    };
+    let l = health::HealthLoop {
+        cluster,
+        hub: core.hub.clone(),
+        authority: core.authority.clone(),
+        settings: config.node_health.clone(),
+        domains: config.power.domains.clone(),
+        view: core.health.clone(),
+    };
+    health::spawn(l, shutdown);
+}
+
 /// Starts the power-loss orchestrator with the real ports. A Kubernetes API
 /// that cannot be reached is not fatal: the sequence then powers off without
 /// cordon and drain, and says why in the log and in `nodewarden plan`.
@@ -488,14 +519,17 @@ async fn spawn_power(
             Err(e)
         }
     };
-    let agents = HubAgents::new(hub.clone(), config.power.agent_confirm_timeout).with_late_wait(
-        config
-            .power
-            .agent_confirm_timeout
-            .max(config.power.servers_timeout),
-    );
+    let events = config.node_health.events;
+    let agents = HubAgents::new(hub.clone(), config.power.agent_confirm_timeout)
+        .with_late_wait(
+            config
+                .power
+                .agent_confirm_timeout
+                .max(config.power.servers_timeout),
+        )
+        .with_events(cluster.as_ref().ok().filter(|_| events).cloned());
     let ports = Ports {
-        cluster: Arc::new(KubePort::new(cluster)),
+        cluster: Arc::new(KubePort::new(cluster).with_events(events)),
         agents: Arc::new(agents),
         store: hub.store().clone(),
         live: hub,

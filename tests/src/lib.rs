@@ -138,6 +138,27 @@ fn unsafe_free_kill(pid: i32, signal: i32) {
 /// acked at once unless a test asks for a longer `sync_interval`.
 const TEST_SYNC: &str = "100ms";
 
+/// A copy of the board fixture tree `board` (`pi4`, `x86-amd`, ...) in
+/// `dir`, for an agent's `--sysroot` that a test may change.
+pub fn copy_board(dir: &Path, board: &str) -> PathBuf {
+    let to = dir.join(board);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/boards")
+        .join(board);
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&fixture)
+        .arg(&to)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp -a {}", fixture.display());
+    to
+}
+
+/// In a copied `pi4` tree: hwmon's rpi_volt under-voltage alarm ("1\n" sets it).
+pub const PI4_UNDER_VOLTAGE_ALARM: &str =
+    "sys/devices/platform/soc/soc:firmware/raspberrypi-hwmon/hwmon/hwmon1/in0_lcrit_alarm";
+
 /// A collector on loopback with its own data dir and socket. Its PKI
 /// (`nodewarden init`) is made on first start; the join token is kept in
 /// `<dir>/join-token` for [`start_agent`] and [`join`].

@@ -63,6 +63,8 @@ fn check(program: &str, shipped: &str, tables: &[&str]) {
                 "power",
                 "nut_server",
                 "web",
+                "node_health",
+                "taint",
                 "user",
                 "alias",
             ]
@@ -102,6 +104,8 @@ fn every_collector_key_is_in_the_shipped_file_and_the_guide() {
             "[retention]",
             "[events]",
             "[kubernetes]",
+            "[node_health]",
+            "[[node_health.taint]]",
             "[power]",
             "[power.notify]",
             "[[power.domain]]",

@@ -277,3 +277,202 @@ fn real_kubectl_get_cordon_drain_uncordon_against_the_fake() {
         check(&k);
     }
 }
+
+/// One API request with a body, as nodewarden's client sends it; the status
+/// code and the JSON answer.
+fn send(
+    fake: &FakeKubeProcess,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &Value,
+) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let host = fake.url.trim_start_matches("http://");
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(host).expect("connect to fake-kube");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (code, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+/// What nodewarden writes, shown by the real kubectl: conditions in
+/// `describe node`, labels in `get nodes -L`, events in `get events` with a
+/// field selector; and an admin's `kubectl taint` and `uncordon` are left
+/// alone by nodewarden's writes.
+fn check_node_health(kubectl: &PathBuf) {
+    use nodewarden::cluster::health::{Condition, Kind, NodeEvent, Status, conditions_patch};
+    let fake = FakeKubeProcess::spawn(SCENARIO);
+    let who = kubectl.display();
+    let now = nodewarden_common::clock::now_ms();
+
+    let out = run(
+        kubectl,
+        &fake,
+        &["taint", "nodes", "w1", "dedicated=db:NoSchedule"],
+    );
+    assert!(out.status.success(), "{who} taint: {}", text(&out.stderr));
+    let out = run(kubectl, &fake, &["cordon", "w1"]);
+    assert!(out.status.success(), "{who} cordon: {}", text(&out.stderr));
+
+    let uv = Condition {
+        kind: Kind::UnderVoltage,
+        status: Status::True,
+        reason: "UnderVoltageDetected".into(),
+        message:
+            "under-voltage since 2026-12-03T20:14:03Z; under-voltage 14 times in the last 24 h"
+                .into(),
+        transition_ms: now - 60_000,
+        heartbeat_ms: now,
+    };
+    let (code, _) = send(
+        &fake,
+        "PATCH",
+        "/api/v1/nodes/w1/status?fieldManager=nodewarden",
+        "application/strategic-merge-patch+json",
+        &conditions_patch(std::slice::from_ref(&uv)),
+    );
+    assert_eq!(code, 200);
+    let board = |value: &str| {
+        let labels = serde_json::json!({"metadata": {"labels": {"nodewarden.io/board": value}}});
+        send(
+            &fake,
+            "PATCH",
+            "/api/v1/nodes/w1",
+            "application/merge-patch+json",
+            &labels,
+        )
+    };
+    assert_eq!(board("raspberry-pi-4-model-b").0, 200);
+    // What nodewarden's sanitising exists for: the API refuses a raw model.
+    let (code, body) = board("Raspberry Pi 4 (rev 1.5)");
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{body}"
+    );
+    let event = NodeEvent::transition("w1", Some(Status::False), &uv).object(now, 1, "s1");
+    let (code, _) = send(
+        &fake,
+        "POST",
+        "/api/v1/namespaces/default/events",
+        "application/json",
+        &event,
+    );
+    assert_eq!(code, 201);
+
+    let out = run(kubectl, &fake, &["describe", "node", "w1"]);
+    assert!(
+        out.status.success(),
+        "{who} describe: {}",
+        text(&out.stderr)
+    );
+    let d = text(&out.stdout);
+    let cond = d
+        .lines()
+        .find(|l| l.trim_start().starts_with("UnderVoltage"))
+        .unwrap_or_else(|| panic!("{who}: no UnderVoltage row in\n{d}"));
+    assert!(
+        cond.contains("True") && cond.contains("UnderVoltageDetected"),
+        "{who}: {cond}"
+    );
+    assert!(
+        d.lines()
+            .any(|l| l.trim_start().starts_with("Ready ") && l.contains("KubeletReady")),
+        "{who}: Ready lost\n{d}"
+    );
+    assert!(
+        d.contains("dedicated=db:NoSchedule"),
+        "{who}: the admin's taint\n{d}"
+    );
+    assert!(
+        d.lines().any(|l| l.contains("Warning")
+            && l.contains("UnderVoltageDetected")
+            && l.contains("nodewarden")),
+        "{who}: no event in\n{d}"
+    );
+
+    let out = run(
+        kubectl,
+        &fake,
+        &["get", "nodes", "-L", "nodewarden.io/board"],
+    );
+    let rows = node_rows(&text(&out.stdout));
+    assert_eq!(rows[0].last().unwrap(), "BOARD", "{who}");
+    let w1 = rows.iter().find(|r| r[0] == "w1").unwrap();
+    assert_eq!(w1.last().unwrap(), "raspberry-pi-4-model-b", "{who}");
+
+    let events_of = |kind: &str| {
+        let selector = format!("involvedObject.kind={kind}");
+        run(
+            kubectl,
+            &fake,
+            &["get", "events", "--field-selector", &selector],
+        )
+    };
+    let out = events_of("Node");
+    assert!(
+        out.status.success(),
+        "{who} get events: {}",
+        text(&out.stderr)
+    );
+    let ev = text(&out.stdout);
+    let header: Vec<&str> = ev.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{who}"
+    );
+    assert!(
+        ev.lines()
+            .any(|l| l.contains("UnderVoltageDetected") && l.contains("node/w1")),
+        "{who}: {ev}"
+    );
+    let out = events_of("Pod");
+    assert!(
+        text(&out.stderr).contains("No resources found"),
+        "{who}: {}",
+        text(&out.stdout)
+    );
+
+    // The admin uncordons: the taint they set and ours stay as they are.
+    let out = run(kubectl, &fake, &["uncordon", "w1"]);
+    assert!(
+        out.status.success(),
+        "{who} uncordon: {}",
+        text(&out.stderr)
+    );
+    let n = node(&fake, "w1");
+    assert!(n["spec"]["unschedulable"].is_null(), "{who}: {n}");
+    assert_eq!(
+        n["spec"]["taints"],
+        serde_json::json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
+        "{who}"
+    );
+    assert!(
+        n["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "UnderVoltage")
+    );
+}
+
+#[test]
+fn real_kubectl_shows_nodewardens_conditions_labels_and_events() {
+    for k in kubectls() {
+        check_node_health(&k);
+    }
+}

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use nodewarden_proto::v1::{EventsRequest, GetNodeRequest, HistoryRequest, ListNodesRequest};
-use nodewarden_tests::{Collector, admin, eventually, free_port, start_agent, start_agent_env};
+use nodewarden_tests::{
+    Collector, PI4_UNDER_VOLTAGE_ALARM, admin, copy_board, eventually, free_port, start_agent,
+    start_agent_env,
+};
 
 async fn latest_seq(c: &Collector, node: &str) -> Option<u64> {
     let mut a = admin(&c.socket()).await.ok()?;
@@ -260,18 +263,8 @@ async fn connected_agent_without_a_ups_sleeps_between_samples() {
 async fn samples_travel_in_batches_but_under_voltage_goes_at_once() {
     let dir = tempfile::tempdir().unwrap();
     // A Raspberry Pi 4 tree whose hwmon under-voltage alarm this test sets.
-    let board = dir.path().join("pi4");
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/boards/pi4");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(fixture)
-        .arg(&board)
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    let alarm = board.join(
-        "sys/devices/platform/soc/soc:firmware/raspberrypi-hwmon/hwmon/hwmon1/in0_lcrit_alarm",
-    );
+    let board = copy_board(dir.path(), "pi4");
+    let alarm = board.join(PI4_UNDER_VOLTAGE_ALARM);
     let collector = Collector::start(dir.path(), free_port(), free_port()).await;
     let sysroot = board.to_str().unwrap();
     let mut agent = start_agent(

@@ -68,6 +68,18 @@ pub fn node(n: &NodeInfo) -> Value {
         // this node off.
         "can_power_off": non_empty(&n.can_power_off),
         "k3s_role": non_empty(&n.k3s_role),
+        // What nodewarden set on the Kubernetes node ([node_health]).
+        "kubernetes": {
+            "conditions": n.kube_conditions.iter().map(|c| json!({
+                "type": c.r#type,
+                "status": c.status,
+                "reason": c.reason,
+                "message": c.message,
+                "last_transition_ms": timestamp(c.last_transition_ms),
+            })).collect::<Vec<_>>(),
+            "labels": n.kube_labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "taints": n.kube_taints,
+        },
         "latest": n.latest.as_ref().map(sample),
     })
 }
@@ -260,6 +272,24 @@ mod tests {
         assert_eq!(pi4["name"], "pi4");
         assert_eq!(pi4["can_power_off"], "yes");
         assert_eq!(pi4["k3s_role"], Value::Null, "unknown is null");
+        let k8s = &pi4["kubernetes"];
+        assert_eq!(k8s["conditions"][0]["type"], "UnderVoltage");
+        assert_eq!(k8s["conditions"][0]["status"], "True");
+        assert_eq!(k8s["conditions"][0]["reason"], "UnderVoltageDetected");
+        assert!(k8s["conditions"][0]["last_transition_ms"].is_i64());
+        assert_eq!(
+            k8s["labels"]["nodewarden.io/board"],
+            "raspberry-pi-4-model-b"
+        );
+        assert_eq!(
+            k8s["taints"],
+            json!(["nodewarden.io/under-voltage:PreferNoSchedule"])
+        );
+        assert_eq!(
+            list[1]["kubernetes"]["conditions"],
+            json!([]),
+            "nuc: none set"
+        );
         assert_eq!(pi4["latest"]["cpu_temperature_celsius"], 82.3);
         assert_eq!(
             pi4["latest"]["throttling"]["now"],

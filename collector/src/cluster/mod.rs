@@ -7,6 +7,7 @@
 mod cordon;
 mod drain;
 mod error;
+pub mod health;
 mod settings;
 
 use std::time::Duration;

@@ -16,6 +16,7 @@ use super::ports::{
     AgentPort, AgentPortError, ClusterNode, ClusterPort, ClusterPortError, CommandOutcome,
     DrainSummary, LateAnswer, LivePort, NodeDrainPlan, PodPlan, StorePort,
 };
+use crate::cluster::health::{NodeEvent, PowerStep};
 use crate::cluster::{ClusterError, KubeCluster, NodeRole};
 use crate::state::hub::{Hub, HubEvent};
 use crate::state::nut_hosts::{NutHost, is_nut_host};
@@ -26,6 +27,7 @@ use crate::store::{Store, StoreError};
 #[derive(Clone)]
 pub struct KubePort {
     cluster: Result<KubeCluster, Arc<ClusterError>>,
+    events: bool,
 }
 
 impl KubePort {
@@ -33,6 +35,20 @@ impl KubePort {
     pub fn new(cluster: Result<KubeCluster, ClusterError>) -> Self {
         KubePort {
             cluster: cluster.map_err(Arc::new),
+            events: false,
+        }
+    }
+
+    /// Also posts an Event on the node for each step (`[node_health] events`).
+    pub fn with_events(mut self, events: bool) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Posts a step's Event in the background (never holds up the sequence).
+    fn announce(&self, node: &str, step: PowerStep, detail: &str) {
+        if let (true, Ok(c)) = (self.events, &self.cluster) {
+            c.announce(NodeEvent::power(node, step, detail));
         }
     }
 
@@ -65,6 +81,14 @@ impl ClusterPort for KubePort {
 
     async fn cordon(&self, node: &str) -> Result<bool, ClusterPortError> {
         let record = self.get()?.cordon(node).await.map_err(api)?;
+        if record.newly_recorded {
+            let detail = if record.was_unschedulable {
+                "power cut; it was already cordoned and will stay so"
+            } else {
+                "power cut; nodewarden uncordons it when mains is back"
+            };
+            self.announce(node, PowerStep::Cordoned, detail);
+        }
         Ok(record.was_unschedulable)
     }
 
@@ -78,6 +102,13 @@ impl ClusterPort for KubePort {
         let mut remaining: Vec<String> = report.stuck.iter().map(name).collect();
         remaining.extend(report.blocked.iter().map(|b| name(&b.pod)));
         remaining.extend(report.failed.iter().map(|f| name(&f.pod)));
+        let detail = format!(
+            "{} pods evicted, {} skipped, {} remaining",
+            report.evicted.len(),
+            report.skipped.len(),
+            remaining.len()
+        );
+        self.announce(node, PowerStep::Drained, &detail);
         Ok(DrainSummary {
             evicted: report.evicted.len() as u32,
             skipped: report.skipped.len() as u32,
@@ -89,6 +120,9 @@ impl ClusterPort for KubePort {
     async fn uncordon_ours(&self, node: &str) -> Result<(), ClusterPortError> {
         let outcome = self.get()?.uncordon_ours(node).await.map_err(api)?;
         tracing::info!(node, ?outcome, "uncordon");
+        if outcome == crate::cluster::UncordonOutcome::Uncordoned {
+            self.announce(node, PowerStep::Uncordoned, "the power sequence is over");
+        }
         Ok(())
     }
 
@@ -122,6 +156,7 @@ pub struct HubAgents {
     hub: Arc<Hub>,
     confirm_timeout: Duration,
     late_wait: Duration,
+    events: Option<KubeCluster>,
 }
 
 impl HubAgents {
@@ -135,7 +170,14 @@ impl HubAgents {
             hub,
             confirm_timeout: confirm_timeout + Duration::from_secs(1),
             late_wait: confirm_timeout + Duration::from_secs(1),
+            events: None,
         }
+    }
+
+    /// Posts a `PoweredOffByNodewarden` Event on each node that confirms.
+    pub fn with_events(mut self, cluster: Option<KubeCluster>) -> Self {
+        self.events = cluster;
+        self
     }
 
     /// How long to keep listening after a poweroff's confirm for a failure
@@ -238,7 +280,11 @@ impl AgentPort for HubAgents {
                 }
             });
         }
-        Ok(outcome(&first))
+        let answer = outcome(&first);
+        if let (Some(c), true, false) = (&self.events, answer.ok, dry_run) {
+            c.announce(NodeEvent::power(node, PowerStep::PoweredOff, reason));
+        }
+        Ok(answer)
     }
 
     async fn ups_shutdown_return(

@@ -13,16 +13,31 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{Permission, require};
 use super::nut::instcmd;
+use crate::cluster::health::{HealthView, annotate};
 use crate::state::hub::Hub;
 use nodewarden_common::clock::now_ms;
 
 pub struct AdminService {
     hub: Arc<Hub>,
+    health: Option<HealthView>,
 }
 
 impl AdminService {
     pub fn new(hub: Arc<Hub>) -> Self {
-        AdminService { hub }
+        AdminService { hub, health: None }
+    }
+
+    /// Adds what nodewarden set on each node in Kubernetes to the answers.
+    pub fn with_health(mut self, view: HealthView) -> Self {
+        self.health = Some(view);
+        self
+    }
+
+    fn annotated(&self, mut info: NodeInfo) -> NodeInfo {
+        if let Some(v) = &self.health {
+            annotate(v, &mut info);
+        }
+        info
     }
 }
 
@@ -33,7 +48,12 @@ impl Admin for AdminService {
         _: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
         Ok(Response::new(ListNodesResponse {
-            nodes: self.hub.node_infos(),
+            nodes: self
+                .hub
+                .node_infos()
+                .into_iter()
+                .map(|n| self.annotated(n))
+                .collect(),
         }))
     }
 
@@ -42,9 +62,12 @@ impl Admin for AdminService {
         request: Request<GetNodeRequest>,
     ) -> Result<Response<NodeInfo>, Status> {
         let name = request.into_inner().name;
-        self.hub.node_info(&name).map(Response::new).ok_or_else(|| {
-            Status::not_found(format!("no node named `{name}` (see `nodewarden nodes`)"))
-        })
+        self.hub
+            .node_info(&name)
+            .map(|n| Response::new(self.annotated(n)))
+            .ok_or_else(|| {
+                Status::not_found(format!("no node named `{name}` (see `nodewarden nodes`)"))
+            })
     }
 
     async fn history(

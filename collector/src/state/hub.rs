@@ -688,5 +688,9 @@ fn info(n: &LiveNode) -> NodeInfo {
         sample_interval_ms: r.sample_interval_ms,
         can_power_off: n.can_power_off.clone(),
         k3s_role: n.k3s_role.clone(),
+        // Filled in by the admin API from the node-health loop.
+        kube_conditions: Vec::new(),
+        kube_labels: Default::default(),
+        kube_taints: Vec::new(),
     }
 }

@@ -133,6 +133,9 @@ impl From<NodeRecord> for NodeInfo {
             sample_interval_ms: r.sample_interval_ms,
             can_power_off: String::new(),
             k3s_role: String::new(),
+            kube_conditions: Vec::new(),
+            kube_labels: Default::default(),
+            kube_taints: Vec::new(),
         }
     }
 }

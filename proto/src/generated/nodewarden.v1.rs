@@ -1095,6 +1095,37 @@ pub struct NodeInfo {
     /// The node's k3s role as its agent found it: "server", "agent" or "".
     #[prost(string, tag = "16")]
     pub k3s_role: ::prost::alloc::string::String,
+    /// nodewarden's conditions on the Kubernetes node, as last written
+    /// (\[node_health\]); empty without a Kubernetes API.
+    #[prost(message, repeated, tag = "17")]
+    pub kube_conditions: ::prost::alloc::vec::Vec<KubeCondition>,
+    /// nodewarden's labels on the Kubernetes node (nodewarden.io/...).
+    #[prost(map = "string, string", tag = "18")]
+    pub kube_labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// The taints nodewarden added to the Kubernetes node, "key:Effect".
+    #[prost(string, repeated, tag = "19")]
+    pub kube_taints: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// One node condition nodewarden wrote (kubectl describe node shows it).
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KubeCondition {
+    /// UnderVoltage, ThermalThrottling, HighTemperature, NodewardenAgentDown, OnBattery.
+    #[prost(string, tag = "1")]
+    pub r#type: ::prost::alloc::string::String,
+    /// "True", "False" or "Unknown".
+    #[prost(string, tag = "2")]
+    pub status: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub message: ::prost::alloc::string::String,
+    /// lastTransitionTime, unix ms.
+    #[prost(int64, tag = "5")]
+    pub last_transition_ms: i64,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

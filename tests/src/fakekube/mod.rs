@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server that follows the real one's documented
 //! behaviour where nodewarden and kubectl depend on it: nodes (get, list,
-//! strategic-merge / merge / JSON patch), pods (list by field selector with
-//! paging, get, delete), the Eviction subresource with PodDisruptionBudgets,
+//! strategic-merge / merge / JSON patch, the status subresource), pods (list
+//! by field selector with paging, get, delete), core/v1 Events (create,
+//! list), RBAC denials set by the test (403), the Eviction subresource with PodDisruptionBudgets,
 //! a simulated kubelet that finishes terminating pods after their grace
 //! period, and StatefulSet / ReplicaSet recreation. What it leaves out is in
 //! docs/testing-kubernetes.md.
@@ -180,6 +181,40 @@ impl FakeKube {
             .collect()
     }
 
+    /// Makes RBAC refuse (`deny`) or allow again a verb on a resource, e.g.
+    /// `("patch", "nodes/status", true)`.
+    pub fn set_denied(&self, verb: &str, resource: &str, deny: bool) {
+        set_denied(&self.state, verb, resource, deny);
+    }
+
+    /// The next `n` node writes answer 409 Conflict.
+    pub fn inject_conflicts(&self, n: u32) {
+        lock(&self.state).conflicts = n;
+    }
+
+    /// Every Event, oldest first.
+    pub fn events(&self) -> Vec<Value> {
+        let mut v: Vec<Value> = lock(&self.state).events.values().cloned().collect();
+        v.sort_by_key(|e| {
+            e["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|r| r.parse::<u64>().ok())
+        });
+        v
+    }
+
+    /// Applies `patch` (a JSON merge patch) to a node as an admin's kubectl
+    /// would (bumping its resourceVersion).
+    pub fn merge_node(&self, name: &str, patch: &Value) {
+        let mut st = lock(&self.state);
+        let rv = st.next_rv();
+        if let Some(n) = st.nodes.get_mut(name) {
+            patch::merge_patch(n, patch);
+            n["metadata"]["resourceVersion"] = json!(rv);
+            state::sync_unschedulable_taint(n);
+        }
+    }
+
     /// Every API request received so far (control requests excluded).
     pub fn requests(&self) -> Vec<LoggedRequest> {
         lock(&self.state).log.clone()
@@ -201,6 +236,16 @@ fn set_pdb(state: &Arc<Mutex<State>>, namespace: &str, name: &str, min_available
             true
         }
         None => false,
+    }
+}
+
+fn set_denied(state: &Arc<Mutex<State>>, verb: &str, resource: &str, deny: bool) {
+    let key = (verb.to_string(), resource.to_string());
+    let mut st = lock(state);
+    if deny {
+        st.deny.insert(key);
+    } else {
+        st.deny.remove(&key);
     }
 }
 
@@ -330,7 +375,8 @@ fn control(state: &Arc<Mutex<State>>, method: &str, what: &str, query: &str) -> 
             st.tick();
             let pods: Vec<Value> = st.pods.values().map(|e| e.obj.clone()).collect();
             let nodes: Vec<Value> = st.nodes.values().cloned().collect();
-            (200, json!({"nodes": nodes, "pods": pods}))
+            let events: Vec<Value> = st.events.values().cloned().collect();
+            (200, json!({"nodes": nodes, "pods": pods, "events": events}))
         }
         ("POST", "reachability") => {
             let r = match q.get("mode").copied() {
@@ -375,6 +421,23 @@ fn control(state: &Arc<Mutex<State>>, method: &str, what: &str, query: &str) -> 
                 }
                 None => (404, json!({"error": format!("no pod {ns}/{name}")})),
             }
+        }
+        ("POST", "deny") => {
+            let (Some(verb), Some(resource)) = (q.get("verb"), q.get("resource")) else {
+                return (400, json!({"error": "verb=V&resource=R required"}));
+            };
+            let resource = resource.replace("%2F", "/");
+            set_denied(
+                state,
+                verb,
+                &resource,
+                q.get("allow").copied() != Some("true"),
+            );
+            (200, json!({"ok": true}))
+        }
+        ("POST", "conflicts") => {
+            lock(state).conflicts = q.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+            (200, json!({"ok": true}))
         }
         ("POST", "clear-finalizers") => match clear_finalizers(state, ns, name) {
             true => (200, json!({"ok": true})),

@@ -24,6 +24,10 @@ pub struct Scenario {
     pub pods: Vec<PodSpec>,
     #[serde(default)]
     pub pdbs: Vec<PdbSpec>,
+    /// RBAC denials, "VERB RESOURCE" (e.g. "patch nodes/status", "create
+    /// events"): such requests get the API's 403 Forbidden.
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// A node in a scenario.
@@ -149,6 +153,12 @@ pub(crate) struct State {
     pub reachability: Reachability,
     pub log: Vec<LoggedRequest>,
     pub started: SystemTime,
+    /// Events by (namespace, name).
+    pub events: BTreeMap<(String, String), Value>,
+    /// (verb, resource) pairs RBAC refuses.
+    pub deny: std::collections::BTreeSet<(String, String)>,
+    /// The next this many node writes answer 409 Conflict (injected).
+    pub conflicts: u32,
 }
 
 /// RFC 3339 UTC timestamp, the API's metav1.Time format.
@@ -186,6 +196,14 @@ impl State {
             reachability: Reachability::Up,
             log: vec![],
             started: SystemTime::now(),
+            events: BTreeMap::new(),
+            deny: s
+                .deny
+                .iter()
+                .filter_map(|d| d.split_once(' '))
+                .map(|(v, r)| (v.to_string(), r.to_string()))
+                .collect(),
+            conflicts: 0,
         };
         st.startup = st.scaled(s.pod_startup_seconds.unwrap_or(2.0));
         for n in &s.nodes {
@@ -202,6 +220,10 @@ impl State {
 
     pub fn scaled(&self, seconds: f64) -> Duration {
         Duration::from_secs_f64((seconds * self.time_factor).max(0.0))
+    }
+
+    pub fn new_uid_pub(&mut self) -> String {
+        self.new_uid()
     }
 
     pub fn next_rv(&mut self) -> String {

@@ -220,6 +220,10 @@ pub fn power_toml(setup: &Setup, kubeconfig: &Path, dir: &Path) -> String {
     for (k, v) in setup.kubernetes {
         s.push_str(&format!("{k} = {v}\n"));
     }
+    // These tests read every node PATCH as a cordon; the node-health loop's
+    // condition and label writes have their own tests (node_health_e2e).
+    // Its Events on the power steps stay on.
+    s.push_str("\n[node_health]\nconditions = false\nlabels = false\n");
     s.push_str("\n[power]\n");
     for (k, v) in keys {
         s.push_str(&format!("{k} = {v}\n"));

@@ -75,6 +75,7 @@ pub fn render_node(node: &NodeInfo, now_ms: i64, style: Style) -> String {
         );
     }
 
+    kubernetes_section(&mut out, node, now_ms, style);
     let Some(sample) = node.latest.as_ref() else {
         out.push_str("\nno sample received yet\n");
         return out;
@@ -88,6 +89,41 @@ pub fn render_node(node: &NodeInfo, now_ms: i64, style: Style) -> String {
     }
     render_sample(&mut out, sample, now_ms, style);
     out
+}
+
+/// What nodewarden set on the Kubernetes node: its conditions and labels.
+fn kubernetes_section(out: &mut String, node: &NodeInfo, now_ms: i64, style: Style) {
+    if node.kube_conditions.is_empty() && node.kube_labels.is_empty() && node.kube_taints.is_empty()
+    {
+        return;
+    }
+    heading(out, style, "Kubernetes (set by nodewarden)");
+    for c in &node.kube_conditions {
+        let level = match c.status.as_str() {
+            "True" => Level::Critical,
+            "False" => Level::Normal,
+            _ => Level::Warning,
+        };
+        let since = format_ago(c.last_transition_ms, now_ms);
+        field(
+            out,
+            &c.r#type,
+            &format!(
+                "{} {} (since {since}): {}",
+                style.paint(level, &c.status),
+                c.reason,
+                c.message
+            ),
+        );
+    }
+    let mut labels: Vec<_> = node.kube_labels.iter().collect();
+    labels.sort();
+    for (k, v) in labels {
+        field(out, "label", &format!("{k}={v}"));
+    }
+    for t in &node.kube_taints {
+        field(out, "taint", &style.paint(Level::Warning, t));
+    }
 }
 
 /// The latest sample, section by section.

@@ -127,6 +127,35 @@ pub fn node_health(node: &NodeInfo) -> NodeHealth {
     }
 }
 
+/// nodewarden's Kubernetes conditions that are not False ("UnderVoltage",
+/// "HighTemperature=Unknown"), "ok" when all are False, "-" when none were
+/// written (no Kubernetes API).
+pub fn kube_summary(node: &NodeInfo) -> (String, Level) {
+    if node.kube_conditions.is_empty() {
+        return ("-".into(), Level::Normal);
+    }
+    let mut level = Level::Normal;
+    let mut parts = Vec::new();
+    for c in node.kube_conditions.iter().filter(|c| c.status != "False") {
+        if c.status == "True" {
+            level = Level::Critical;
+            parts.push(c.r#type.clone());
+        } else {
+            level = level.max(Level::Warning);
+            parts.push(format!("{}={}", c.r#type, c.status));
+        }
+    }
+    if !node.kube_taints.is_empty() {
+        level = level.max(Level::Warning);
+        parts.push(format!("tainted({})", node.kube_taints.len()));
+    }
+    if parts.is_empty() {
+        ("ok".into(), Level::Normal)
+    } else {
+        (parts.join(","), level)
+    }
+}
+
 /// The text, or "-" when empty.
 fn or_dash(text: &str) -> String {
     if text.is_empty() {

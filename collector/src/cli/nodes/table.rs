@@ -2,14 +2,15 @@
 
 use nodewarden_proto::v1::NodeInfo;
 
-use super::{format_uptime, node_health, or_dash, throttle_summary};
+use super::{format_uptime, kube_summary, node_health, or_dash, throttle_summary};
 use crate::cli::format::{format_ago, format_bytes_of};
 use crate::cli::readings::memory_used_bytes;
 use crate::cli::style::{Align, Level, Style, Table, truncate};
 
 /// Columns left out, in this order, until the table fits the terminal:
 /// identity is one `node NAME` away, health is what this table is for.
-const NARROW_DROP_ORDER: [&str; 4] = ["MODEL", "ARCH", "ROLE", "UPTIME"];
+/// (`K8S`, what nodewarden set in Kubernetes, is one `node NAME` away too.)
+const NARROW_DROP_ORDER: [&str; 5] = ["K8S", "MODEL", "ARCH", "ROLE", "UPTIME"];
 
 /// The `nodes` table, sorted by name, all columns.
 pub fn render_nodes(nodes: &[NodeInfo], now_ms: i64, style: Style) -> String {
@@ -36,6 +37,7 @@ pub fn render_nodes_to_fit(nodes: &[NodeInfo], now_ms: i64, style: Style, width:
         ("UPTIME", Align::Right),
         ("LAST SEEN", Align::Right),
         ("STATE", Align::Left),
+        ("K8S", Align::Left),
     ]);
     for node in sorted {
         table.row(node_row(node, now_ms, style));
@@ -78,6 +80,8 @@ fn node_row(node: &NodeInfo, now_ms: i64, style: Style) -> Vec<String> {
     } else {
         style.paint(Level::Critical, "offline")
     };
+    let (k8s, k8s_level) = kube_summary(node);
+    let k8s = style.paint(k8s_level, &truncate(&k8s, 48));
     vec![
         style.paint(health.worst, &node.name),
         or_dash(&node.role),
@@ -90,5 +94,6 @@ fn node_row(node: &NodeInfo, now_ms: i64, style: Style) -> Vec<String> {
         uptime,
         format_ago(node.last_seen_ms, now_ms),
         state,
+        k8s,
     ]
 }

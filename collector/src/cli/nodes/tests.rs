@@ -1,5 +1,5 @@
 use nodewarden_proto::v1::{
-    Cpu, CpuCore, Filesystem, LoadAverage, Memory, NodeInfo, Sample, Temperature,
+    Cpu, CpuCore, Filesystem, KubeCondition, LoadAverage, Memory, NodeInfo, Sample, Temperature,
     TemperatureSource, ThrottlingSource, UpsStatus,
 };
 
@@ -92,6 +92,9 @@ pub fn cluster() -> Vec<NodeInfo> {
         sample_interval_ms: 1000,
         can_power_off: "yes".into(),
         k3s_role: String::new(),
+        kube_conditions: Vec::new(),
+        kube_labels: Default::default(),
+        kube_taints: Vec::new(),
     };
     let mut x86 = sample(
         vec![
@@ -139,18 +142,36 @@ pub fn cluster() -> Vec<NodeInfo> {
     offline.online = false;
     offline.offline_reason = "no message for 30 s".into();
     offline.last_seen_ms = NOW_MS - 400_000;
+    let mut pi4 = node(
+        "pi4",
+        "worker",
+        "Raspberry Pi 4 Model B Rev 1.4",
+        "aarch64",
+        Some(sample(
+            vec![zone("0", "cpu-thermal", 82_300, true)],
+            Some(0x50005),
+            87.0,
+        )),
+    );
+    let cond = |t: &str, status: &str, reason: &str| KubeCondition {
+        r#type: t.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: format!("{t} message"),
+        last_transition_ms: NOW_MS - 180_000,
+    };
+    pi4.kube_conditions = vec![
+        cond("UnderVoltage", "True", "UnderVoltageDetected"),
+        cond("ThermalThrottling", "True", "ThrottlingActive"),
+        cond("NodewardenAgentDown", "False", "AgentConnected"),
+    ];
+    pi4.kube_labels = [("nodewarden.io/board", "raspberry-pi-4-model-b")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    pi4.kube_taints = vec!["nodewarden.io/under-voltage:PreferNoSchedule".into()];
     vec![
-        node(
-            "pi4",
-            "worker",
-            "Raspberry Pi 4 Model B Rev 1.4",
-            "aarch64",
-            Some(sample(
-                vec![zone("0", "cpu-thermal", 82_300, true)],
-                Some(0x50005),
-                87.0,
-            )),
-        ),
+        pi4,
         node(
             "pi5",
             "server",
@@ -267,6 +288,29 @@ fn narrow_terminals_keep_the_health_columns() {
 }
 
 #[test]
+fn the_table_shows_which_of_nodewardens_conditions_hold() {
+    let mut nodes = cluster();
+    nodes[1].kube_conditions = vec![KubeCondition {
+        r#type: "UnderVoltage".into(),
+        status: "False".into(),
+        ..KubeCondition::default()
+    }];
+    let out = render_nodes(&nodes, NOW_MS, Style::PLAIN);
+    assert!(out.lines().next().unwrap().contains("K8S"), "{out}");
+    assert!(
+        row_of(&out, "pi4")
+            .trim_end()
+            .ends_with("UnderVoltage,ThermalThrottling,tainted(1)"),
+        "{out}"
+    );
+    assert!(row_of(&out, "pi5").trim_end().ends_with("ok"), "{out}");
+    assert!(
+        row_of(&out, "nuc").trim_end().ends_with('-'),
+        "no API: {out}"
+    );
+}
+
+#[test]
 fn throttle_levels_follow_the_firmware_bits() {
     assert_eq!(throttle_level(0x50005), Level::Critical);
     assert_eq!(
@@ -320,6 +364,25 @@ fn node_detail_groups_everything() {
     assert!(
         pi4.contains("now            under-voltage, throttled"),
         "{pi4}"
+    );
+    assert!(pi4.contains("Kubernetes (set by nodewarden)"), "{pi4}");
+    assert!(
+        pi4.contains(
+            "UnderVoltage   True UnderVoltageDetected (since 3m00s ago): UnderVoltage message"
+        ),
+        "{pi4}"
+    );
+    assert!(
+        pi4.contains("label          nodewarden.io/board=raspberry-pi-4-model-b"),
+        "{pi4}"
+    );
+    assert!(
+        pi4.contains("taint          nodewarden.io/under-voltage:PreferNoSchedule"),
+        "{pi4}"
+    );
+    assert!(
+        !out.contains("Kubernetes"),
+        "nothing set on nuc: no section"
     );
     let banana = render_node(&nodes[3], NOW_MS, Style::PLAIN);
     assert!(banana.contains("offline: no message for 30 s"), "{banana}");

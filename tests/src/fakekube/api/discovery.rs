@@ -37,6 +37,9 @@ pub(super) fn discovery(path: &str, addr: &str) -> Option<Value> {
             {"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1",
              "kind": "Eviction", "verbs": ["create"]},
             resource("namespaces", false, "Namespace", &read, &["ns"]),
+            {"name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node",
+             "verbs": ["get", "patch", "update"]},
+            resource("events", true, "Event", &["create", "get", "list", "patch"], &["ev"]),
         ]}),
         "/apis/apps/v1" => {
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [

@@ -50,7 +50,11 @@ fn field_of<'a>(obj: &'a Value, field: &str) -> Option<&'a Value> {
         "spec.nodeName" => obj.get("spec")?.get("nodeName"),
         "status.phase" => obj.get("status")?.get("phase"),
         "spec.unschedulable" => obj.get("spec")?.get("unschedulable"),
-        _ => None,
+        "reason" | "type" | "reportingComponent" => obj.get(field),
+        "source" => obj.get("source")?.get("component"),
+        _ => obj
+            .get("involvedObject")?
+            .get(field.strip_prefix("involvedObject.")?),
     }
 }
 
@@ -104,6 +108,17 @@ fn field_matches(obj: &Value, sel: &[Sel]) -> Result<bool, String> {
                 | "spec.nodeName"
                 | "status.phase"
                 | "spec.unschedulable"
+                | "involvedObject.kind"
+                | "involvedObject.name"
+                | "involvedObject.namespace"
+                | "involvedObject.uid"
+                | "involvedObject.apiVersion"
+                | "involvedObject.resourceVersion"
+                | "involvedObject.fieldPath"
+                | "reason"
+                | "type"
+                | "source"
+                | "reportingComponent"
         ) {
             return Err(format!("field label not supported: {k}"));
         }

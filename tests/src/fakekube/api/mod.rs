@@ -3,6 +3,7 @@
 //! kubectl, resourceVersion checks, list paging), plus `/fake/*` control endpoints.
 
 mod discovery;
+mod health;
 mod list;
 mod table;
 mod writes;
@@ -95,6 +96,9 @@ pub(crate) fn handle(shared: &Arc<Mutex<State>>, addr: &str, r: &Req<'_>) -> Rep
             None,
         );
     }
+    if let Some(denied) = health::forbidden(&st, r) {
+        return denied;
+    }
     let reply = route(&mut st, r, &q);
     as_table(reply, r, &q)
 }
@@ -112,6 +116,25 @@ fn route(st: &mut State, r: &Req<'_>, q: &BTreeMap<String, String>) -> Reply {
             None => not_found("nodes", name),
         },
         ("PATCH", ["api", "v1", "nodes", name]) => patch_node(st, name, r),
+        ("PATCH", ["api", "v1", "nodes", name, "status"]) => health::patch_status(st, name, r),
+        ("GET", ["api", "v1", "nodes", name, "status"]) => match st.nodes.get(*name) {
+            Some(n) => ok(n.clone()),
+            None => not_found("nodes", name),
+        },
+        ("GET", ["api", "v1", "events"]) => {
+            let items = st.events.values().cloned().collect();
+            list(st, "EventList", "v1", items, q)
+        }
+        ("GET", ["api", "v1", "namespaces", ns, "events"]) => {
+            let items = st
+                .events
+                .iter()
+                .filter(|((n, _), _)| n == ns)
+                .map(|(_, e)| e.clone())
+                .collect();
+            list(st, "EventList", "v1", items, q)
+        }
+        ("POST", ["api", "v1", "namespaces", ns, "events"]) => health::create_event(st, ns, r),
         ("PUT", ["api", "v1", "nodes", name]) => put_node(st, name, r),
         ("GET", ["api", "v1", "pods"]) => {
             let items = st.pods.values().map(|e| e.obj.clone()).collect();
@@ -240,7 +263,7 @@ fn as_table(reply: Reply, r: &Req<'_>, q: &BTreeMap<String, String>) -> Reply {
             .map(String::as_str)
             .unwrap_or("PartialObjectMetadata");
         match kind.as_str() {
-            "NodeList" | "PodList" => {
+            "NodeList" | "PodList" | "EventList" => {
                 return ok(table(reply.body, &kind[..kind.len() - 4], include));
             }
             "Node" | "Pod" => {

@@ -83,10 +83,10 @@ pub(super) fn table(list: Value, kind: &str, include_object: &str) -> Value {
         .map(|o| {
             let m = &o["metadata"];
             let age = human_age(m["creationTimestamp"].as_str().unwrap_or(""));
-            let cells = if kind == "Node" {
-                node_cells(o, &age)
-            } else {
-                pod_cells(o, &age)
+            let cells = match kind {
+                "Node" => node_cells(o, &age),
+                "Event" => event_cells(o),
+                _ => pod_cells(o, &age),
             };
             let object = if include_object == "Object" {
                 o.clone()
@@ -99,8 +99,92 @@ pub(super) fn table(list: Value, kind: &str, include_object: &str) -> Value {
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list["metadata"], "columnDefinitions": columns, "rows": rows})
 }
 
-/// The columns `kubectl get nodes` or `kubectl get pods` shows.
+/// The columns of `kubectl get events` (the server's core/v1 Event printer).
+fn event_columns() -> Vec<Value> {
+    vec![
+        col("Last Seen", "string", 0, "Last time the event occurred"),
+        col("Type", "string", 0, "Type of this event (Normal, Warning)"),
+        col(
+            "Reason",
+            "string",
+            0,
+            "Short, machine understandable string that gives the reason for this event being generated.",
+        ),
+        col("Object", "string", 0, "The object this Event is about."),
+        col(
+            "Subobject",
+            "string",
+            1,
+            "The field of the object this Event is about.",
+        ),
+        col("Source", "string", 1, "The component reporting this event."),
+        col(
+            "Message",
+            "string",
+            0,
+            "A human-readable description of the status of this operation.",
+        ),
+        col(
+            "First Seen",
+            "string",
+            1,
+            "The first time the event was seen.",
+        ),
+        col(
+            "Count",
+            "string",
+            1,
+            "The number of times this event has occurred.",
+        ),
+        col(
+            "Name",
+            "string",
+            1,
+            "Name must be unique within a namespace.",
+        ),
+    ]
+}
+
+/// One `kubectl get events` row.
+fn event_cells(o: &Value) -> Value {
+    let io = &o["involvedObject"];
+    let last = o["lastTimestamp"]
+        .as_str()
+        .or(o["eventTime"].as_str())
+        .unwrap_or("");
+    let first = o["firstTimestamp"].as_str().unwrap_or(last);
+    let object = format!(
+        "{}/{}",
+        io["kind"].as_str().unwrap_or("").to_lowercase(),
+        io["name"].as_str().unwrap_or("")
+    );
+    let source = match (
+        o["source"]["component"].as_str(),
+        o["source"]["host"].as_str(),
+    ) {
+        (Some(c), Some(h)) => format!("{c}, {h}"),
+        (Some(c), None) => c.to_string(),
+        _ => String::new(),
+    };
+    json!([
+        human_age(last),
+        o["type"],
+        o["reason"],
+        object,
+        io["fieldPath"].as_str().unwrap_or(""),
+        source,
+        o["message"],
+        human_age(first),
+        o["count"].as_i64().unwrap_or(1).to_string(),
+        o["metadata"]["name"],
+    ])
+}
+
+/// The columns `kubectl get nodes`, `pods` or `events` shows.
 fn columns(kind: &str) -> Vec<Value> {
+    if kind == "Event" {
+        return event_columns();
+    }
     if kind == "Node" {
         vec![
             col(

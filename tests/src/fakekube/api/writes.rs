@@ -7,7 +7,7 @@ use super::super::patch;
 use super::super::state::{State, labels_match, sync_unschedulable_taint};
 use super::{Reply, Req, not_found, ok, status};
 
-fn apply_patch(target: &mut Value, r: &Req<'_>) -> Result<(), Reply> {
+pub(super) fn apply_patch(target: &mut Value, r: &Req<'_>) -> Result<(), Reply> {
     let patch: Value = serde_json::from_slice(r.body).map_err(|e| {
         status(
             400,
@@ -46,7 +46,7 @@ fn apply_patch(target: &mut Value, r: &Req<'_>) -> Result<(), Reply> {
     res.map_err(|e| status(422, "Invalid", e, None))
 }
 
-fn conflict(kind: &str, name: &str) -> Reply {
+pub(super) fn conflict(kind: &str, name: &str) -> Reply {
     status(
         409,
         "Conflict",
@@ -57,10 +57,17 @@ fn conflict(kind: &str, name: &str) -> Reply {
     )
 }
 
-fn store_node(st: &mut State, name: &str, old: &Value, mut new: Value) -> Reply {
+pub(super) fn store_node(st: &mut State, name: &str, old: &Value, mut new: Value) -> Reply {
     let rv_sent = new["metadata"]["resourceVersion"].clone();
     if rv_sent.is_string() && rv_sent != old["metadata"]["resourceVersion"] {
         return conflict("nodes", name);
+    }
+    if st.conflicts > 0 {
+        st.conflicts -= 1;
+        return conflict("nodes", name);
+    }
+    if let Some(e) = super::health::invalid_labels(name, &new["metadata"]["labels"]) {
+        return e;
     }
     if new["metadata"]["name"] != json!(name) {
         return status(
