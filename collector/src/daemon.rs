@@ -492,7 +492,17 @@ async fn spawn_health(config: &CollectorConfig, core: &Core, shutdown: watch::Re
         hub: core.hub.clone(),
         authority: core.authority.clone(),
         settings: config.node_health.clone(),
-        domains: config.power.domains.clone(),
+        domains: config
+            .power
+            .domains
+            .iter()
+            .map(|d| health::labels::PowerDomain {
+                name: crate::power::config::domain_name(d),
+                ups: d.ups.clone(),
+                owner: d.owner.clone(),
+                nodes: d.nodes.clone(),
+            })
+            .collect(),
         view: core.health.clone(),
     };
     health::spawn(l, shutdown);

@@ -65,7 +65,7 @@ async fn unarmed_it_only_observes_and_arm_is_refused_while_the_plan_has_errors()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arm_records_who_and_hold_stops_a_drain_that_resume_carries_on() {
     let rig = Rig::start(Setup {
-        power: &[("armed", "false"), ("drain_timeout", "\"10s\"")],
+        power: &[("armed", "false"), ("drain_timeout", "\"6s\"")],
         web_min_available: 1,
         ..Setup::default()
     })
@@ -95,9 +95,9 @@ async fn arm_records_who_and_hold_stops_a_drain_that_resume_carries_on() {
     assert!(ok, "{held}");
     assert!(held.contains("held by root: main"), "{held}");
     let at_hold = evictions_of_web0(&rig);
-    // Longer than the 10 s drain timeout: a drain that still ran would have
+    // Longer than the 6 s drain timeout: a drain that still ran would have
     // given up and powered the workers off.
-    std::thread::sleep(Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(7));
     assert!(
         evictions_of_web0(&rig) <= at_hold + 1,
         "the drain went on while held"

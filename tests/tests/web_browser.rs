@@ -5,8 +5,10 @@
 //! Plus the page's access rules over real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
+mod web_support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -130,50 +132,20 @@ async fn overview_live_ups_tile_charts_and_narrow_screens_in_chromium() {
     .await;
 
     let base = format!("http://127.0.0.1:{}", collector.metrics_port);
-    let script = repo().join("tests/tests/web_support/browser.py");
-    let mut child = Command::new(PYTHON)
-        .arg(&script)
-        .arg(&base)
-        .arg(serde_json::to_string(&temps).unwrap())
-        .arg("alpha")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let mut next_line = |said: &mut Vec<String>| {
-        let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        said.push(line.clone());
-        line
-    };
-    let ready = next_line(&mut said);
-    let mut stderr = String::new();
+    let temps = serde_json::to_string(&temps).unwrap();
+    let mut script = web_support::Script::start("browser.py", &[&base, &temps, "alpha"]);
+    let ready = script.next_line();
     if ready != "READY" {
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let (_, stderr, said) = script.finish();
         panic!("browser.py did not get ready: {said:?}\n{stderr}");
     }
     // Pull the plug.
     sim.set(|s| s.mains = false);
     let pulled = Instant::now();
-    writeln!(stdin, "PULLED").unwrap();
-    let on_battery = next_line(&mut said);
+    script.say("PULLED");
+    let on_battery = script.next_line();
     let seen_after = pulled.elapsed();
-    while !next_line(&mut said).is_empty() {}
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (status, stderr, said) = script.finish();
     assert!(
         status.success(),
         "browser checks failed: {said:?}\n{stderr}"

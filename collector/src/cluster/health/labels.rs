@@ -7,7 +7,20 @@ use std::collections::BTreeMap;
 use nodewarden_common::ups::UpsFlags;
 use nodewarden_proto::v1::NodeInfo;
 
-use crate::power::config::{DomainConfig, domain_name};
+/// A configured power domain as the labels need it: the composition root
+/// builds these from `[[power.domain]]`, so this module does not reach into
+/// the power sequence (which itself uses `cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PowerDomain {
+    /// The domain's name (`nodewarden.io/ups`).
+    pub name: String,
+    /// The UPS's name at its agent.
+    pub ups: String,
+    /// The node whose agent reads it.
+    pub owner: String,
+    /// The nodes it powers (besides the owner).
+    pub nodes: Vec<String>,
+}
 use crate::state::hub::LiveUps;
 
 /// The board: `raspberry-pi-4-model-b`, `banana-pi-m5`, `x86-64`.
@@ -105,7 +118,7 @@ pub fn desired(node: &NodeInfo, domain: Option<&str>) -> BTreeMap<&'static str, 
 /// `[[power.domain]]`, the one UPS the collector hears of powers every node
 /// (the power sequence's default); with two or more and no domains, none.
 pub fn domains(
-    configured: &[DomainConfig],
+    configured: &[PowerDomain],
     nodes: &[NodeInfo],
     ups: &[LiveUps],
 ) -> BTreeMap<String, (String, bool)> {
@@ -127,7 +140,7 @@ pub fn domains(
     for d in configured {
         let ob = on_battery(&d.owner, &d.ups);
         for n in d.nodes.iter().chain(std::iter::once(&d.owner)) {
-            out.insert(n.clone(), (domain_name(d), ob));
+            out.insert(n.clone(), (d.name.clone(), ob));
         }
     }
     out
@@ -218,7 +231,7 @@ mod tests {
         assert_eq!(d["b"], ("riello".to_string(), true));
         let two = [live("a", "u1", &["OL"]), live("b", "u2", &["OB"])];
         assert!(domains(&[], &nodes, &two).is_empty());
-        let conf = [DomainConfig {
+        let conf = [PowerDomain {
             name: "rack".into(),
             ups: "u2".into(),
             owner: "b".into(),

@@ -18,7 +18,6 @@ use super::taints::Taints;
 use super::{HealthSettings, HealthView, NodeHealth};
 use crate::cluster::KubeCluster;
 use crate::pki::Authority;
-use crate::power::config::DomainConfig;
 use crate::state::hub::Hub;
 
 /// What the loop works from.
@@ -32,7 +31,7 @@ pub struct HealthLoop {
     /// `[node_health]`.
     pub settings: HealthSettings,
     /// `[[power.domain]]`.
-    pub domains: Vec<DomainConfig>,
+    pub domains: Vec<super::labels::PowerDomain>,
     /// Shared with the admin API, for `nodewarden nodes`.
     pub view: HealthView,
 }

@@ -184,7 +184,11 @@ pub fn domain_box(d: &PowerDomain, now_ms: i64) -> DomainBox {
         phase_for: format_ago(d.phase_since_ms, now_ms)
             .trim_end_matches(" ago")
             .to_owned(),
-        now: d.now.clone(),
+        now: if d.held_by.is_empty() {
+            d.now.clone()
+        } else {
+            format!("{}; held by {}", d.now, d.held_by)
+        },
         reason: d.reason.clone(),
         nodes: d
             .nodes
