@@ -277,10 +277,10 @@ fn spawn_admin_server(
         core.authority.clone(),
         core.hub.clone(),
     ));
-    let power_service = PowerServer::new(crate::server::power::PowerService::new(
-        power,
-        config.power.enabled,
-    ));
+    let power_service = PowerServer::new(
+        crate::server::power::PowerService::new(power, config.power.enabled)
+            .with_health(core.health.clone()),
+    );
     let policy = auth::Policy::new(&config.admin_group);
     let mut stop = shutdown.clone();
     tokio::spawn(

@@ -233,7 +233,10 @@ async fn under_voltage_raises_the_condition_and_a_flapping_sensor_costs_bounded_
     assert_ne!(down["lastTransitionTime"], up["lastTransitionTime"]);
     assert_eq!(rig.events("pi", "NoUnderVoltage").len(), 1);
 
-    // Flapping every 250 ms for 10 s: at most one write per 2 s.
+    // Flapping for 10 s, a change about every sample the agent takes (one
+    // a second): ~9 changes seen, at most one write per 2 s. Not faster:
+    // flips every 250 ms make a 500 ms cycle that aliases to the same phase
+    // at every 1 s sample (a steady reading, never a flap).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = rig.status_writes("pi");
     let events_before = rig.fake.events().len();
@@ -242,7 +245,7 @@ async fn under_voltage_raises_the_condition_and_a_flapping_sensor_costs_bounded_
     while flap_start.elapsed() < Duration::from_secs(10) {
         on = !on;
         std::fs::write(&rig.alarm, if on { "1\n" } else { "0\n" }).unwrap();
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     std::fs::write(&rig.alarm, "0\n").unwrap();
     let writes = rig.status_writes("pi") - before;
@@ -402,7 +405,8 @@ async fn taints_follow_under_voltage_with_a_hold_and_a_cap_and_leave_cordons_alo
     let rig = Rig::start_with(
         three,
         "max_tainted_fraction = 0.34\n\n[[node_health.taint]]\ncondition = \"UnderVoltage\"\n\
-         key = \"nodewarden.io/under-voltage\"\nhold = \"3s\"\n",
+         key = \"nodewarden.io/under-voltage\"\nhold = \"3s\"\n\n\
+         [[power.domain]]\nname = \"rack\"\nups = \"ups0\"\nowner = \"w1\"\nnodes = [\"pi\", \"pi2\", \"w1\"]\n",
     )
     .await;
     rig.fake.merge_node(
@@ -442,6 +446,39 @@ async fn taints_follow_under_voltage_with_a_hold_and_a_cap_and_leave_cordons_alo
         },
     )
     .await;
+    // The power views say it too, before anyone is asked to drain or halt
+    // (the condition's write may follow the taint by min_write_interval).
+    rig.wait_condition("pi", "UnderVoltage", "True", 15).await;
+    let line = "in Kubernetes: pi UnderVoltage,tainted(1) \
+                (taints nodewarden.io/under-voltage:PreferNoSchedule)";
+    let plan = eventually(Duration::from_secs(5), "pi's marks in plan", || async {
+        let out = rig.collector.cli(&["plan"]);
+        let plan = String::from_utf8_lossy(&out.stdout).to_string();
+        plan.contains(line).then_some(plan)
+    })
+    .await;
+    assert!(!plan.contains("in Kubernetes: pi2"), "{plan}");
+    let power = rig.collector.cli(&["power", "--json"]);
+    let v: Value = serde_json::from_slice(&power.stdout).unwrap();
+    let pi = v["domains"][0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "pi")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        pi["kube_taints"],
+        json!(["nodewarden.io/under-voltage:PreferNoSchedule"])
+    );
+    assert!(
+        pi["kube_conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "UnderVoltage" && c["status"] == "True"),
+        "{pi}"
+    );
     // pi2 under-volted too: the cap (1 of 3) keeps it untainted.
     std::fs::write(board2.join(PI4_UNDER_VOLTAGE_ALARM), "1\n").unwrap();
     rig.wait_condition("pi2", "UnderVoltage", "True", 15).await;

@@ -8,11 +8,12 @@ use nodewarden_common::units::format_duration;
 use nodewarden_proto::v1::power_client::PowerClient;
 use nodewarden_proto::v1::{
     ArmRequest, DrillRequest, GetPowerRequest, GetPowerResponse, HoldRequest, PlanRequest,
-    PlanResponse, PowerArm, PowerDomain, PowerTimelineEntry,
+    PlanResponse, PowerArm, PowerDomain, PowerNode, PowerTimelineEntry,
 };
 use tonic::transport::Channel;
 
 use super::format::{format_ago, format_timestamp};
+use super::nodes::kube_summary;
 use super::style::{Align, Level, Style, Table};
 use super::{CliError, PowerAction, View, write_json};
 
@@ -138,21 +139,30 @@ fn render_domain(s: &mut String, d: &PowerDomain, now_ms: i64, style: Style) {
         let _ = writeln!(s, "  why:    {}", d.reason);
     }
     if !d.nodes.is_empty() {
-        let mut t = Table::new(&[
+        // Only with node health on: without it the column would be all dashes.
+        let kube = d
+            .nodes
+            .iter()
+            .any(|n| !n.kube_conditions.is_empty() || !n.kube_taints.is_empty());
+        let mut columns = vec![
             ("NODE", Align::Left),
             ("ROLE", Align::Left),
             ("AGENT", Align::Left),
             ("CORDON", Align::Left),
             ("DRAIN", Align::Left),
             ("POWER", Align::Left),
-        ]);
+        ];
+        if kube {
+            columns.push(("KUBERNETES", Align::Left));
+        }
+        let mut t = Table::new(&columns);
         for n in &d.nodes {
             let role = if n.role == "external" {
                 format!("external #{}", n.external_order)
             } else {
                 n.role.clone()
             };
-            t.row(vec![
+            let mut row = vec![
                 n.name.clone(),
                 role,
                 if n.connected {
@@ -163,7 +173,12 @@ fn render_domain(s: &mut String, d: &PowerDomain, now_ms: i64, style: Style) {
                 or_dash(&n.cordon),
                 or_dash(&n.drain),
                 or_dash(&n.power),
-            ]);
+            ];
+            if kube {
+                let (text, level) = kube_summary(&n.kube_conditions, &n.kube_taints);
+                row.push(style.paint(level, &text));
+            }
+            t.row(row);
         }
         for line in t.render(style).lines() {
             let _ = writeln!(s, "  {line}");
@@ -181,6 +196,23 @@ fn or_dash(v: &str) -> String {
         "-".into()
     } else {
         v.to_string()
+    }
+}
+
+/// One line per member that nodewarden has told Kubernetes is in trouble
+/// (a condition not False, or a taint): the nodes to look at before a
+/// sequence asks them to drain and halt.
+fn render_kube_trouble(s: &mut String, members: &[PowerNode], style: Style) {
+    for n in members {
+        let (summary, level) = kube_summary(&n.kube_conditions, &n.kube_taints);
+        if level == Level::Normal {
+            continue;
+        }
+        let mut line = format!("in Kubernetes: {} {summary}", n.name);
+        if !n.kube_taints.is_empty() {
+            let _ = write!(line, " (taints {})", n.kube_taints.join(", "));
+        }
+        let _ = writeln!(s, "  {}", style.paint(level, &line));
     }
 }
 
@@ -291,6 +323,7 @@ pub fn render_plan(r: &PlanResponse, style: Style) -> String {
                 effective(u.effective_restore_ms)
             );
         }
+        render_kube_trouble(&mut s, &d.members, style);
         if !d.drain_error.is_empty() {
             let _ = writeln!(s, "  pods: unknown ({})", d.drain_error);
         }
@@ -433,3 +466,7 @@ pub async fn execute(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "power_tests.rs"]
+mod tests;

@@ -14,6 +14,7 @@ use nodewarden_proto::v1::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::cluster::health::{HealthView, annotate_power_node};
 use crate::power::machine::{CordonState, Machine, NodeProgress, PowerState, Role, TimelineEntry};
 use crate::power::orchestrator::{
     ActionReply, ArmState, DomainPlan, DrillOptions, DrillUpdate, PowerHandle, describe,
@@ -24,12 +25,29 @@ use crate::power::orchestrator::{
 pub struct PowerService {
     handle: PowerHandle,
     enabled: bool,
+    health: Option<HealthView>,
 }
 
 impl PowerService {
     /// `enabled`: `[power] enabled` from the config.
     pub fn new(handle: PowerHandle, enabled: bool) -> Self {
-        PowerService { handle, enabled }
+        PowerService {
+            handle,
+            enabled,
+            health: None,
+        }
+    }
+
+    /// Adds what nodewarden set on each node in Kubernetes to the answers.
+    pub fn with_health(mut self, view: HealthView) -> Self {
+        self.health = Some(view);
+        self
+    }
+
+    fn annotated<'a>(&self, nodes: impl Iterator<Item = &'a mut PowerNode>) {
+        if let Some(view) = &self.health {
+            nodes.for_each(|n| annotate_power_node(view, n));
+        }
     }
 }
 
@@ -216,13 +234,15 @@ impl Power for PowerService {
         request: Request<GetPowerRequest>,
     ) -> Result<Response<GetPowerResponse>, Status> {
         require(&request, Permission::Read)?;
+        let mut domains: Vec<PowerDomain> = self
+            .handle
+            .domains()
+            .iter()
+            .map(|d| domain_msg(&d.machine))
+            .collect();
+        self.annotated(domains.iter_mut().flat_map(|d| d.nodes.iter_mut()));
         Ok(Response::new(GetPowerResponse {
-            domains: self
-                .handle
-                .domains()
-                .iter()
-                .map(|d| domain_msg(&d.machine))
-                .collect(),
+            domains,
             enabled: self.enabled,
             arm: Some(arm_msg(&self.handle.arm_state())),
         }))
@@ -235,8 +255,10 @@ impl Power for PowerService {
             .plan()
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut domains: Vec<PlanMsg> = plan.domains.into_iter().map(plan_msg).collect();
+        self.annotated(domains.iter_mut().flat_map(|d| d.members.iter_mut()));
         Ok(Response::new(PlanResponse {
-            domains: plan.domains.into_iter().map(plan_msg).collect(),
+            domains,
             warnings: plan.warnings,
         }))
     }

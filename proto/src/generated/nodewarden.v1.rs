@@ -3058,7 +3058,7 @@ pub struct PowerUpsState {
     pub on_battery_since_ms: i64,
 }
 #[derive(serde::Serialize)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PowerNode {
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
@@ -3079,6 +3079,13 @@ pub struct PowerNode {
     /// Position among external hosts (0 for cluster nodes).
     #[prost(uint32, tag = "7")]
     pub external_order: u32,
+    /// The conditions nodewarden wrote on the node in Kubernetes (as in
+    /// `nodewarden nodes`), empty without node health or an API.
+    #[prost(message, repeated, tag = "8")]
+    pub kube_conditions: ::prost::alloc::vec::Vec<KubeCondition>,
+    /// The taints nodewarden put on the node, "key:Effect".
+    #[prost(string, repeated, tag = "9")]
+    pub kube_taints: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

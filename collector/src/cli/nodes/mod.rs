@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nodewarden_common::units::format_duration;
 use nodewarden_proto::throttle;
-use nodewarden_proto::v1::{NodeInfo, Throttling};
+use nodewarden_proto::v1::{KubeCondition, NodeInfo, Throttling};
 
 use super::readings::{cpu_temperature_celsius, meaningful_flags, memory_used_ratio};
 use super::style::Level;
@@ -129,14 +129,14 @@ pub fn node_health(node: &NodeInfo) -> NodeHealth {
 
 /// nodewarden's Kubernetes conditions that are not False ("UnderVoltage",
 /// "HighTemperature=Unknown"), "ok" when all are False, "-" when none were
-/// written (no Kubernetes API).
-pub fn kube_summary(node: &NodeInfo) -> (String, Level) {
-    if node.kube_conditions.is_empty() {
+/// written (no Kubernetes API). `nodes`, `power` and `plan` all say it so.
+pub fn kube_summary(conditions: &[KubeCondition], taints: &[String]) -> (String, Level) {
+    if conditions.is_empty() {
         return ("-".into(), Level::Normal);
     }
     let mut level = Level::Normal;
     let mut parts = Vec::new();
-    for c in node.kube_conditions.iter().filter(|c| c.status != "False") {
+    for c in conditions.iter().filter(|c| c.status != "False") {
         if c.status == "True" {
             level = Level::Critical;
             parts.push(c.r#type.clone());
@@ -145,9 +145,9 @@ pub fn kube_summary(node: &NodeInfo) -> (String, Level) {
             parts.push(format!("{}={}", c.r#type, c.status));
         }
     }
-    if !node.kube_taints.is_empty() {
+    if !taints.is_empty() {
         level = level.max(Level::Warning);
-        parts.push(format!("tainted({})", node.kube_taints.len()));
+        parts.push(format!("tainted({})", taints.len()));
     }
     if parts.is_empty() {
         ("ok".into(), Level::Normal)

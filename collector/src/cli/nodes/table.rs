@@ -80,7 +80,7 @@ fn node_row(node: &NodeInfo, now_ms: i64, style: Style) -> Vec<String> {
     } else {
         style.paint(Level::Critical, "offline")
     };
-    let (k8s, k8s_level) = kube_summary(node);
+    let (k8s, k8s_level) = kube_summary(&node.kube_conditions, &node.kube_taints);
     let k8s = style.paint(k8s_level, &truncate(&k8s, 48));
     vec![
         style.paint(health.worst, &node.name),

@@ -95,8 +95,23 @@ pub type HealthView = Arc<Mutex<BTreeMap<String, NodeHealth>>>;
 pub fn annotate(view: &HealthView, info: &mut nodewarden_proto::v1::NodeInfo) {
     let Ok(v) = view.lock() else { return };
     let Some(h) = v.get(&info.name) else { return };
-    info.kube_conditions = h
-        .conditions
+    info.kube_conditions = wire_conditions(h);
+    info.kube_labels = h.labels.clone().into_iter().collect();
+    info.kube_taints = h.taints.clone();
+}
+
+/// Adds nodewarden's conditions and taints to a node of `nodewarden power`
+/// or `plan`: the operator sees there which node Kubernetes was told is
+/// under-volted or hot before it is asked to halt.
+pub fn annotate_power_node(view: &HealthView, node: &mut nodewarden_proto::v1::PowerNode) {
+    let Ok(v) = view.lock() else { return };
+    let Some(h) = v.get(&node.name) else { return };
+    node.kube_conditions = wire_conditions(h);
+    node.kube_taints = h.taints.clone();
+}
+
+fn wire_conditions(h: &NodeHealth) -> Vec<nodewarden_proto::v1::KubeCondition> {
+    h.conditions
         .iter()
         .map(|c| nodewarden_proto::v1::KubeCondition {
             r#type: c.kind.as_str().into(),
@@ -105,7 +120,5 @@ pub fn annotate(view: &HealthView, info: &mut nodewarden_proto::v1::NodeInfo) {
             message: c.message.clone(),
             last_transition_ms: c.transition_ms,
         })
-        .collect();
-    info.kube_labels = h.labels.clone().into_iter().collect();
-    info.kube_taints = h.taints.clone();
+        .collect()
 }
