@@ -219,6 +219,49 @@ async fn with_a_login_configured_the_page_refuses_strangers_and_posts() {
         head.starts_with("HTTP/1.1 200") && body.contains("# HELP"),
         "{head}"
     );
+
+    // A guesser: nine more wrong passwords make ten in the minute; the
+    // next login from that address is refused unchecked (429), while the
+    // browser that logged in before keeps reading.
+    for _ in 0..9 {
+        let (head, _) = http(
+            local,
+            port,
+            "GET /",
+            "Authorization: Basic b3BzOndyb25n\r\n",
+        );
+        assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    }
+    // "ops:guess": wrong too, but never checked now.
+    let (head, _) = http(
+        local,
+        port,
+        "GET /",
+        "Authorization: Basic b3BzOmd1ZXNz\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    let retry = head
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(str::to_owned)
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(retry.is_some_and(|s| (1..=60).contains(&s)), "{head}");
+    let (head, _) = http(
+        local,
+        port,
+        "GET /",
+        "Authorization: Basic b3BzOnMzY3JldA==\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let log = collector.proc.log_text();
+    assert!(
+        log.contains("wrong passwords from 127.0.0.1"),
+        "the refusal is logged: {log}"
+    );
+    assert!(!log.contains("s3cret") && !log.contains("b3Bz"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

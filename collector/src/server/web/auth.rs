@@ -1,12 +1,15 @@
 //! Who may read the page: loopback peers, any peer when `allow_remote`, or
 //! whoever passes HTTP basic auth when a user is configured. Pure over the
-//! peer address and the Authorization header; the hyper glue applies it.
+//! peer address, the Authorization header and the time; the hyper glue
+//! applies it (and runs the slow password check off the async workers).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ring::{digest, pbkdf2, rand::SecureRandom};
 
@@ -18,6 +21,19 @@ pub const DEFAULT_ITERATIONS: u32 = 100_000;
 const SCHEME: &str = "pbkdf2-sha256";
 const SALT_LEN: usize = 16;
 const HASH_LEN: usize = digest::SHA256_OUTPUT_LEN;
+
+/// Wrong passwords one address may send per window before it is answered
+/// 429 without a password check: a guesser cannot spend the collector's
+/// CPU on PBKDF2 (nor guess fast), and an owner who mistyped waits a
+/// minute at most (the collector's NUT server limits its wrong passwords
+/// the same way).
+pub const MAX_WRONG_PASSWORDS: u32 = 10;
+/// The window those are counted in.
+pub const WRONG_PASSWORD_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses whose wrong passwords are remembered at once; past it the
+/// expired ones are dropped, then the oldest (memory stays bounded under a
+/// spray of addresses).
+const MAX_TRACKED: usize = 4096;
 
 /// Why a `password_hash` value is not usable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -126,6 +142,16 @@ pub enum Verdict {
     Login,
     /// 403: a remote peer and neither `allow_remote` nor a user configured.
     RemoteRefused,
+    /// 429: this address sent [`MAX_WRONG_PASSWORDS`] wrong passwords
+    /// within the window; try again after this many seconds.
+    TooManyWrong { retry_after_s: u64 },
+}
+
+/// Wrong passwords from one address in its current window.
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    count: u32,
+    since: Instant,
 }
 
 /// The page's access policy, built once from `[web]`.
@@ -136,6 +162,9 @@ pub struct Access {
     /// SHA-256 of the last Authorization header that verified: PBKDF2 is
     /// slow on purpose, and a browser sends the same header on every request.
     accepted: Mutex<Option<digest::Digest>>,
+    /// Wrong passwords per address (IPv6 per /64: one host holds a whole
+    /// /64 and could otherwise take a fresh address per guess).
+    wrong: Mutex<HashMap<IpAddr, Strikes>>,
 }
 
 impl Access {
@@ -151,38 +180,137 @@ impl Access {
             allow_remote: config.allow_remote,
             login,
             accepted: Mutex::new(None),
+            wrong: Mutex::new(HashMap::new()),
         }
     }
 
     /// Judges one request from `peer` carrying `authorization` (if any).
     pub fn check(&self, peer: IpAddr, authorization: Option<&[u8]>) -> Verdict {
-        if let Some((user, hash)) = &self.login {
-            return match authorization {
-                Some(header) if self.verified(header, user, hash) => Verdict::Allow,
-                _ => Verdict::Login,
-            };
+        self.check_at(peer, authorization, Instant::now())
+    }
+
+    /// [`Access::check`] at `now`. May run PBKDF2 (slow on purpose).
+    pub fn check_at(&self, peer: IpAddr, authorization: Option<&[u8]>, now: Instant) -> Verdict {
+        if let Some(verdict) = self.quick_check_at(peer, authorization, now) {
+            return verdict;
         }
-        if self.allow_remote || is_loopback(peer) {
-            Verdict::Allow
-        } else {
-            Verdict::RemoteRefused
+        match (&self.login, authorization) {
+            (Some((user, hash)), Some(header)) => {
+                if self.verified(header, user, hash) {
+                    Verdict::Allow
+                } else {
+                    self.strike(source_of(peer), now);
+                    Verdict::Login
+                }
+            }
+            _ => Verdict::Login,
         }
     }
 
-    fn verified(&self, header: &[u8], user: &str, hash: &PasswordHash) -> bool {
+    /// The verdict when it needs no password check: no login configured, no
+    /// header, the header that verified last, or an address that used up
+    /// its wrong passwords. `None`: PBKDF2 must decide.
+    pub fn quick_check(&self, peer: IpAddr, authorization: Option<&[u8]>) -> Option<Verdict> {
+        self.quick_check_at(peer, authorization, Instant::now())
+    }
+
+    fn quick_check_at(
+        &self,
+        peer: IpAddr,
+        authorization: Option<&[u8]>,
+        now: Instant,
+    ) -> Option<Verdict> {
+        if self.login.is_none() {
+            return Some(if self.allow_remote || is_loopback(peer) {
+                Verdict::Allow
+            } else {
+                Verdict::RemoteRefused
+            });
+        }
+        let Some(header) = authorization else {
+            return Some(Verdict::Login);
+        };
+        if self.is_accepted(header) {
+            return Some(Verdict::Allow);
+        }
+        self.refused_until(source_of(peer), now)
+            .map(|retry_after_s| Verdict::TooManyWrong { retry_after_s })
+    }
+
+    /// The header that verified last (the browser sends it every time).
+    fn is_accepted(&self, header: &[u8]) -> bool {
         let seen = digest::digest(&digest::SHA256, header);
-        let mut accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
-        if accepted
+        let accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        accepted
             .as_ref()
             .is_some_and(|a| a.as_ref() == seen.as_ref())
-        {
-            return true;
-        }
+    }
+
+    /// PBKDF2 over the header's password; remembers a header that passes.
+    /// Not under the lock: a slow wrong guess must not hold up the owner.
+    fn verified(&self, header: &[u8], user: &str, hash: &PasswordHash) -> bool {
         let ok = basic_credentials(header).is_some_and(|(u, p)| u == user && hash.verify(&p));
         if ok {
-            *accepted = Some(seen);
+            let seen = digest::digest(&digest::SHA256, header);
+            *self.accepted.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
         }
         ok
+    }
+
+    /// Seconds `source` must still wait, if it used up its wrong passwords.
+    fn refused_until(&self, source: IpAddr, now: Instant) -> Option<u64> {
+        let wrong = self.wrong.lock().unwrap_or_else(|p| p.into_inner());
+        let s = wrong.get(&source)?;
+        let ends = s.since + WRONG_PASSWORD_WINDOW;
+        (s.count >= MAX_WRONG_PASSWORDS && now < ends)
+            .then(|| ends.duration_since(now).as_secs().max(1))
+    }
+
+    /// Counts one wrong password from `source`.
+    fn strike(&self, source: IpAddr, now: Instant) {
+        let mut wrong = self.wrong.lock().unwrap_or_else(|p| p.into_inner());
+        if wrong.len() >= MAX_TRACKED && !wrong.contains_key(&source) {
+            wrong.retain(|_, s| now < s.since + WRONG_PASSWORD_WINDOW);
+            if wrong.len() >= MAX_TRACKED
+                && let Some(oldest) = wrong.iter().min_by_key(|(_, s)| s.since).map(|(k, _)| *k)
+            {
+                wrong.remove(&oldest);
+            }
+        }
+        let s = wrong.entry(source).or_insert(Strikes {
+            count: 0,
+            since: now,
+        });
+        if now >= s.since + WRONG_PASSWORD_WINDOW {
+            *s = Strikes {
+                count: 0,
+                since: now,
+            };
+        }
+        s.count += 1;
+        if s.count == MAX_WRONG_PASSWORDS {
+            tracing::warn!(
+                "web page: {MAX_WRONG_PASSWORDS} wrong passwords from {source} within {}s: \
+                 refusing its logins until the minute is over",
+                WRONG_PASSWORD_WINDOW.as_secs()
+            );
+        }
+    }
+}
+
+/// The address wrong passwords are counted against: IPv4 (and IPv4-mapped)
+/// as is, IPv6 by its /64.
+fn source_of(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
     }
 }
 

@@ -50,6 +50,10 @@ pub struct Web {
     power: Option<PowerHandle>,
     power_enabled: bool,
     access: auth::Access,
+    /// One password check at a time: each is 100,000 PBKDF2 rounds, and
+    /// guessers from many addresses must not take every core from the
+    /// agents' streams and the power sequence.
+    hashing: tokio::sync::Semaphore,
     trends: Mutex<trend::Trends>,
     live: Arc<live::Live>,
 }
@@ -73,6 +77,7 @@ impl Web {
             power,
             power_enabled,
             access: auth::Access::new(config),
+            hashing: tokio::sync::Semaphore::new(1),
             trends: Mutex::new(trend::Trends::default()),
             live: Arc::new(live::Live::default()),
         })
@@ -211,6 +216,27 @@ pub fn method_not_allowed() -> Response<Body> {
     r
 }
 
+/// The access verdict for one request. A password check is PBKDF2, so it
+/// runs on the blocking pool, one at a time.
+async fn check_access(
+    web: &Arc<Web>,
+    peer: SocketAddr,
+    authorization: Option<&[u8]>,
+) -> auth::Verdict {
+    // The owner's browser (its header verified before) never queues
+    // behind a guesser's PBKDF2.
+    if let Some(verdict) = web.access.quick_check(peer.ip(), authorization) {
+        return verdict;
+    }
+    let Ok(_one_at_a_time) = web.hashing.acquire().await else {
+        return auth::Verdict::Login;
+    };
+    let (web, header) = (web.clone(), authorization.map(<[u8]>::to_vec));
+    tokio::task::spawn_blocking(move || web.access.check(peer.ip(), header.as_deref()))
+        .await
+        .unwrap_or(auth::Verdict::Login)
+}
+
 /// Answers a GET or HEAD for the page from `peer` (anything but /metrics).
 pub async fn respond<B>(
     web: &Arc<Web>,
@@ -222,8 +248,17 @@ pub async fn respond<B>(
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    match web.access.check(peer.ip(), authorization) {
+    match check_access(web, peer, authorization).await {
         auth::Verdict::Allow => {}
+        auth::Verdict::TooManyWrong { retry_after_s } => {
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many wrong passwords from this address: try again in a minute\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            return r;
+        }
         auth::Verdict::Login => {
             let mut r = text(
                 StatusCode::UNAUTHORIZED,

@@ -119,3 +119,107 @@ fn base64_decodes_every_padding_and_refuses_junk() {
     assert!(base64_decode("Y").is_none());
     assert!(base64_decode("a*b=").is_none());
 }
+
+fn ops_access() -> Access {
+    Access::new(&WebConfig {
+        user: "ops".into(),
+        password_hash: PasswordHash::new("right", 1000).to_string(),
+        allow_remote: false,
+    })
+}
+
+#[test]
+fn an_address_that_sends_ten_wrong_passwords_waits_out_the_minute() {
+    let access = ops_access();
+    let t0 = Instant::now();
+    let wrong = header("ops", "guess");
+    let right = header("ops", "right");
+    for i in 0..MAX_WRONG_PASSWORDS {
+        let at = t0 + Duration::from_secs(u64::from(i));
+        assert_eq!(
+            access.check_at(remote(), Some(wrong.as_bytes()), at),
+            Verdict::Login
+        );
+    }
+    // Now even the right password is not checked from there...
+    let later = t0 + Duration::from_secs(15);
+    assert_eq!(
+        access.check_at(remote(), Some(right.as_bytes()), later),
+        Verdict::TooManyWrong { retry_after_s: 45 }
+    );
+    assert!(
+        access
+            .quick_check_at(remote(), Some(right.as_bytes()), later)
+            .is_some()
+    );
+    // ...while another address logs in as usual.
+    let other: IpAddr = "198.51.100.1".parse().unwrap();
+    assert_eq!(
+        access.check_at(other, Some(right.as_bytes()), later),
+        Verdict::Allow
+    );
+    // A minute after its first wrong one, the first address may try again.
+    let after = t0 + WRONG_PASSWORD_WINDOW;
+    assert_eq!(
+        access.check_at(remote(), Some(wrong.as_bytes()), after),
+        Verdict::Login
+    );
+    assert_eq!(
+        access.check_at(remote(), Some(wrong.as_bytes()), after),
+        Verdict::Login,
+        "a new window counts from one"
+    );
+}
+
+#[test]
+fn a_browser_already_logged_in_is_never_held_by_a_guesser() {
+    let access = ops_access();
+    let right = header("ops", "right");
+    let t0 = Instant::now();
+    assert_eq!(
+        access.check_at(remote(), Some(right.as_bytes()), t0),
+        Verdict::Allow
+    );
+    for _ in 0..MAX_WRONG_PASSWORDS {
+        access.check_at(remote(), Some(header("ops", "x").as_bytes()), t0);
+    }
+    // The remembered header needs no PBKDF2 and is not refused.
+    assert_eq!(
+        access.quick_check_at(remote(), Some(right.as_bytes()), t0),
+        Some(Verdict::Allow)
+    );
+    // A header that has not verified needs the slow check (None) until
+    // its address is refused.
+    let fresh: IpAddr = "203.0.113.9".parse().unwrap();
+    assert_eq!(
+        access.quick_check_at(fresh, Some(header("ops", "y").as_bytes()), t0),
+        None
+    );
+}
+
+#[test]
+fn ipv6_guesses_count_per_64_and_the_table_stays_bounded() {
+    let access = ops_access();
+    let t0 = Instant::now();
+    // Ten addresses of one /64: one source.
+    for i in 0..MAX_WRONG_PASSWORDS {
+        let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+        access.check_at(ip, Some(header("ops", "g").as_bytes()), t0);
+    }
+    let same_64: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+    assert!(matches!(
+        access.check_at(same_64, Some(header("ops", "right").as_bytes()), t0),
+        Verdict::TooManyWrong { .. }
+    ));
+    let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+    assert_eq!(
+        access.check_at(next_64, Some(header("ops", "right").as_bytes()), t0),
+        Verdict::Allow
+    );
+    // A spray over many more addresses than are remembered.
+    for i in 0..(MAX_TRACKED as u32 + 100) {
+        let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        access.check_at(ip, Some(b"Basic Og=="), t0);
+    }
+    assert!(access.wrong.lock().unwrap().len() <= MAX_TRACKED);
+}
