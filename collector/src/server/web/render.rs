@@ -313,6 +313,13 @@ pub fn tiles(o: &Overview) -> Vec<Tile> {
             "power sequence disabled ([power] enabled = false): UPS events are only recorded",
         ),
         (
+            o.power_enabled && o.observing,
+            "power-observing",
+            "sec-power",
+            "observing, not armed: a power cut is recorded with what the sequence would do, \
+             nothing is drained or powered off (`nodewarden power arm` on the server arms it)",
+        ),
+        (
             o.domains.is_empty(),
             "power-none",
             "sec-power",

@@ -250,6 +250,8 @@ pub struct Overview {
     /// The power sequence runs (`[power] enabled`); else UPS events are
     /// only recorded.
     pub power_enabled: bool,
+    /// Not armed: a power cut is only recorded with what would be done.
+    pub observing: bool,
     /// Newest first.
     pub events: Vec<EventRow>,
 }

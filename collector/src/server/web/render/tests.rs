@@ -50,6 +50,7 @@ fn overview() -> Overview {
             NOW_MS,
         )],
         power_enabled: true,
+        observing: false,
         events: events.iter().map(view::event_row).collect(),
     }
 }
@@ -192,4 +193,25 @@ fn empty_cluster_says_so_and_every_tile_sits_in_its_section() {
     for t in tiles(&overview()) {
         assert!(t.html.contains(&format!("id=\"{}\"", t.id)), "{}", t.id);
     }
+}
+
+#[test]
+fn an_unarmed_sequence_says_it_only_observes() {
+    let armed = overview_html(&overview());
+    assert!(!armed.contains("observing, not armed"), "{armed}");
+    let observing = overview_html(&Overview {
+        observing: true,
+        ..overview()
+    });
+    assert!(
+        text_of(&observing, "power-observing").contains("nodewarden power arm"),
+        "{observing}"
+    );
+    // With the sequence disabled that line would mislead: it is not shown.
+    let disabled = overview_html(&Overview {
+        observing: true,
+        power_enabled: false,
+        ..overview()
+    });
+    assert!(!disabled.contains("observing, not armed"), "{disabled}");
 }
