@@ -3,13 +3,13 @@
 //! cluster's agents read as if nodewarden were upsd. `protocol` splits and
 //! quotes words, `vars` turns a reading into NUT variables, `catalog` names
 //! the served UPSes, `session` answers a client's commands (pure),
-//! `limits` rate-limits wrong passwords, `instcmd` runs commands on agents,
+//! `instcmd` runs commands on agents (wrong passwords are limited by
+//! `server::auth_limit`),
 //! `listener` owns the sockets; `config` is `[nut_server]`.
 
 pub mod catalog;
 pub mod config;
 pub mod instcmd;
-pub mod limits;
 pub mod listener;
 pub mod protocol;
 pub mod session;

@@ -3,7 +3,6 @@
 //! peer address, the Authorization header and the time; the hyper glue
 //! applies it (and runs the slow password check off the async workers).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use ring::{digest, pbkdf2, rand::SecureRandom};
 
 use super::config::WebConfig;
+use crate::server::auth_limit::{self, AuthLimiter};
 
 /// Iterations for new hashes: about 0.1 s on a Raspberry Pi 4, paid once
 /// per browser session (accepted headers are remembered), not per request.
@@ -25,15 +25,10 @@ const HASH_LEN: usize = digest::SHA256_OUTPUT_LEN;
 /// Wrong passwords one address may send per window before it is answered
 /// 429 without a password check: a guesser cannot spend the collector's
 /// CPU on PBKDF2 (nor guess fast), and an owner who mistyped waits a
-/// minute at most (the collector's NUT server limits its wrong passwords
-/// the same way).
+/// minute at most (the NUT server's limiter, with the page's allowance).
 pub const MAX_WRONG_PASSWORDS: u32 = 10;
 /// The window those are counted in.
-pub const WRONG_PASSWORD_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses whose wrong passwords are remembered at once; past it the
-/// expired ones are dropped, then the oldest (memory stays bounded under a
-/// spray of addresses).
-const MAX_TRACKED: usize = 4096;
+pub const WRONG_PASSWORD_WINDOW: Duration = auth_limit::WINDOW;
 
 /// Why a `password_hash` value is not usable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -147,13 +142,6 @@ pub enum Verdict {
     TooManyWrong { retry_after_s: u64 },
 }
 
-/// Wrong passwords from one address in its current window.
-#[derive(Debug, Clone, Copy)]
-struct Strikes {
-    count: u32,
-    since: Instant,
-}
-
 /// The page's access policy, built once from `[web]`.
 #[derive(Debug)]
 pub struct Access {
@@ -164,7 +152,7 @@ pub struct Access {
     accepted: Mutex<Option<digest::Digest>>,
     /// Wrong passwords per address (IPv6 per /64: one host holds a whole
     /// /64 and could otherwise take a fresh address per guess).
-    wrong: Mutex<HashMap<IpAddr, Strikes>>,
+    wrong: Mutex<AuthLimiter>,
 }
 
 impl Access {
@@ -180,7 +168,7 @@ impl Access {
             allow_remote: config.allow_remote,
             login,
             accepted: Mutex::new(None),
-            wrong: Mutex::new(HashMap::new()),
+            wrong: Mutex::new(AuthLimiter::new(MAX_WRONG_PASSWORDS)),
         }
     }
 
@@ -260,35 +248,15 @@ impl Access {
     /// Seconds `source` must still wait, if it used up its wrong passwords.
     fn refused_until(&self, source: IpAddr, now: Instant) -> Option<u64> {
         let wrong = self.wrong.lock().unwrap_or_else(|p| p.into_inner());
-        let s = wrong.get(&source)?;
-        let ends = s.since + WRONG_PASSWORD_WINDOW;
-        (s.count >= MAX_WRONG_PASSWORDS && now < ends)
-            .then(|| ends.duration_since(now).as_secs().max(1))
+        wrong
+            .blocked_for(source, now)
+            .map(|left| left.as_secs().max(1))
     }
 
     /// Counts one wrong password from `source`.
     fn strike(&self, source: IpAddr, now: Instant) {
         let mut wrong = self.wrong.lock().unwrap_or_else(|p| p.into_inner());
-        if wrong.len() >= MAX_TRACKED && !wrong.contains_key(&source) {
-            wrong.retain(|_, s| now < s.since + WRONG_PASSWORD_WINDOW);
-            if wrong.len() >= MAX_TRACKED
-                && let Some(oldest) = wrong.iter().min_by_key(|(_, s)| s.since).map(|(k, _)| *k)
-            {
-                wrong.remove(&oldest);
-            }
-        }
-        let s = wrong.entry(source).or_insert(Strikes {
-            count: 0,
-            since: now,
-        });
-        if now >= s.since + WRONG_PASSWORD_WINDOW {
-            *s = Strikes {
-                count: 0,
-                since: now,
-            };
-        }
-        s.count += 1;
-        if s.count == MAX_WRONG_PASSWORDS {
+        if wrong.failed(source, now) {
             tracing::warn!(
                 "web page: {MAX_WRONG_PASSWORDS} wrong passwords from {source} within {}s: \
                  refusing its logins until the minute is over",

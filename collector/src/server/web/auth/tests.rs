@@ -1,4 +1,5 @@
 use super::*;
+use crate::server::auth_limit::MAX_TRACKED;
 
 fn header(user: &str, password: &str) -> String {
     // Encoded by hand so the test does not lean on the decoder it checks.
@@ -221,5 +222,5 @@ fn ipv6_guesses_count_per_64_and_the_table_stays_bounded() {
         let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
         access.check_at(ip, Some(b"Basic Og=="), t0);
     }
-    assert!(access.wrong.lock().unwrap().len() <= MAX_TRACKED);
+    assert!(access.wrong.lock().unwrap().tracked() <= MAX_TRACKED);
 }

@@ -1,15 +1,17 @@
 //! Wrong-password rate limit per client address, pure over the clock it is
 //! given: a few failures a minute are allowed, then that address's checks
 //! are refused unchecked until the minute is over. Other addresses are
-//! never affected.
+//! never affected. Shared by the NUT server and the status page's login.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses remembered at most; the oldest windows go first.
-const MAX_TRACKED: usize = 4096;
+/// The minute failures are counted in.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most; the expired windows go first, then the
+/// oldest (memory stays bounded under a spray of addresses).
+pub const MAX_TRACKED: usize = 4096;
 
 /// Failures per address in the current minute.
 #[derive(Debug)]
@@ -28,9 +30,14 @@ impl AuthLimiter {
 
     /// True while `addr` has used up its failures for this minute.
     pub fn blocked(&self, addr: IpAddr, now: Instant) -> bool {
-        self.failures
-            .get(&addr)
-            .is_some_and(|(start, n)| now.duration_since(*start) < WINDOW && *n >= self.per_minute)
+        self.blocked_for(addr, now).is_some()
+    }
+
+    /// How long `addr` stays refused, if it used up its failures.
+    pub fn blocked_for(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
+        let (start, n) = self.failures.get(&addr)?;
+        let left = WINDOW.saturating_sub(now.duration_since(*start));
+        (*n >= self.per_minute && !left.is_zero()).then_some(left)
     }
 
     /// Counts a failure; true when this one used up the allowance (log it once).
@@ -38,6 +45,15 @@ impl AuthLimiter {
         if self.failures.len() >= MAX_TRACKED && !self.failures.contains_key(&addr) {
             self.failures
                 .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+            if self.failures.len() >= MAX_TRACKED
+                && let Some(oldest) = self
+                    .failures
+                    .iter()
+                    .min_by_key(|(_, (start, _))| *start)
+                    .map(|(a, _)| *a)
+            {
+                self.failures.remove(&oldest);
+            }
         }
         let entry = self.failures.entry(addr).or_insert((now, 0));
         if now.duration_since(entry.0) >= WINDOW {
@@ -45,6 +61,11 @@ impl AuthLimiter {
         }
         entry.1 = entry.1.saturating_add(1);
         entry.1 == self.per_minute
+    }
+
+    /// Addresses remembered now.
+    pub fn tracked(&self) -> usize {
+        self.failures.len()
     }
 }
 
