@@ -210,7 +210,7 @@ fn plan_msg(d: DomainPlan) -> PlanMsg {
 
 fn arm_msg(a: &ArmState) -> PowerArm {
     PowerArm {
-        armed: a.armed || a.by_config,
+        armed: a.is_armed(),
         by: a.by.clone(),
         at_ms: a.at_ms,
         by_config: a.by_config,

@@ -24,6 +24,13 @@ pub struct ArmState {
     pub by_config: bool,
 }
 
+impl ArmState {
+    /// The sequence may start: armed by the operator or by the config file.
+    pub fn is_armed(&self) -> bool {
+        self.armed || self.by_config
+    }
+}
+
 /// The answer to `power arm|disarm|hold|resume`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionReply {
@@ -122,7 +129,7 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
     /// Sets the arming everywhere it counts: each machine's settings and
     /// the view `nodewarden power` reads.
     fn set_arm(&mut self, arm: ArmState) {
-        let armed = arm.armed || arm.by_config;
+        let armed = arm.is_armed();
         for m in self.machines.values_mut() {
             let mut spec = m.spec.clone();
             spec.settings.armed = armed;
@@ -133,8 +140,10 @@ impl<C: ClusterPort, A: AgentPort, L: LivePort, S: StorePort> Runner<C, A, L, S>
 
     /// Whether the sequence may start now.
     pub(super) fn armed(&self) -> bool {
-        let arm = self.arm.lock().unwrap_or_else(|p| p.into_inner());
-        arm.armed || arm.by_config
+        self.arm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_armed()
     }
 
     /// `power arm` (refused while the plan has errors) or `power disarm`

@@ -142,10 +142,10 @@ impl Web {
             ups,
             domains,
             power_enabled: self.power_enabled,
-            observing: self.power.as_ref().is_some_and(|p| {
-                let arm = p.arm_state();
-                !(arm.armed || arm.by_config)
-            }),
+            observing: self
+                .power
+                .as_ref()
+                .is_some_and(|p| !p.arm_state().is_armed()),
             events: events.iter().map(view::event_row).collect(),
         }
     }
