@@ -15,6 +15,7 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 
@@ -51,7 +52,15 @@ def wait_for(what, timeout, check, interval=0.05):
 
 
 def text_of(driver, css):
-    return driver.find_element(By.CSS_SELECTOR, css).text
+    # The live stream replaces tiles as samples arrive; an element found a
+    # moment ago may be gone by the time its text is read. Find it again:
+    # the replacement is what the user sees now.
+    for _ in range(20):
+        try:
+            return driver.find_element(By.CSS_SELECTOR, css).text
+        except StaleElementReferenceException:
+            time.sleep(0.01)
+    fail("%s kept being replaced for 20 reads in a row" % css)
 
 
 def console_errors(driver):
