@@ -51,18 +51,60 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build"
 cargo build --workspace --bins --quiet
 
+# side_by_side NAME FIRST SECOND: runs the shell functions FIRST and SECOND
+# at once, FIRST's summary lines as they come and SECOND's after it, both
+# whole in /tmp/nodewarden-NAME.log; exits 1 naming the failures if either
+# failed. For test binaries that mostly wait on timers, processes and
+# sockets, with the CPU idle; each test has its own ports, directories and
+# namespaces, as it must to run beside the others in its own binary.
+side_by_side() {
+    local log="/tmp/nodewarden-$1" first second pid
+    # errexit off around the pipeline, and no `|| true` after it: with
+    # pipefail, `|| true` would run on any failure and PIPESTATUS would then
+    # be true's 0, so a failing test would pass the command.
+    set +e
+    "$3" >"$log-second.log" 2>&1 &
+    pid=$!
+    "$2" 2>&1 | tee "$log-first.log" | grep -E "$summary"
+    first=${PIPESTATUS[0]}
+    wait "$pid"
+    second=$?
+    echo "-- and beside it:"
+    grep -E "$summary" "$log-second.log"
+    set -e
+    cat "$log-first.log" "$log-second.log" >"$log.log"
+    rm -f "$log-first.log" "$log-second.log"
+    if [ "$first" != 0 ] || [ "$second" != 0 ]; then
+        grep -E -A30 '^failures:' "$log.log" | head -200
+        exit 1
+    fi
+}
+summary='^(test result|     Running|.*FAILED|.*panicked)'
+
 echo "== tests"
-# errexit off around the pipeline, and no `|| true` after it: with pipefail,
-# `|| true` would run on any failure and PIPESTATUS would then be true's 0,
-# so a failing test would pass the command.
-set +e
-PATH="$no_apt:$PATH" cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/nodewarden-test.log | grep -E '^(test result|running|     Running|.*FAILED|.*panicked)'
-status=${PIPESTATUS[0]}
-set -e
-if [ "$status" != 0 ]; then
-    grep -E -A30 '^failures:' /tmp/nodewarden-test.log | head -200
-    exit "$status"
-fi
+# Built once, then the end-to-end suites (tests/tests/*_e2e.rs: real
+# collectors, agents and UPSes) run beside everything else: a third off this
+# phase on two cores. Both streams select with --workspace, so features unify
+# as in one `cargo test` and nothing is built twice; the file glob puts a new
+# test file in one stream or the other without a list to keep.
+PATH="$no_apt:$PATH" cargo test --workspace --no-run --quiet
+e2e=() rest=()
+for file in */tests/*.rs; do
+    case "$file" in
+    tests/tests/*_e2e.rs) e2e+=(--test "$(basename "$file" .rs)") ;;
+    *) rest+=(--test "$(basename "$file" .rs)") ;;
+    esac
+done
+units_and_integration() {
+    local units docs
+    PATH="$no_apt:$PATH" cargo test --workspace --no-fail-fast --lib --bins "${rest[@]}"
+    units=$?
+    PATH="$no_apt:$PATH" cargo test --workspace --no-fail-fast --doc
+    docs=$?
+    [ "$units" = 0 ] && [ "$docs" = 0 ]
+}
+end_to_end() { PATH="$no_apt:$PATH" cargo test --workspace --no-fail-fast "${e2e[@]}"; }
+side_by_side test units_and_integration end_to_end
 no_apt_check "cargo test"
 
 # The disk-writes bench beside Prometheus, short (40 s, a sync in it): it
@@ -83,17 +125,16 @@ if [ -x packaging/test-debs.sh ]; then
     packaged_agent=target/x86_64-unknown-linux-musl/release/nodewarden-agent
     if [ "$(uname -m)" = x86_64 ] && [ -x "$packaged_agent" ]; then
         echo "== end to end with the packaged agent ($packaged_agent)"
-        set +e
-        PATH="$no_apt:$PATH" NODEWARDEN_TEST_AGENT="$PWD/$packaged_agent" cargo test -p nodewarden-tests --no-fail-fast \
-            --test power_e2e --test power_ups_delay_e2e \
-            --test commands --test ups_e2e --test link --test trust 2>&1 |
-            tee /tmp/nodewarden-test-packaged.log | grep -E '^(test result|.*FAILED|.*panicked)'
-        status=${PIPESTATUS[0]}
-        set -e
-        if [ "$status" != 0 ]; then
-            grep -E -A30 '^failures:' /tmp/nodewarden-test-packaged.log | head -200
-            exit "$status"
-        fi
+        packaged_sequence() {
+            PATH="$no_apt:$PATH" NODEWARDEN_TEST_AGENT="$PWD/$packaged_agent" \
+                cargo test -p nodewarden-tests --no-fail-fast --test power_e2e
+        }
+        packaged_link_and_ups() {
+            PATH="$no_apt:$PATH" NODEWARDEN_TEST_AGENT="$PWD/$packaged_agent" \
+                cargo test -p nodewarden-tests --no-fail-fast \
+                --test power_ups_delay_e2e --test commands --test ups_e2e --test link --test trust
+        }
+        side_by_side test-packaged packaged_sequence packaged_link_and_ups
         no_apt_check "the packaged agent's end-to-end run"
     fi
 fi
