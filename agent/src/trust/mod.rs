@@ -361,6 +361,36 @@ impl Watched {
             *v = Some(verify::explain(tls, &self.host));
         }
     }
+
+    /// After a failed write: the collector may have refused our certificate
+    /// with an alert and closed before this side read it (a busy machine
+    /// writes the first request first), and then the write's reset is all
+    /// hyper reports. Linux hands out data queued before a reset, so the
+    /// alert can still be read; but tokio's readiness for the socket may lag
+    /// the reset (its reactor has not run yet), so ask the kernel directly.
+    fn look_for_alert<T>(&mut self, written: &std::task::Poll<std::io::Result<T>>) {
+        if !matches!(written, std::task::Poll::Ready(Err(_)))
+            || self.verdict.lock().map(|v| v.is_some()).unwrap_or(true)
+        {
+            return;
+        }
+        let (tcp, tls) = self.inner.get_mut();
+        let mut raw = [0u8; 4096];
+        let socket = socket2::SockRef::from(&*tcp);
+        // The socket is non-blocking (tokio's): this never waits.
+        let n = match std::io::Read::read(&mut &*socket, &mut raw) {
+            Ok(n) if n > 0 => n,
+            _ => return,
+        };
+        if tls.read_tls(&mut &raw[..n]).is_err() {
+            return;
+        }
+        if let Err(e) = tls.process_new_packets()
+            && let Ok(mut v) = self.verdict.lock()
+        {
+            *v = Some(verify::explain(&e, &self.host));
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -383,7 +413,9 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.look_for_alert(&r);
+        r
     }
     // Passed through so h2 writes a frame's header and its payload in one
     // call: one TLS record and one system call instead of two per message
@@ -394,7 +426,9 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.look_for_alert(&r);
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -403,7 +437,9 @@ impl tokio::io::AsyncWrite for Watched {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.look_for_alert(&r);
+        r
     }
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
