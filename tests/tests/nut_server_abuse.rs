@@ -54,6 +54,34 @@ fn closed(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// How long a client waits for a free slot after the flood: the rig's
+/// idle_timeout (3 s) sheds the idle connections, with a margin.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// A client from `source` as soon as the server has a slot for it. The idle
+/// flood may hold every slot until idle_timeout, and a slot is freed only
+/// once the server has read the last client's end; on a loaded machine both
+/// come later. A client refused for want of a slot is closed before any
+/// reply; a blocked address would get ERR ACCESS-DENIED at LOGIN, so waiting
+/// here hides no block.
+async fn connect_from_when_a_slot_frees(source: [u8; 4], port: u16) -> nut_server_support::NutLine {
+    let deadline = Instant::now() + SLOT_WAIT;
+    loop {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        let mut client = nut_server_support::NutLine::from_std(tcp.into_std().unwrap());
+        if client.say("NETVER") == "1.3" {
+            return client;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no free slot for {source:?} within {SLOT_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_clients_get_errors_or_closed_and_the_agent_stream_keeps_its_pace() {
     let rig =
@@ -146,23 +174,29 @@ async fn bad_clients_get_errors_or_closed_and_the_agent_stream_keeps_its_pace() 
     );
 
     // This address is now refused unchecked, even with the right password;
-    // another address is not.
-    let (_, out) = run(
-        "upscmd",
-        &[
-            "-u",
-            ADMIN.0,
-            "-p",
-            ADMIN.1,
-            &rig.ups("rack"),
-            "beeper.toggle",
-        ],
-    );
+    // another address is not. Both need a slot first: the idle flood may
+    // hold them all until idle_timeout sheds it (3 s). upscmd closed before
+    // any reply, for want of a slot, dies of SIGPIPE with nothing to say.
+    let slot_deadline = Instant::now() + SLOT_WAIT;
+    let out = loop {
+        let (_, out) = run(
+            "upscmd",
+            &[
+                "-u",
+                ADMIN.0,
+                "-p",
+                ADMIN.1,
+                &rig.ups("rack"),
+                "beeper.toggle",
+            ],
+        );
+        if !out.is_empty() || Instant::now() > slot_deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(out.contains("ERR ACCESS-DENIED"), "blocked address: {out}");
-    let other = tokio::net::TcpSocket::new_v4().unwrap();
-    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let other = other.connect(([127, 0, 0, 1], port).into()).await.unwrap();
-    let mut other = nut_server_support::NutLine::from_std(other.into_std().unwrap());
+    let mut other = connect_from_when_a_slot_frees([127, 0, 0, 2], port).await;
     assert_eq!(other.say(&format!("USERNAME {}", ADMIN.0)), "OK");
     assert_eq!(other.say(&format!("PASSWORD {}", ADMIN.1)), "OK");
     assert_eq!(
