@@ -133,6 +133,22 @@ impl Rig {
             .collect()
     }
 
+    /// The one event `reason` on `node`. The collector posts it after it
+    /// writes the condition, so it may come a moment after the condition.
+    async fn one_event(&self, node: &str, reason: &str) -> Value {
+        eventually(Duration::from_secs(5), reason, || async {
+            self.events(node, reason).pop()
+        })
+        .await;
+        let events = self.events(node, reason);
+        assert_eq!(
+            events.len(),
+            1,
+            "one {reason} event per transition: {events:?}"
+        );
+        events[0].clone()
+    }
+
     fn log(&self) -> String {
         self.collector.proc.log_text()
     }
@@ -219,19 +235,14 @@ async fn under_voltage_raises_the_condition_and_a_flapping_sensor_costs_bounded_
         "{msg}"
     );
     assert_ne!(up["lastTransitionTime"], uv["lastTransitionTime"]);
-    let ev = eventually(
-        Duration::from_secs(5),
-        "the UnderVoltageDetected event",
-        || async { rig.events("pi", "UnderVoltageDetected").pop() },
-    )
-    .await;
+    let ev = rig.one_event("pi", "UnderVoltageDetected").await;
     assert_eq!(ev["involvedObject"]["kind"], "Node");
     assert_eq!(ev["type"], "Warning");
 
     std::fs::write(&rig.alarm, "0\n").unwrap();
     let down = rig.wait_condition("pi", "UnderVoltage", "False", 15).await;
     assert_ne!(down["lastTransitionTime"], up["lastTransitionTime"]);
-    assert_eq!(rig.events("pi", "NoUnderVoltage").len(), 1);
+    rig.one_event("pi", "NoUnderVoltage").await;
 
     // Flapping for 10 s, a change about every sample the agent takes (one
     // a second): ~9 changes seen, at most one write per 2 s. Not faster:
@@ -281,7 +292,7 @@ async fn a_gone_agent_is_agent_down_and_a_removed_node_loses_its_labels() {
     assert_eq!(down["reason"], "AgentDisconnected");
     let uv = rig.wait_condition("pi", "UnderVoltage", "Unknown", 5).await;
     assert_eq!(uv["reason"], "NoCurrentReadings");
-    assert_eq!(rig.events("pi", "AgentDisconnected").len(), 1);
+    rig.one_event("pi", "AgentDisconnected").await;
 
     assert!(
         rig.collector
