@@ -420,9 +420,17 @@ async fn replugged_device_is_found_again_through_its_stable_path() {
     drop(sim1);
     let lost = next_change(&mut rx, Duration::from_secs(8)).await;
     assert!(!lost.communication_ok);
-    // The kernel hands out the lowest free pty number; hold it so the
-    // replugged device really comes back under another name.
-    let _squatter = nodewarden_agent::ups::sim::pty::open().expect("pty");
+    // The kernel hands out the lowest free pty number, and other tests open
+    // and close theirs meanwhile: hold ptys until one of them has the old
+    // name, so the replugged device really comes back under another.
+    let mut squatters = Vec::new();
+    while !squatters
+        .iter()
+        .any(|p: &nodewarden_agent::ups::sim::pty::Pty| p.path == first_pty)
+    {
+        assert!(squatters.len() < 256, "never got {first_pty:?} back");
+        squatters.push(nodewarden_agent::ups::sim::pty::open().expect("pty"));
+    }
     let sim2 = SimUps::spawn(MegatecResponder::default(), &link).expect("sim");
     assert_ne!(sim2.pty_path(), first_pty, "replugged under a new name");
     let back = next_change(&mut rx, Duration::from_secs(20)).await;
