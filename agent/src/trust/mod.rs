@@ -355,9 +355,13 @@ struct Watched {
 
 impl Watched {
     fn note(&self, e: &std::io::Error) {
-        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-            && let Ok(mut v) = self.verdict.lock()
-        {
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            self.note_tls(tls);
+        }
+    }
+
+    fn note_tls(&self, tls: &rustls::Error) {
+        if let Ok(mut v) = self.verdict.lock() {
             *v = Some(verify::explain(tls, &self.host));
         }
     }
@@ -385,10 +389,8 @@ impl Watched {
         if tls.read_tls(&mut &raw[..n]).is_err() {
             return;
         }
-        if let Err(e) = tls.process_new_packets()
-            && let Ok(mut v) = self.verdict.lock()
-        {
-            *v = Some(verify::explain(&e, &self.host));
+        if let Err(e) = tls.process_new_packets() {
+            self.note_tls(&e);
         }
     }
 }
